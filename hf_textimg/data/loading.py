@@ -1,0 +1,234 @@
+"""One way to load any captioned image set, used by every training script.
+
+The arguments mirror diffusers' text-to-image example (`--dataset_name`,
+`--train_data_dir`, `--image_column`, `--caption_column`, `--resolution`), so a user can
+point our scripts at the same data they would give that example:
+
+- ``dataset_name="shapes"`` / ``"emoji"``: the built-in sets, generated locally.
+- ``dataset_name=<folder written by save_to_disk>``: loaded with `datasets.load_from_disk`.
+- ``dataset_name=<Hub id or local loading script>``: `datasets.load_dataset`.
+- ``train_data_dir=<folder>``: the standard `imagefolder` layout (images + metadata.jsonl).
+
+Images become float tensors (3, R, R) in [-1, 1]. Random horizontal flip is off by
+default because captions talk about left and right.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+BUILTIN_DATASETS = ("shapes", "emoji")
+
+
+def _builtin_dataset(name: str, resolution: int, cache_dir: str | None, **kwargs):
+    if name == "shapes":
+        from .shapes import build_shapes_dataset
+
+        return build_shapes_dataset(size=resolution, **kwargs)
+    from .emoji import build_emoji_dataset
+
+    return build_emoji_dataset(size=resolution, cache_dir=cache_dir, **kwargs)
+
+
+def _is_saved_dataset(path: Path) -> bool:
+    # `save_to_disk` writes dataset_dict.json (DatasetDict) or dataset_info.json + state.json (Dataset).
+    return (path / "dataset_dict.json").is_file() or (path / "state.json").is_file()
+
+
+def load_image_text_dataset(
+    dataset_name: str | None = None,
+    train_data_dir: str | os.PathLike | None = None,
+    split: str = "train",
+    image_column: str = "image",
+    caption_column: str | None = "text",
+    resolution: int = 32,
+    dataset_config_name: str | None = None,
+    cache_dir: str | None = None,
+    max_samples: int | None = None,
+    builtin_kwargs: dict | None = None,
+):
+    """Load one split of a captioned image set and check its columns.
+
+    Args:
+        dataset_name: "shapes", "emoji", a folder written by `save_to_disk`, a name
+            for `datasets.load_dataset`, or an in-memory `Dataset`/`DatasetDict`.
+        train_data_dir: an `imagefolder` directory (alternative to `dataset_name`).
+        split: the split to return.
+        image_column / caption_column: column names; `caption_column=None` for image-only
+            training (the auto-encoder).
+        resolution: image size the built-in sets are rendered at.
+        max_samples: keep only the first N rows (for quick runs).
+        builtin_kwargs: extra arguments for the built-in builders (e.g. `num_train`).
+
+    Returns:
+        A `datasets.Dataset`.
+
+    Raises:
+        ValueError: no source given, unknown split, missing column (the message lists the
+            columns that exist) or an empty data set.
+    """
+    import datasets
+
+    if (dataset_name is None) == (train_data_dir is None):
+        raise ValueError("Pass exactly one of `dataset_name` (built-in name, saved folder or Hub id) and `train_data_dir` (imagefolder).")
+
+    if isinstance(dataset_name, (datasets.Dataset, datasets.DatasetDict)):
+        data, source = dataset_name, "the given data set"
+    elif train_data_dir is not None:
+        if not Path(train_data_dir).is_dir():
+            raise ValueError(f"train_data_dir={str(train_data_dir)!r} is not a directory.")
+        data = datasets.load_dataset("imagefolder", data_dir=str(train_data_dir), cache_dir=cache_dir)
+        source = f"imagefolder {train_data_dir}"
+    elif dataset_name in BUILTIN_DATASETS:
+        data = _builtin_dataset(dataset_name, resolution, cache_dir, **(builtin_kwargs or {}))
+        source = f"built-in data set {dataset_name!r}"
+    elif _is_saved_dataset(Path(dataset_name)):
+        data = datasets.load_from_disk(dataset_name)
+        source = f"saved data set {dataset_name}"
+    else:
+        data = datasets.load_dataset(dataset_name, dataset_config_name, cache_dir=cache_dir)
+        source = f"data set {dataset_name!r}"
+
+    if isinstance(data, datasets.DatasetDict):
+        if split not in data:
+            raise ValueError(f"Split {split!r} not found in {source}; available splits: {sorted(data)}.")
+        data = data[split]
+
+    required = [image_column] + ([caption_column] if caption_column else [])
+    for role, column in zip(("image_column", "caption_column"), required):
+        if column not in data.column_names:
+            raise ValueError(
+                f"{role}={column!r} is not a column of {source}; its columns are {data.column_names}. "
+                f"Pass --{role} with one of them."
+            )
+    if len(data) == 0:
+        raise ValueError(f"{source} split {split!r} is empty; there is nothing to train or evaluate on.")
+    if max_samples is not None:
+        data = data.select(range(min(max_samples, len(data))))
+    return data
+
+
+def image_to_tensor(image: Image.Image, resolution: int, random_flip: bool = False, rng: random.Random | None = None) -> torch.Tensor:
+    """PIL image -> (3, resolution, resolution) float tensor in [-1, 1].
+
+    Centre-crops to a square, then resizes (box filter when shrinking, bicubic when
+    enlarging). Written with PIL/numpy rather than torchvision, which is not a
+    dependency (and has no CPU wheel on some platforms).
+    """
+    image = image.convert("RGB")
+    w, h = image.size
+    if w != h:
+        side = min(w, h)
+        left, top = (w - side) // 2, (h - side) // 2
+        image = image.crop((left, top, left + side, top + side))
+    if image.size[0] != resolution:
+        resample = Image.Resampling.BOX if image.size[0] > resolution else Image.Resampling.BICUBIC
+        image = image.resize((resolution, resolution), resample=resample)
+    if random_flip and (rng or random).random() < 0.5:
+        image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    array = np.asarray(image, dtype=np.float32)  # (H, W, 3) in [0, 255]
+    return torch.from_numpy(array).permute(2, 0, 1).div(127.5).sub(1.0)
+
+
+def tensor_to_pil(images: torch.Tensor) -> list[Image.Image]:
+    """(B, 3, H, W) tensor in [-1, 1] -> list of PIL images."""
+    array = ((images.detach().float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+    return [Image.fromarray(a) for a in array]
+
+
+class ImageTextTransform:
+    """`datasets.Dataset.with_transform` function: decode, resize and normalise images and
+    pick one caption per example (a column may hold a list of alternative captions).
+
+    Output keys: ``pixel_values`` (list of (3, R, R) tensors) and ``text`` (list of str).
+    """
+
+    def __init__(
+        self,
+        resolution: int,
+        image_column: str = "image",
+        caption_column: str | None = "text",
+        random_flip: bool = False,
+        caption_fn: Callable[[dict, random.Random], str] | None = None,
+        seed: int | None = None,
+    ):
+        self.resolution = resolution
+        self.image_column, self.caption_column = image_column, caption_column
+        self.random_flip = random_flip
+        self.caption_fn = caption_fn
+        self.rng = random.Random(seed)
+
+    def _caption(self, examples: dict, i: int) -> str:
+        if self.caption_fn is not None:
+            return self.caption_fn({k: v[i] for k, v in examples.items()}, self.rng)
+        caption = examples[self.caption_column][i]
+        if isinstance(caption, str):
+            return caption
+        if isinstance(caption, (list, tuple)) and caption and all(isinstance(c, str) for c in caption):
+            return self.rng.choice(caption)
+        raise ValueError(
+            f"Caption column {self.caption_column!r} must hold strings or lists of strings; got {type(caption).__name__} in row {i}."
+        )
+
+    def __call__(self, examples: dict) -> dict:
+        images = examples[self.image_column]
+        out = {"pixel_values": []}
+        for i, image in enumerate(images):
+            if not isinstance(image, Image.Image):
+                raise ValueError(
+                    f"Column {self.image_column!r} row {i} is a {type(image).__name__}, not an image; "
+                    "cast it with datasets.Image() or pass the right --image_column."
+                )
+            out["pixel_values"].append(image_to_tensor(image, self.resolution, self.random_flip, self.rng))
+        if self.caption_column or self.caption_fn:
+            out["text"] = [self._caption(examples, i) for i in range(len(images))]
+        return out
+
+
+class ImageTextCollator:
+    """DataLoader `collate_fn`: stacks pixel values (B, 3, R, R) and, with a tokenizer,
+    tokenizes the captions into fixed-length `input_ids`/`attention_mask` (B, L)."""
+
+    def __init__(self, tokenizer=None, max_length: int | None = None):
+        self.tokenizer, self.max_length = tokenizer, max_length
+
+    def __call__(self, examples: list[dict]) -> dict:
+        batch = {"pixel_values": torch.stack([e["pixel_values"] for e in examples]).contiguous()}
+        if "text" in examples[0]:
+            batch["text"] = [e["text"] for e in examples]
+            if self.tokenizer is not None:
+                from ..tokenization import tokenize_captions
+
+                batch.update(tokenize_captions(self.tokenizer, batch["text"], self.max_length))
+        return batch
+
+
+def save_as_imagefolder(dataset_dict, out_dir: str | os.PathLike, image_column: str = "image") -> list[Path]:
+    """Export each split to ``out_dir/<split>/`` in the standard `imagefolder` layout:
+    PNG files plus a ``metadata.jsonl`` whose rows hold ``file_name`` and every other column.
+
+    Load a split back with ``load_dataset("imagefolder", data_dir=out_dir/<split>)`` or
+    ``--train_data_dir out_dir/<split>``. Splits get their own folders because imagefolder
+    only recognises train/validation/test directory names, not e.g. ``heldout``.
+    """
+    import json
+
+    written = []
+    for split, data in dataset_dict.items():
+        folder = Path(out_dir) / split
+        folder.mkdir(parents=True, exist_ok=True)
+        width = len(str(max(len(data) - 1, 0)))
+        with open(folder / "metadata.jsonl", "w") as f:
+            for i, row in enumerate(data):
+                name = f"{i:0{width}d}.png"
+                row.pop(image_column).save(folder / name)
+                f.write(json.dumps({"file_name": name, **row}) + "\n")
+        written.append(folder)
+    return written

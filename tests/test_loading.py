@@ -1,0 +1,82 @@
+import json
+
+import datasets
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from hf_textimg.data.loading import (
+    ImageTextCollator,
+    ImageTextTransform,
+    image_to_tensor,
+    load_image_text_dataset,
+    save_as_imagefolder,
+    tensor_to_pil,
+)
+from hf_textimg.tokenization import train_tokenizer
+
+
+def _toy(n=6, size=40):
+    rng = np.random.default_rng(0)
+    images = [Image.fromarray(rng.integers(0, 256, (size, size + 8, 3), dtype=np.uint8)) for _ in range(n)]
+    texts = [f"picture number {i}" for i in range(n)]
+    features = datasets.Features({"img": datasets.Image(), "caption": datasets.Value("string")})
+    return datasets.DatasetDict({"train": datasets.Dataset.from_dict({"img": images, "caption": texts}, features=features)})
+
+
+def test_saved_folder_and_columns(tmp_path):
+    _toy().save_to_disk(tmp_path / "toy")
+    data = load_image_text_dataset(str(tmp_path / "toy"), image_column="img", caption_column="caption", max_samples=4)
+    assert len(data) == 4
+    with pytest.raises(ValueError, match=r"\['img', 'caption'\]"):
+        load_image_text_dataset(str(tmp_path / "toy"), image_column="image", caption_column="caption")
+    with pytest.raises(ValueError, match="available splits"):
+        load_image_text_dataset(str(tmp_path / "toy"), split="validation", image_column="img", caption_column="caption")
+
+
+def test_empty_and_ambiguous_sources():
+    empty = datasets.Dataset.from_dict({"image": [], "text": []}, features=datasets.Features({"image": datasets.Image(), "text": datasets.Value("string")}))
+    with pytest.raises(ValueError, match="empty"):
+        load_image_text_dataset(datasets.DatasetDict({"train": empty}))
+    with pytest.raises(ValueError, match="exactly one"):
+        load_image_text_dataset()
+
+
+def test_imagefolder_export_round_trip(tmp_path):
+    toy = _toy()
+    folders = save_as_imagefolder(toy, tmp_path / "folder", image_column="img")
+    rows = [json.loads(line) for line in open(folders[0] / "metadata.jsonl")]
+    assert rows[0]["caption"] == "picture number 0"
+    data = load_image_text_dataset(train_data_dir=folders[0], image_column="image", caption_column="caption")
+    assert len(data) == 6
+    assert np.array_equal(np.asarray(data[3]["image"]), np.asarray(toy["train"][3]["img"]))
+
+
+def test_transform_and_collator():
+    tok = train_tokenizer([f"picture number {i}" for i in range(6)], vocab_size=100, model_max_length=10)
+    data = _toy()["train"].with_transform(ImageTextTransform(32, image_column="img", caption_column="caption"))
+    batch = ImageTextCollator(tok)([data[i] for i in range(3)])
+    assert batch["pixel_values"].shape == (3, 3, 32, 32)
+    assert batch["pixel_values"].min() >= -1 and batch["pixel_values"].max() <= 1
+    assert batch["input_ids"].shape == (3, 10) and batch["text"][1] == "picture number 1"
+
+
+def test_image_tensor_round_trip_is_exact():
+    image = Image.fromarray(np.random.default_rng(1).integers(0, 256, (32, 32, 3), dtype=np.uint8))
+    tensor = image_to_tensor(image, 32)
+    assert tensor.shape == (3, 32, 32)
+    assert np.array_equal(np.asarray(tensor_to_pil(tensor[None])[0]), np.asarray(image))
+    flipped = image_to_tensor(image, 32, random_flip=True, rng=type("R", (), {"random": lambda self: 0.0})())
+    assert torch.equal(flipped, tensor.flip(-1))
+
+
+def test_list_captions_pick_one_and_bad_caption_type():
+    features = datasets.Features({"image": datasets.Image(), "text": datasets.Sequence(datasets.Value("string"))})
+    image = Image.new("RGB", (32, 32), "white")
+    data = datasets.Dataset.from_dict({"image": [image], "text": [["one", "two"]]}, features=features)
+    out = ImageTextTransform(32, seed=0)(data[:1])
+    assert out["text"][0] in {"one", "two"}
+    bad = datasets.Dataset.from_dict({"image": [image], "text": [3]}, features=datasets.Features({"image": datasets.Image(), "text": datasets.Value("int32")}))
+    with pytest.raises(ValueError, match="strings"):
+        ImageTextTransform(32)(bad[:1])
