@@ -1,0 +1,15 @@
+"""Shared training machinery for the scripts in `training/` (arguments, data, loop, checkpoints)."""
+
+from .checkpointing import list_checkpoints, load_checkpoint, resolve_resume_path, save_checkpoint
+from .config import SUPPORTED_RESOLUTIONS, TrainConfig, config_to_dict, parse_args
+from .loop import (
+    TensorImageTextDataset,
+    TrainState,
+    build_accelerator,
+    build_optimizer,
+    build_train_dataloader,
+    load_or_train_tokenizer,
+    load_split,
+    train_loop,
+    write_json,
+)
