@@ -38,6 +38,7 @@ class TrainConfig:
     max_train_samples: int | None = field(default=None, metadata={"help": "Truncate the train split (quick runs)."})
     max_eval_samples: int | None = field(default=2000, metadata={"help": "Truncate the evaluation split."})
     num_shapes_train: int = field(default=50000, metadata={"help": "Size of the generated Shapes train split."})
+    num_shapes_eval: int = field(default=2000, metadata={"help": "Size of the generated Shapes validation and heldout splits."})
     random_flip: bool = field(default=False, metadata={"help": "Random horizontal flips (off: captions say left/right)."})
     dataloader_num_workers: int = field(default=0, metadata={"help": "DataLoader worker processes."})
 

@@ -75,7 +75,7 @@ def load_split(cfg: TrainConfig, split: str, max_samples: int | None = None, cap
     """A `datasets.Dataset` for `split` of the configured source."""
     builtin_kwargs = None
     if cfg.dataset_name == "shapes":
-        builtin_kwargs = {"num_train": cfg.num_shapes_train, "seed": cfg.seed}
+        builtin_kwargs = {"num_train": cfg.num_shapes_train, "num_validation": cfg.num_shapes_eval, "num_heldout": cfg.num_shapes_eval, "seed": cfg.seed}
     return load_image_text_dataset(
         dataset_name=cfg.dataset_name if cfg.train_data_dir is None else None,
         train_data_dir=cfg.train_data_dir,
@@ -141,6 +141,8 @@ class TrainState:
     batch_in_epoch: int = 0  # micro-batches consumed in the current epoch
     elapsed_seconds: float = 0.0
     history: list = field(default_factory=list)  # (step, loss) every step, for tests and curves
+    metrics: dict = field(default_factory=dict)  # the latest evaluation
+    metrics_history: list = field(default_factory=list)  # (step, minutes, metrics) per evaluation
 
 
 def train_loop(
@@ -208,9 +210,10 @@ def train_loop(
             out_of_time = cfg.max_train_minutes is not None and state.elapsed_seconds >= 60 * cfg.max_train_minutes
             done = state.global_step >= cfg.max_train_steps or out_of_time
             if evaluate is not None and (state.global_step % cfg.validation_steps == 0 or done):
-                metrics = evaluate(state)
-                accelerator.log(metrics, step=state.global_step)
-                logger.info("step %d: %s", state.global_step, {k: round(v, 4) for k, v in metrics.items()})
+                state.metrics = evaluate(state)
+                state.metrics_history.append((state.global_step, state.elapsed_seconds / 60, state.metrics))
+                accelerator.log(state.metrics, step=state.global_step)
+                logger.info("step %d: %s", state.global_step, {k: round(v, 4) for k, v in state.metrics.items()})
             if state.global_step % cfg.checkpointing_steps == 0:
                 save_checkpoint(
                     accelerator, cfg.output_dir, state.global_step, checkpoint_models(), optimizer, lr_scheduler,

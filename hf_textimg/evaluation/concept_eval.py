@@ -1,0 +1,77 @@
+"""Evaluation of a concept space: retrieval recall and zero-shot attribute accuracy.
+
+- `retrieval_recall`: text->image and image->text recall@k over paired embeddings
+  (used on the Emoji validation split).
+- `shapes_zero_shot`: classify each single-object Shapes image by the nearest caption
+  embedding among all colour x shape captions ("a red circle", ... 32 of them, the
+  held-out pairs included), and report colour, shape and pair accuracy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+
+from ..data.shapes import PALETTE, SHAPES
+
+
+def _article(word: str) -> str:
+    return "an" if word[0] in "aeiou" else "a"
+
+
+def shapes_class_prompts() -> tuple[list[str], list[tuple[str, str]]]:
+    """All colour x shape captions, e.g. "an orange circle", and their (colour, shape) labels."""
+    labels = [(color, shape) for color in PALETTE for shape in SHAPES]
+    return [f"{_article(c)} {c} {s}" for c, s in labels], labels
+
+
+@torch.no_grad()
+def retrieval_recall(text_embeds: torch.Tensor, image_embeds: torch.Tensor, ks: Sequence[int] = (1, 5)) -> dict[str, float]:
+    """Recall@k for row-aligned pairs: text i belongs with image i. Embeddings (N, D), unit norm.
+
+    Returns ``text_to_image_recall@k`` (is image i among text i's k nearest images) and
+    ``image_to_text_recall@k``.
+    """
+    if text_embeds.shape != image_embeds.shape:
+        raise ValueError(f"Paired embeddings must have the same shape, got {tuple(text_embeds.shape)} and {tuple(image_embeds.shape)}.")
+    sims = text_embeds.float() @ image_embeds.float().T  # (N texts, N images)
+    target = torch.arange(len(sims))
+    out = {}
+    for k in ks:
+        k_eff = min(k, len(sims))
+        out[f"text_to_image_recall@{k}"] = (sims.topk(k_eff, dim=1).indices == target[:, None]).any(1).float().mean().item()
+        out[f"image_to_text_recall@{k}"] = (sims.T.topk(k_eff, dim=1).indices == target[:, None]).any(1).float().mean().item()
+    return out
+
+
+@torch.no_grad()
+def shapes_zero_shot(
+    embed_text: Callable[[list[str]], torch.Tensor],
+    embed_images: Callable[[torch.Tensor], torch.Tensor],
+    pixel_values: torch.Tensor,
+    labels: Sequence[tuple[str, str]],
+    prefix: str = "",
+    batch_size: int = 512,
+) -> dict[str, float]:
+    """Zero-shot colour/shape accuracy of single-object images.
+
+    Args:
+        embed_text: captions -> (N, D) unit-norm embeddings.
+        embed_images: (B, 3, R, R) in [-1, 1] -> (B, D) unit-norm embeddings.
+        pixel_values: (N, 3, R, R) single-object images.
+        labels: the (colour, shape) of each image.
+        prefix: prepended to the metric names (e.g. "heldout_").
+    """
+    prompts, classes = shapes_class_prompts()
+    class_embeds = embed_text(prompts)  # (32, D)
+    preds = []
+    for start in range(0, len(pixel_values), batch_size):
+        image_embeds = embed_images(pixel_values[start : start + batch_size])
+        preds.extend((image_embeds.float() @ class_embeds.float().T).argmax(1).tolist())
+    predicted = [classes[p] for p in preds]
+    n = len(labels)
+    color = sum(p[0] == t[0] for p, t in zip(predicted, labels)) / n
+    shape = sum(p[1] == t[1] for p, t in zip(predicted, labels)) / n
+    both = sum(p == tuple(t) for p, t in zip(predicted, labels)) / n
+    return {f"{prefix}color_accuracy": color, f"{prefix}shape_accuracy": shape, f"{prefix}pair_accuracy": both}

@@ -1,0 +1,213 @@
+"""Train the concept encoders (text and image towers sharing one 512-d space).
+
+    # CLIP-style contrastive training on the built-in Shapes world
+    accelerate launch training/train_concept.py --dataset_name shapes --output_dir outputs/concept-shapes
+
+    # the simpler route: freeze an image encoder, train the text tower + a 2-layer head to predict its codes
+    accelerate launch training/train_concept.py --objective regress \
+        --image_encoder_path outputs/concept-shapes --output_dir outputs/concept-regress
+
+The output folder holds the `ConceptModel` (config.json + model.safetensors) and its
+tokenizer, so `AutoModel.from_pretrained(dir)` and `AutoTokenizer.from_pretrained(dir)`
+both work, plus `eval_results.json`.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+
+from hf_textimg.concept import ConceptConfig, ConceptModel, ConceptVisionModel, regression_loss
+from hf_textimg.evaluation.concept_eval import retrieval_recall, shapes_zero_shot
+from hf_textimg.tokenization import tokenize_captions
+from hf_textimg.training import (
+    TensorImageTextDataset,
+    TrainConfig,
+    build_accelerator,
+    build_optimizer,
+    build_train_dataloader,
+    config_to_dict,
+    load_or_train_tokenizer,
+    load_split,
+    parse_args,
+    train_loop,
+    write_json,
+)
+
+
+@dataclass
+class ConceptTrainConfig(TrainConfig):
+    objective: Literal["contrastive", "regress"] = field(
+        default="contrastive", metadata={"help": "contrastive: train both towers (CLIP); regress: frozen image encoder, text tower predicts its codes."}
+    )
+    text_encoder_type: Literal["transformer", "conv"] = field(default="transformer", metadata={"help": "Text tower architecture."})
+    text_hidden_size: int = 256
+    text_num_layers: int = 4
+    text_num_heads: int = 4
+    vision_base_channels: int = 32
+    vision_num_stages: int = 3
+    projection_dim: int = 512
+    image_encoder_path: str | None = field(
+        default=None, metadata={"help": "regress: folder of a trained ConceptModel or ConceptVisionModel whose image tower is frozen."}
+    )
+    regress_loss: Literal["cosine", "mse"] = field(default="cosine", metadata={"help": "regress: loss between predicted and frozen codes."})
+
+    def validate(self) -> None:
+        super().validate()
+        if self.objective == "regress" and not self.image_encoder_path:
+            raise ValueError("--objective regress needs --image_encoder_path (a trained ConceptModel or ConceptVisionModel folder).")
+
+
+def load_frozen_vision_model(path: str) -> ConceptVisionModel:
+    """The image tower of a saved ConceptModel, or a saved ConceptVisionModel."""
+    from transformers import AutoConfig
+
+    model_type = AutoConfig.from_pretrained(path).model_type
+    if model_type == "concept":
+        vision = ConceptModel.from_pretrained(path).vision_model
+    elif model_type == "concept_vision_model":
+        vision = ConceptVisionModel.from_pretrained(path)
+    else:
+        raise ValueError(f"--image_encoder_path {path!r} holds a {model_type!r} model; expected a concept or concept_vision_model folder.")
+    return vision.requires_grad_(False).eval()
+
+
+def build_model(cfg: ConceptTrainConfig, tokenizer) -> ConceptModel:
+    text_config = dict(
+        vocab_size=len(tokenizer),
+        hidden_size=cfg.text_hidden_size,
+        num_layers=cfg.text_num_layers,
+        num_heads=cfg.text_num_heads,
+        intermediate_size=4 * cfg.text_hidden_size,
+        max_position_embeddings=cfg.max_length,
+        encoder_type=cfg.text_encoder_type,
+        head_layers=2 if cfg.objective == "regress" else 1,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    if cfg.objective == "regress":
+        vision = load_frozen_vision_model(cfg.image_encoder_path)
+        if vision.config.image_size != cfg.resolution:
+            raise ValueError(f"The frozen image encoder takes {vision.config.image_size}px images but --resolution is {cfg.resolution}.")
+        # The text tower's projection_dim follows the frozen encoder's code size.
+        config = ConceptConfig(text_config=text_config, vision_config=vision.config.to_dict(), projection_dim=vision.config.projection_dim)
+        model = ConceptModel(config)
+        model.vision_model.load_state_dict(vision.state_dict())
+        model.vision_model.requires_grad_(False).eval()
+        model.logit_scale.requires_grad_(False)
+        return model
+    vision_config = dict(
+        image_size=cfg.resolution,
+        base_channels=cfg.vision_base_channels,
+        num_stages=cfg.vision_num_stages,
+        projection_dim=cfg.projection_dim,
+        norm_num_groups=min(32, cfg.vision_base_channels // 2),
+    )
+    return ConceptModel(ConceptConfig(text_config=text_config, vision_config=vision_config, projection_dim=cfg.projection_dim))
+
+
+def make_evaluator(cfg: ConceptTrainConfig, accelerator, model, tokenizer):
+    """Metrics on the validation split: zero-shot colour/shape accuracy for Shapes (and its
+    held-out pairs), text<->image recall@1/5 for any other captioned set."""
+    is_shapes = cfg.dataset_name == "shapes" and cfg.train_data_dir is None
+    eval_sets = {}
+    splits = [(cfg.validation_split, "")] + ([("heldout", "heldout_")] if is_shapes else [])
+    for split, prefix in splits:
+        data = load_split(cfg, split)
+        if is_shapes:
+            data = data.filter(lambda kind: kind == "single", input_columns="kind")
+        if cfg.max_eval_samples:
+            data = data.select(range(min(cfg.max_eval_samples, len(data))))
+        tensors = TensorImageTextDataset.from_dataset(data, cfg.resolution, cfg.image_column, cfg.caption_column)
+        labels = [(o[0]["color"], o[0]["shape"]) for o in data["objects"]] if is_shapes else None
+        eval_sets[prefix] = (tensors.images.float().div(127.5).sub(1.0), list(data[cfg.caption_column]), labels)
+
+    unwrapped = accelerator.unwrap_model(model)
+
+    @torch.no_grad()
+    def embed_text(captions: list[str]) -> torch.Tensor:
+        batch = tokenize_captions(tokenizer, captions, cfg.max_length).to(accelerator.device)
+        return unwrapped.get_text_features(batch["input_ids"], batch["attention_mask"]).float().cpu()
+
+    @torch.no_grad()
+    def embed_images(pixel_values: torch.Tensor) -> torch.Tensor:
+        return unwrapped.get_image_features(pixel_values.to(accelerator.device)).float().cpu()
+
+    def evaluate(state) -> dict:
+        unwrapped.eval()
+        metrics = {}
+        for prefix, (pixels, captions, labels) in eval_sets.items():
+            if labels is not None:
+                metrics.update(shapes_zero_shot(embed_text, embed_images, pixels, labels, prefix=prefix))
+            else:
+                texts = torch.cat([embed_text(captions[i : i + 512]) for i in range(0, len(captions), 512)])
+                images = torch.cat([embed_images(pixels[i : i + 512]) for i in range(0, len(pixels), 512)])
+                metrics.update({prefix + k: v for k, v in retrieval_recall(texts, images).items()})
+        unwrapped.train()
+        if cfg.objective == "regress":
+            unwrapped.vision_model.eval()
+        return metrics
+
+    return evaluate
+
+
+def main(argv: list[str] | None = None) -> dict:
+    cfg = parse_args(ConceptTrainConfig, argv)
+    accelerator = build_accelerator(cfg)
+
+    train_data = load_split(cfg, "train", cfg.max_train_samples)
+    tokenizer = load_or_train_tokenizer(cfg, train_data[cfg.caption_column])
+    model = build_model(cfg, tokenizer)
+    if cfg.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+    dataloader = build_train_dataloader(cfg, train_data, tokenizer)
+    optimizer, lr_scheduler = build_optimizer(cfg, model.parameters())
+    model, optimizer, dataloader, lr_scheduler = accelerator.prepare(model, optimizer, dataloader, lr_scheduler)
+    unwrapped = accelerator.unwrap_model(model)
+
+    def compute_loss(batch):
+        if cfg.objective == "contrastive":
+            out = model(batch["input_ids"], batch["attention_mask"], batch["pixel_values"], return_loss=True)
+            return out.loss, {"logit_scale": out.logit_scale.item()}
+        with torch.no_grad():
+            target = unwrapped.get_image_features(batch["pixel_values"])  # (B, P), frozen
+        pred = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).text_embeds
+        return regression_loss(pred, target, kind=cfg.regress_loss), {}
+
+    evaluate = make_evaluator(cfg, accelerator, model, tokenizer)
+    if accelerator.is_main_process:
+        accelerator.init_trackers("train_concept", config={k: v for k, v in config_to_dict(cfg).items() if v is not None})
+    state = train_loop(
+        accelerator,
+        cfg,
+        {"model": model},
+        optimizer,
+        lr_scheduler,
+        dataloader,
+        compute_loss,
+        after_optimizer_step=lambda state: unwrapped.clamp_logit_scale_(),
+        evaluate=evaluate,
+    )
+    metrics = state.metrics
+    result = {
+        "global_step": state.global_step,
+        "train_minutes": state.elapsed_seconds / 60,
+        "metrics": metrics,
+        "metrics_history": state.metrics_history,
+        "loss_history": state.history,
+    }
+    if accelerator.is_main_process:
+        unwrapped.save_pretrained(cfg.output_dir)
+        tokenizer.save_pretrained(cfg.output_dir)
+        write_json(f"{cfg.output_dir}/eval_results.json", {**{k: v for k, v in result.items() if k != "loss_history"}, "config": config_to_dict(cfg)})
+        print({k: round(v, 4) for k, v in metrics.items()})
+    accelerator.end_training()
+    return result
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
