@@ -1,0 +1,4 @@
+"""Pipelines (`DiffusionPipeline` subclasses). Each pipeline module registers its class
+with diffusers on import, so `DiffusionPipeline.from_pretrained(folder)` finds it."""
+
+from .pipeline_utils import OUTPUT_TYPES, TextToImageMixin, register_with_diffusers

@@ -1,0 +1,85 @@
+"""What every hf-textimg pipeline shares: input checks, prompt tokenisation, output
+conversion, and registration with diffusers.
+
+`DiffusionPipeline.from_pretrained(folder)` looks the `_class_name` of `model_index.json`
+up as an attribute of the `diffusers` module, so a pipeline class defined outside
+diffusers is only found there if it is registered. `register_with_diffusers` does that,
+and `import hf_textimg` calls it (as `import hf_textimg.concept` registers the concept
+models with `AutoModel`).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+from diffusers.image_processor import VaeImageProcessor
+
+logger = logging.getLogger(__name__)
+
+OUTPUT_TYPES = ("pil", "np", "pt")
+
+
+def register_with_diffusers(*pipeline_classes) -> None:
+    """Make `DiffusionPipeline.from_pretrained` resolve these classes by name."""
+    import diffusers
+
+    for cls in pipeline_classes:
+        setattr(diffusers, cls.__name__, cls)
+
+
+class TextToImageMixin:
+    """Shared pieces of `__call__` for pipelines with `tokenizer` and `text_encoder` components.
+
+    Images inside a pipeline are (B, 3, H, W) tensors in [-1, 1].
+    """
+
+    _warned_truncation = False
+
+    @property
+    def image_processor(self) -> VaeImageProcessor:
+        # Pixel-space models: no VAE and no resizing, only [-1, 1] -> output type conversion.
+        return VaeImageProcessor(vae_scale_factor=1, do_resize=False, do_normalize=True)
+
+    @staticmethod
+    def check_prompt(prompt, name: str = "prompt") -> list[str]:
+        """A str or a non-empty list of str -> list of str; anything else is a ValueError."""
+        if isinstance(prompt, str):
+            return [prompt]
+        if not isinstance(prompt, (list, tuple)):
+            raise ValueError(f"`{name}` must be a string or a list of strings, got {type(prompt).__name__}.")
+        if len(prompt) == 0:
+            raise ValueError(f"`{name}` is an empty list; pass at least one prompt.")
+        for i, p in enumerate(prompt):
+            if not isinstance(p, str):
+                raise ValueError(f"`{name}[{i}]` must be a string, got {type(p).__name__}.")
+        return list(prompt)
+
+    @staticmethod
+    def check_common_inputs(batch_size: int, num_images_per_prompt: int, generator, output_type: str) -> None:
+        if not isinstance(num_images_per_prompt, int) or num_images_per_prompt < 1:
+            raise ValueError(f"`num_images_per_prompt` must be an integer >= 1, got {num_images_per_prompt!r}.")
+        if output_type not in OUTPUT_TYPES:
+            raise ValueError(f"`output_type` must be one of {OUTPUT_TYPES}, got {output_type!r}.")
+        n = batch_size * num_images_per_prompt
+        if isinstance(generator, list) and len(generator) != n:
+            raise ValueError(
+                f"Got a list of {len(generator)} generators for {n} images ({batch_size} prompts x "
+                f"{num_images_per_prompt} images per prompt); pass one generator per image or a single generator."
+            )
+
+    def tokenize_prompt(self, prompts: list[str]) -> dict[str, torch.Tensor]:
+        """Fixed-length `input_ids`/`attention_mask` (B, L) on the pipeline's device. Prompts longer
+        than the tokenizer's limit are truncated, with one warning per pipeline."""
+        max_length = self.tokenizer.model_max_length
+        batch = self.tokenizer(prompts, padding="max_length", truncation=True, max_length=max_length, return_tensors="pt")
+        if not self._warned_truncation:
+            full = self.tokenizer(prompts, padding="longest", return_tensors="pt")["input_ids"]
+            if full.shape[1] > max_length:
+                logger.warning("A prompt is longer than the tokenizer's limit of %d tokens and was truncated.", max_length)
+                self._warned_truncation = True
+        return {k: v.to(self._execution_device) for k, v in batch.items() if k in ("input_ids", "attention_mask")}
+
+    def postprocess(self, images: torch.Tensor, output_type: str):
+        """(B, 3, H, W) in [-1, 1] -> list of PIL images, (B, H, W, 3) numpy in [0, 1], or (B, 3, H, W) tensor in [0, 1]."""
+        return self.image_processor.postprocess(images.detach().float().clamp(-1, 1), output_type=output_type)
