@@ -49,6 +49,7 @@ class ConceptTrainConfig(TrainConfig):
     text_num_heads: int = 4
     vision_base_channels: int = 32
     vision_num_stages: int = 3
+    vision_layers_per_stage: int = 1
     projection_dim: int = 512
     image_encoder_path: str | None = field(
         default=None, metadata={"help": "regress: folder of a trained ConceptModel or ConceptVisionModel whose image tower is frozen."}
@@ -104,6 +105,7 @@ def build_model(cfg: ConceptTrainConfig, tokenizer) -> ConceptModel:
         image_size=cfg.resolution,
         base_channels=cfg.vision_base_channels,
         num_stages=cfg.vision_num_stages,
+        layers_per_stage=cfg.vision_layers_per_stage,
         projection_dim=cfg.projection_dim,
         norm_num_groups=min(32, cfg.vision_base_channels // 2),
     )
