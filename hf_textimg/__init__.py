@@ -2,11 +2,13 @@
 
 Importing the package registers its models with transformers' `AutoConfig`/`AutoModel`
 and its pipelines with diffusers, so `AutoModel.from_pretrained(folder)` and
-`DiffusionPipeline.from_pretrained(folder)` resolve them.
+`DiffusionPipeline.from_pretrained(folder)` resolve them. Pipeline folders name their
+components as `["hf_textimg", "<ClassName>"]`, so every component class is exported here.
 """
 
 __version__ = "0.1.0"
 
+from .autoencoder import ConceptAutoencoder, ConceptDecoder, ConceptImageEncoder  # noqa: E402
 from .concept import (  # noqa: E402  (registers the Auto classes)
     ConceptConfig,
     ConceptModel,
@@ -15,4 +17,5 @@ from .concept import (  # noqa: E402  (registers the Auto classes)
     ConceptVisionConfig,
     ConceptVisionModel,
 )
+from .pipelines import DecoderPipeline  # noqa: E402  (registers the pipelines with diffusers)
 from .tokenization import train_tokenizer  # noqa: E402

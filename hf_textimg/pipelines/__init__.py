@@ -2,3 +2,4 @@
 with diffusers on import, so `DiffusionPipeline.from_pretrained(folder)` finds it."""
 
 from .pipeline_utils import OUTPUT_TYPES, TextToImageMixin, register_with_diffusers
+from .pipeline_decoder import DecoderPipeline

@@ -1,0 +1,283 @@
+"""Image <-> 512-d code: a convolutional encoder, a transposed-convolution decoder, and the auto-encoder holding both.
+
+- [`ConceptImageEncoder`]: image (B, 3, S, S) in [-1, 1] -> code (B, code_dim), unit norm by default. Residual
+  GroupNorm/SiLU stages with stride-2 down-sampling, then the final feature map is flattened (not pooled: a
+  reconstruction needs to know *where* things are) and projected to the code.
+- [`ConceptDecoder`]: code (B, code_dim) [+ noise (B, noise_dim)] -> image (B, 3, S, S) in [-1, 1]. A linear projection
+  to a small feature map, then ConvTranspose2d up-sampling blocks, a 3x3 conv to RGB and tanh. It takes *any*
+  `code_dim`-vector, so it decodes the auto-encoder's codes as well as concept codes from a text tower.
+- [`ConceptAutoencoder`]: `encoder` + `decoder`, with `encode`, `decode` and `forward`.
+- `reconstruction_loss`: the pixel loss both training scripts use (MSE, optionally + L1).
+
+All three are diffusers models (`ModelMixin`, `ConfigMixin`): `save_pretrained` writes `config.json` and
+`diffusion_pytorch_model.safetensors`, `from_pretrained` reads them back.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.modeling_utils import ModelMixin
+from diffusers.utils import BaseOutput
+from torch import nn
+
+SUPPORTED_IMAGE_SIZES = (32, 64)
+
+
+@dataclass
+class ConceptAutoencoderOutput(BaseOutput):
+    """Output of [`ConceptAutoencoder.forward`].
+
+    Args:
+        sample (`torch.Tensor` of shape `(batch_size, 3, image_size, image_size)`): the reconstruction, in [-1, 1].
+        code (`torch.Tensor` of shape `(batch_size, code_dim)`): the encoder's code (unit norm when
+            `normalize_code=True`).
+    """
+
+    sample: torch.Tensor
+    code: torch.Tensor
+
+
+def reconstruction_loss(sample: torch.Tensor, target: torch.Tensor, l1_weight: float = 0.0, reduce: bool = True) -> torch.Tensor:
+    """Pixel loss: MSE + l1_weight * L1, averaged over pixels; `reduce=False` keeps one value per image (B,)."""
+    loss = (sample - target).pow(2).mean(dim=(1, 2, 3))
+    if l1_weight:
+        loss = loss + l1_weight * (sample - target).abs().mean(dim=(1, 2, 3))
+    return loss.mean() if reduce else loss
+
+
+def _check_image_size(image_size: int) -> None:
+    if image_size not in SUPPORTED_IMAGE_SIZES:
+        raise ValueError(f"image_size={image_size} is not supported; supported sizes are {SUPPORTED_IMAGE_SIZES}.")
+
+
+def _check_widths(name: str, widths, norm_num_groups: int, image_size: int) -> None:
+    if len(widths) < 1:
+        raise ValueError(f"{name} must name at least one width.")
+    if image_size % 2 ** (len(widths) - 1) != 0:
+        raise ValueError(f"{name} has {len(widths)} levels: too many halvings for image_size={image_size}.")
+    for width in widths:
+        if width % norm_num_groups != 0:
+            raise ValueError(f"norm_num_groups ({norm_num_groups}) must divide every width in {name} {tuple(widths)}.")
+
+
+class ResnetBlock(nn.Module):
+    """Pre-activation residual block: (GroupNorm -> SiLU -> Conv3x3) x 2, plus a 1x1 shortcut when widths differ."""
+
+    def __init__(self, in_channels: int, out_channels: int, norm_num_groups: int):
+        super().__init__()
+        self.norm1 = nn.GroupNorm(norm_num_groups, in_channels)
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding=1)
+        self.norm2 = nn.GroupNorm(norm_num_groups, out_channels)
+        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1)
+        self.shortcut = nn.Conv2d(in_channels, out_channels, 1) if in_channels != out_channels else nn.Identity()
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        h = self.conv1(F.silu(self.norm1(hidden_states)))
+        h = self.conv2(F.silu(self.norm2(h)))
+        return self.shortcut(hidden_states) + h  # (B, out_channels, H, W)
+
+
+class ConceptImageEncoder(ModelMixin, ConfigMixin):
+    r"""Image in [-1, 1] -> a `code_dim`-d code.
+
+    Args:
+        image_size (`int`, defaults to 32): input side in pixels; one of `SUPPORTED_IMAGE_SIZES` (32, 64).
+        in_channels (`int`, defaults to 3): image channels.
+        code_dim (`int`, defaults to 512): size of the code.
+        block_out_channels (`tuple[int]`, defaults to `(32, 64, 128, 128)`): width per level, from full resolution
+            down; each level after the first halves the resolution, so 4 levels end at 4x4 for 32 px (8x8 for 64 px).
+        layers_per_block (`int`, defaults to 1): residual blocks per level.
+        norm_num_groups (`int`, defaults to 8): GroupNorm groups; must divide every width.
+        normalize_code (`bool`, defaults to `True`): L2-normalise the code, like the concept encoders' codes.
+    """
+
+    @register_to_config
+    def __init__(
+        self,
+        image_size: int = 32,
+        in_channels: int = 3,
+        code_dim: int = 512,
+        block_out_channels: tuple[int, ...] = (32, 64, 128, 128),
+        layers_per_block: int = 1,
+        norm_num_groups: int = 8,
+        normalize_code: bool = True,
+    ):
+        super().__init__()
+        _check_image_size(image_size)
+        _check_widths("block_out_channels", block_out_channels, norm_num_groups, image_size)
+        widths = list(block_out_channels)
+        self.conv_in = nn.Conv2d(in_channels, widths[0], 3, padding=1)
+        self.down_blocks = nn.ModuleList()
+        for level, width in enumerate(widths):
+            in_width = widths[max(level - 1, 0)]
+            blocks = [nn.Conv2d(in_width, in_width, 3, stride=2, padding=1)] if level > 0 else []
+            blocks += [ResnetBlock(in_width if i == 0 else width, width, norm_num_groups) for i in range(layers_per_block)]
+            self.down_blocks.append(nn.Sequential(*blocks))
+        self.norm_out = nn.GroupNorm(norm_num_groups, widths[-1])
+        side = image_size // 2 ** (len(widths) - 1)
+        self.proj_out = nn.Linear(widths[-1] * side * side, code_dim)
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """`pixel_values` (B, in_channels, image_size, image_size) in [-1, 1] -> code (B, code_dim)."""
+        size, channels = self.config.image_size, self.config.in_channels
+        if pixel_values.ndim != 4 or tuple(pixel_values.shape[1:]) != (channels, size, size):
+            raise ValueError(
+                f"pixel_values must have shape (B, {channels}, {size}, {size}) for this encoder "
+                f"(supported image sizes are {SUPPORTED_IMAGE_SIZES}), got {tuple(pixel_values.shape)}."
+            )
+        hidden_states = self.conv_in(pixel_values)  # (B, C0, S, S)
+        for block in self.down_blocks:
+            hidden_states = block(hidden_states)  # (B, C_i, S / 2**i, S / 2**i)
+        hidden_states = F.silu(self.norm_out(hidden_states))
+        code = self.proj_out(hidden_states.flatten(1))  # (B, code_dim)
+        return F.normalize(code, dim=-1) if self.config.normalize_code else code
+
+    def get_image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """Same as `forward`; the name the concept vision tower uses, so either can be the frozen image encoder."""
+        return self(pixel_values)
+
+
+class ConceptDecoder(ModelMixin, ConfigMixin):
+    r"""A `code_dim`-d code (and optional noise) -> image in [-1, 1].
+
+    Args:
+        image_size (`int`, defaults to 32): output side in pixels; one of `SUPPORTED_IMAGE_SIZES` (32, 64).
+        out_channels (`int`, defaults to 3): image channels.
+        code_dim (`int`, defaults to 512): size of the code it decodes.
+        noise_dim (`int`, defaults to 0): size of an extra standard-normal input concatenated to the code, so one
+            code can give varied images (e.g. where an object goes when the caption does not say). 0: the output is a
+            deterministic function of the code.
+        block_out_channels (`tuple[int]`, defaults to `(128, 64, 32, 16)`): width per level, from the projected
+            feature map up; each level after the first doubles the resolution with a ConvTranspose2d, so the
+            projection is `image_size / 2**(len - 1)` px on a side (4x4 for 32 px with 4 levels).
+        layers_per_block (`int`, defaults to 1): residual blocks per level, after its up-sampling.
+        norm_num_groups (`int`, defaults to 8): GroupNorm groups; must divide every width.
+    """
+
+    @register_to_config
+    def __init__(
+        self,
+        image_size: int = 32,
+        out_channels: int = 3,
+        code_dim: int = 512,
+        noise_dim: int = 0,
+        block_out_channels: tuple[int, ...] = (128, 64, 32, 16),
+        layers_per_block: int = 1,
+        norm_num_groups: int = 8,
+    ):
+        super().__init__()
+        _check_image_size(image_size)
+        _check_widths("block_out_channels", block_out_channels, norm_num_groups, image_size)
+        if noise_dim < 0:
+            raise ValueError(f"noise_dim must be >= 0, got {noise_dim}.")
+        widths = list(block_out_channels)
+        self.base_size = image_size // 2 ** (len(widths) - 1)
+        self.proj_in = nn.Linear(code_dim + noise_dim, widths[0] * self.base_size**2)
+        self.up_blocks = nn.ModuleList()
+        for level, width in enumerate(widths):
+            in_width = widths[max(level - 1, 0)]
+            blocks = []
+            if level > 0:  # kernel 4, stride 2, padding 1: exactly doubles the side
+                blocks += [nn.ConvTranspose2d(in_width, width, 4, stride=2, padding=1), nn.GroupNorm(norm_num_groups, width), nn.SiLU()]
+            elif layers_per_block == 0:
+                blocks += [nn.GroupNorm(norm_num_groups, width), nn.SiLU()]
+            blocks += [ResnetBlock(width, width, norm_num_groups) for _ in range(layers_per_block)]
+            self.up_blocks.append(nn.Sequential(*blocks))
+        self.norm_out = nn.GroupNorm(norm_num_groups, widths[-1])
+        self.conv_out = nn.Conv2d(widths[-1], out_channels, 3, padding=1)
+
+    def forward(self, code: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
+        """`code` (B, code_dim); `noise` (B, noise_dim) or None (= zeros, the decoder's "typical" image) -> image
+        (B, out_channels, image_size, image_size) in [-1, 1]."""
+        if code.ndim != 2 or code.shape[1] != self.config.code_dim:
+            raise ValueError(f"code must have shape (B, {self.config.code_dim}), got {tuple(code.shape)}.")
+        noise_dim = self.config.noise_dim
+        if noise is not None and noise_dim == 0:
+            raise ValueError("This decoder was built with noise_dim=0 and takes no noise; pass noise=None.")
+        if noise_dim > 0:
+            if noise is None:
+                noise = code.new_zeros(code.shape[0], noise_dim)
+            elif tuple(noise.shape) != (code.shape[0], noise_dim):
+                raise ValueError(f"noise must have shape ({code.shape[0]}, {noise_dim}), got {tuple(noise.shape)}.")
+            code = torch.cat([code, noise.to(code.dtype)], dim=1)  # (B, code_dim + noise_dim)
+        hidden_states = self.proj_in(code).unflatten(1, (-1, self.base_size, self.base_size))  # (B, C0, b, b)
+        for block in self.up_blocks:
+            hidden_states = block(hidden_states)  # (B, C_i, b * 2**i, b * 2**i)
+        hidden_states = self.conv_out(F.silu(self.norm_out(hidden_states)))  # (B, out_channels, S, S)
+        return torch.tanh(hidden_states)
+
+    def decode(self, code: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
+        return self(code, noise)
+
+
+class ConceptAutoencoder(ModelMixin, ConfigMixin):
+    r"""[`ConceptImageEncoder`] + [`ConceptDecoder`] sharing `image_size` and `code_dim`.
+
+    Args:
+        image_size (`int`, defaults to 32): one of `SUPPORTED_IMAGE_SIZES` (32, 64).
+        code_dim (`int`, defaults to 512): size of the code between them.
+        encoder_block_out_channels (`tuple[int]`, defaults to `(32, 64, 128, 128)`): see [`ConceptImageEncoder`].
+        decoder_block_out_channels (`tuple[int]`, defaults to `(128, 64, 32, 16)`): see [`ConceptDecoder`].
+        layers_per_block (`int`, defaults to 1): residual blocks per level, in both halves.
+        norm_num_groups (`int`, defaults to 8): GroupNorm groups, in both halves.
+        normalize_code (`bool`, defaults to `True`): unit-norm codes, like the concept encoders'.
+
+    The halves are full models: `autoencoder.decoder.save_pretrained(path)` saves a decoder alone.
+    """
+
+    @register_to_config
+    def __init__(
+        self,
+        image_size: int = 32,
+        code_dim: int = 512,
+        encoder_block_out_channels: tuple[int, ...] = (32, 64, 128, 128),
+        decoder_block_out_channels: tuple[int, ...] = (128, 64, 32, 16),
+        layers_per_block: int = 1,
+        norm_num_groups: int = 8,
+        normalize_code: bool = True,
+    ):
+        super().__init__()
+        self.encoder = ConceptImageEncoder(
+            image_size=image_size,
+            code_dim=code_dim,
+            block_out_channels=encoder_block_out_channels,
+            layers_per_block=layers_per_block,
+            norm_num_groups=norm_num_groups,
+            normalize_code=normalize_code,
+        )
+        self.decoder = ConceptDecoder(
+            image_size=image_size,
+            code_dim=code_dim,
+            block_out_channels=decoder_block_out_channels,
+            layers_per_block=layers_per_block,
+            norm_num_groups=norm_num_groups,
+        )
+
+    def encode(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """(B, 3, S, S) in [-1, 1] -> (B, code_dim)."""
+        return self.encoder(pixel_values)
+
+    def decode(self, code: torch.Tensor) -> torch.Tensor:
+        """(B, code_dim) -> (B, 3, S, S) in [-1, 1]."""
+        return self.decoder(code)
+
+    def forward(self, pixel_values: torch.Tensor, return_dict: bool = True) -> ConceptAutoencoderOutput | tuple:
+        code = self.encode(pixel_values)
+        sample = self.decode(code)
+        if not return_dict:
+            return (sample, code)
+        return ConceptAutoencoderOutput(sample=sample, code=code)
+
+
+__all__ = [
+    "SUPPORTED_IMAGE_SIZES",
+    "ConceptAutoencoder",
+    "ConceptAutoencoderOutput",
+    "ConceptDecoder",
+    "ConceptImageEncoder",
+    "reconstruction_loss",
+]

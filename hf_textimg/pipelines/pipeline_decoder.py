@@ -1,0 +1,122 @@
+"""One-shot text-to-image: caption -> concept code (text tower) -> pixels (decoder), one forward pass each.
+
+    from hf_textimg.pipelines.pipeline_decoder import DecoderPipeline
+
+    pipe = DecoderPipeline.from_pretrained("outputs/decoder-shapes")   # or DiffusionPipeline.from_pretrained
+    images = pipe(["a red circle at the top left", "two blue squares"], num_images_per_prompt=4,
+                  generator=torch.Generator().manual_seed(0)).images
+
+Varied images for one prompt: when the decoder was built with `noise_dim > 0`, every image gets its own noise
+vector, drawn from a standard normal with `generator` (or passed in as `noise`), which the decoder reads beside the
+prompt's code. Training teaches it to spend that noise on what the caption leaves open (where an unplaced object
+goes, its size, the layout of a count). With `noise_dim == 0` there is no noise: the image is a deterministic
+function of the prompt, and `num_images_per_prompt` copies are identical.
+"""
+
+from __future__ import annotations
+
+import torch
+from diffusers import DiffusionPipeline
+from diffusers.pipelines.pipeline_utils import ImagePipelineOutput
+from diffusers.utils.torch_utils import randn_tensor
+
+from ..autoencoder import ConceptDecoder
+from ..concept import ConceptTextModel
+from .pipeline_utils import TextToImageMixin, register_with_diffusers
+
+
+class DecoderPipeline(TextToImageMixin, DiffusionPipeline):
+    r"""Text -> concept -> image in one decoder pass.
+
+    Components:
+        tokenizer ([`~transformers.PreTrainedTokenizerFast`]): the caption tokenizer the text tower was trained with.
+        text_encoder ([`ConceptTextModel`]): caption -> unit-norm concept code (`text_embeds`, (B, code_dim)).
+        decoder ([`ConceptDecoder`]): code [+ noise] -> image in [-1, 1].
+    """
+
+    model_cpu_offload_seq = "text_encoder->decoder"
+
+    def __init__(self, tokenizer, text_encoder: ConceptTextModel, decoder: ConceptDecoder):
+        super().__init__()
+        if text_encoder.config.projection_dim != decoder.config.code_dim:
+            raise ValueError(
+                f"text_encoder makes {text_encoder.config.projection_dim}-d codes but decoder.config.code_dim is "
+                f"{decoder.config.code_dim}; they must match."
+            )
+        self.register_modules(tokenizer=tokenizer, text_encoder=text_encoder, decoder=decoder)
+
+    def check_inputs(self, prompt, num_images_per_prompt: int, generator, noise, output_type: str) -> list[str]:
+        prompts = self.check_prompt(prompt)
+        self.check_common_inputs(len(prompts), num_images_per_prompt, generator, output_type)
+        noise_dim, n = self.decoder.config.noise_dim, len(prompts) * num_images_per_prompt
+        if noise is not None:
+            if noise_dim == 0:
+                raise ValueError("`noise` was given but this decoder has noise_dim=0 (deterministic); pass noise=None.")
+            if not isinstance(noise, torch.Tensor) or tuple(noise.shape) != (n, noise_dim):
+                shape = tuple(noise.shape) if isinstance(noise, torch.Tensor) else type(noise).__name__
+                raise ValueError(f"`noise` must be a tensor of shape ({n}, {noise_dim}) (prompts x images per prompt, noise_dim), got {shape}.")
+        return prompts
+
+    @torch.no_grad()
+    def encode_prompt(self, prompts: list[str], num_images_per_prompt: int = 1) -> torch.Tensor:
+        """Concept codes (len(prompts) * num_images_per_prompt, code_dim); each prompt's code repeated in place."""
+        batch = self.tokenize_prompt(prompts)
+        codes = self.text_encoder(batch["input_ids"], attention_mask=batch["attention_mask"]).text_embeds  # (B, D)
+        return codes.repeat_interleave(num_images_per_prompt, dim=0)  # (B * n, D)
+
+    def prepare_noise(self, batch_size: int, generator, noise: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
+        """(batch_size, noise_dim) standard-normal noise from `generator` (one generator, or one per image), the
+        given `noise`, or None when the decoder takes none."""
+        noise_dim = self.decoder.config.noise_dim
+        if noise_dim == 0:
+            return None
+        if noise is None:
+            noise = randn_tensor((batch_size, noise_dim), generator=generator, device=self._execution_device, dtype=dtype)
+        return noise.to(device=self._execution_device, dtype=dtype)
+
+    @torch.no_grad()
+    def decode(self, codes: torch.Tensor, noise: torch.Tensor | None) -> torch.Tensor:
+        return self.decoder(codes.to(self.decoder.dtype), noise)  # (B, 3, S, S) in [-1, 1]
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        prompt: str | list[str],
+        num_images_per_prompt: int = 1,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        noise: torch.Tensor | None = None,
+        output_type: str = "pil",
+        return_dict: bool = True,
+    ) -> ImagePipelineOutput | tuple:
+        r"""Generate images for `prompt`.
+
+        Args:
+            prompt (`str` or `list[str]`): one caption or a non-empty list of captions.
+            num_images_per_prompt (`int`, defaults to 1): images per caption, in order (all images of prompt 0 first).
+            generator (`torch.Generator` or a list of one per image, *optional*): seeds the decoder noise. Ignored
+                when the decoder has `noise_dim=0`.
+            noise (`torch.Tensor` of shape `(len(prompts) * num_images_per_prompt, noise_dim)`, *optional*): the
+                decoder noise itself, instead of drawing it with `generator`.
+            output_type (`str`, defaults to `"pil"`): `"pil"`, `"np"` ((B, H, W, 3) in [0, 1]) or `"pt"`
+                ((B, 3, H, W) in [0, 1]).
+            return_dict (`bool`, defaults to `True`): return an `ImagePipelineOutput` rather than a tuple.
+        """
+        # 1. Check inputs
+        prompts = self.check_inputs(prompt, num_images_per_prompt, generator, noise, output_type)
+        # 2. Encode the prompts into concept codes, one row per image
+        codes = self.encode_prompt(prompts, num_images_per_prompt)  # (B * n, code_dim)
+        # 3. Prepare the decoder noise
+        noise = self.prepare_noise(len(codes), generator, noise, codes.dtype)  # (B * n, noise_dim) or None
+        # 4. Decode
+        images = self.decode(codes, noise)  # (B * n, 3, S, S) in [-1, 1]
+        # 5. Post-process
+        images = self.postprocess(images, output_type)
+        self.maybe_free_model_hooks()
+        if not return_dict:
+            return (images,)
+        return ImagePipelineOutput(images=images)
+
+
+register_with_diffusers(DecoderPipeline)
+
+__all__ = ["DecoderPipeline"]

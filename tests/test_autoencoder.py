@@ -1,0 +1,98 @@
+"""The auto-encoder models (shapes, checks, save -> load) and `training/train_autoencoder.py` end to end."""
+
+import pytest
+import torch
+
+from hf_textimg.autoencoder import ConceptAutoencoder, ConceptDecoder, ConceptImageEncoder
+from training.train_autoencoder import main
+
+TINY_AE = dict(code_dim=32, encoder_block_out_channels=(8, 16, 16), decoder_block_out_channels=(16, 16, 8), norm_num_groups=4)
+
+
+@pytest.mark.parametrize("size", [32, 64])
+def test_shapes_and_unit_norm_codes(size):
+    model = ConceptAutoencoder(image_size=size, **TINY_AE).eval()
+    images = torch.rand(2, 3, size, size) * 2 - 1
+    out = model(images)
+    assert out.code.shape == (2, 32) and out.sample.shape == (2, 3, size, size)
+    assert torch.allclose(out.code.norm(dim=-1), torch.ones(2), atol=1e-5)
+    assert out.sample.abs().max() <= 1
+    assert torch.equal(out.sample, model.decode(model.encode(images)))
+    sample, code = model(images, return_dict=False)
+    assert torch.equal(sample, out.sample) and torch.equal(code, out.code)
+
+
+def test_bad_sizes_and_shapes_raise_value_error():
+    for cls in (ConceptImageEncoder, ConceptDecoder, ConceptAutoencoder):
+        with pytest.raises(ValueError, match=r"\(32, 64\)"):
+            cls(image_size=48)
+    encoder = ConceptImageEncoder(code_dim=32, block_out_channels=(8, 16), norm_num_groups=4)
+    with pytest.raises(ValueError, match=r"\(B, 3, 32, 32\)"):
+        encoder(torch.zeros(1, 3, 64, 64))
+    with pytest.raises(ValueError, match="norm_num_groups"):
+        ConceptDecoder(block_out_channels=(12, 8), norm_num_groups=8)
+    decoder = ConceptDecoder(code_dim=32, noise_dim=4, block_out_channels=(8, 8), norm_num_groups=4)
+    with pytest.raises(ValueError, match="code"):
+        decoder(torch.zeros(2, 16))
+    with pytest.raises(ValueError, match="noise"):
+        decoder(torch.zeros(2, 32), torch.zeros(2, 3))
+    with pytest.raises(ValueError, match="noise_dim=0"):
+        ConceptDecoder(code_dim=32, block_out_channels=(8, 8), norm_num_groups=4)(torch.zeros(2, 32), torch.zeros(2, 4))
+
+
+def test_decoder_noise_changes_the_image_and_none_means_zeros():
+    torch.manual_seed(0)
+    decoder = ConceptDecoder(code_dim=32, noise_dim=4, block_out_channels=(16, 8), norm_num_groups=4).eval()
+    code = torch.randn(2, 32)
+    assert torch.equal(decoder(code), decoder(code, torch.zeros(2, 4)))
+    assert not torch.equal(decoder(code), decoder(code, torch.randn(2, 4)))
+    assert decoder.decode(code).shape == (2, 3, 32, 32)
+
+
+@pytest.mark.parametrize(
+    "cls, kwargs, inputs",
+    [
+        (ConceptImageEncoder, dict(code_dim=32, block_out_channels=(8, 16), norm_num_groups=4), lambda: (torch.rand(2, 3, 32, 32) * 2 - 1,)),
+        (ConceptDecoder, dict(code_dim=32, noise_dim=4, block_out_channels=(16, 8), norm_num_groups=4), lambda: (torch.randn(2, 32), torch.randn(2, 4))),
+        (ConceptAutoencoder, TINY_AE, lambda: (torch.rand(2, 3, 32, 32) * 2 - 1,)),
+    ],
+)
+def test_save_load_round_trip_is_exact_and_safetensors_only(tmp_path, cls, kwargs, inputs):
+    torch.manual_seed(0)
+    model = cls(**kwargs).eval()
+    model.save_pretrained(tmp_path)
+    assert (tmp_path / "diffusion_pytorch_model.safetensors").is_file() and not list(tmp_path.glob("*.bin"))
+    loaded = cls.from_pretrained(tmp_path).eval()
+    args = inputs()
+    with torch.no_grad():
+        a, b = model(*args), loaded(*args)
+    a, b = (a.sample, b.sample) if cls is ConceptAutoencoder else (a, b)
+    assert torch.equal(a, b)
+
+
+def test_halves_save_alone(tmp_path):
+    model = ConceptAutoencoder(**TINY_AE).eval()
+    model.decoder.save_pretrained(tmp_path)
+    code = torch.randn(2, 32)
+    with torch.no_grad():
+        assert torch.equal(ConceptDecoder.from_pretrained(tmp_path).eval()(code), model.decode(code))
+
+
+def test_training_lowers_loss_reports_psnr_and_saves(tmp_path):
+    result = main([
+        "--dataset_name", "shapes", "--num_shapes_train", "256", "--num_shapes_eval", "64", "--caption_column", "",
+        "--train_batch_size", "32", "--max_train_steps", "30", "--validation_steps", "15", "--checkpointing_steps", "1000",
+        "--code_dim", "32", "--encoder_block_out_channels", "8", "16", "16", "--decoder_block_out_channels", "16", "16", "8",
+        "--norm_num_groups", "4", "--learning_rate", "3e-3", "--lr_warmup_steps", "2", "--lr_scheduler", "constant_with_warmup",
+        "--l1_weight", "0.1", "--output_dir", str(tmp_path),
+    ])
+    losses = [loss for _, loss in result["loss_history"]]
+    assert result["global_step"] == 30
+    assert sum(losses[-5:]) / 5 < 0.5 * sum(losses[:3]) / 3
+    (_, _, first), (_, _, last) = result["metrics_history"]
+    assert 0 < first["psnr"] < last["psnr"] and last["mse"] < first["mse"]
+    # PSNR matches the MSE it reports, up to averaging per image: 10 log10(4 / mse) in [-1, 1] pixels
+    assert last["psnr"] >= 10 * torch.log10(torch.tensor(4 / last["mse"])).item() - 1e-4
+
+    model = ConceptAutoencoder.from_pretrained(tmp_path)
+    assert model.config.code_dim == 32 and (tmp_path / "eval_results.json").is_file()

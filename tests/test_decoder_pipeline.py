@@ -1,0 +1,147 @@
+"""DecoderPipeline: save -> load round trips, seeded noise, output types and input checks (tiny random models)."""
+
+import numpy as np
+import pytest
+import torch
+from diffusers import DiffusionPipeline
+from PIL import Image
+from transformers import AutoTokenizer
+
+from hf_textimg.autoencoder import ConceptDecoder
+from hf_textimg.concept import ConceptTextConfig, ConceptTextModel
+from hf_textimg.pipelines.pipeline_decoder import DecoderPipeline
+from hf_textimg.tokenization import train_tokenizer
+
+PROMPTS = ["a red circle at the top left", "two blue squares", "a green plus left of a pink triangle"]
+
+
+def make_pipeline(noise_dim: int = 4, seed: int = 0) -> DecoderPipeline:
+    torch.manual_seed(seed)
+    tokenizer = train_tokenizer(PROMPTS, vocab_size=200, model_max_length=16)
+    text_encoder = ConceptTextModel(
+        ConceptTextConfig(
+            vocab_size=len(tokenizer), hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64,
+            max_position_embeddings=16, projection_dim=32,
+        )
+    ).eval()
+    decoder = ConceptDecoder(code_dim=32, noise_dim=noise_dim, block_out_channels=(16, 16, 8, 8), norm_num_groups=4).eval()
+    with torch.no_grad():  # make the random decoder's output depend visibly on the noise
+        decoder.proj_in.weight.mul_(10)
+    pipe = DecoderPipeline(tokenizer=tokenizer, text_encoder=text_encoder, decoder=decoder)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def generate(pipe, prompt=PROMPTS, seed=0, **kwargs):
+    return pipe(prompt, generator=torch.Generator().manual_seed(seed), output_type="pt", **kwargs).images
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    pipe = make_pipeline()
+    folder = tmp_path_factory.mktemp("decoder_pipeline")
+    pipe.save_pretrained(folder)
+    return pipe, folder
+
+
+@pytest.mark.parametrize("loader", [DecoderPipeline, DiffusionPipeline])
+def test_pipeline_round_trip_gives_identical_images(saved, loader):
+    pipe, folder = saved
+    loaded = loader.from_pretrained(folder)
+    assert type(loaded) is DecoderPipeline
+    assert not list(folder.rglob("*.bin")) and not list(folder.rglob("*.pt"))
+    before = generate(pipe, num_images_per_prompt=2, seed=3)
+    after = generate(loaded, num_images_per_prompt=2, seed=3)
+    assert before.shape == (6, 3, 32, 32)
+    assert torch.equal(before, after)
+
+
+def test_each_component_round_trips(saved):
+    pipe, folder = saved
+    tokenizer = AutoTokenizer.from_pretrained(folder / "tokenizer")
+    assert tokenizer(PROMPTS)["input_ids"] == pipe.tokenizer(PROMPTS)["input_ids"]
+
+    text_encoder = ConceptTextModel.from_pretrained(folder / "text_encoder").eval()
+    batch = pipe.tokenizer(PROMPTS, padding="max_length", max_length=16, return_tensors="pt")
+    with torch.no_grad():
+        assert torch.equal(
+            text_encoder(**batch).text_embeds, pipe.text_encoder(**batch).text_embeds
+        )
+
+    decoder = ConceptDecoder.from_pretrained(folder / "decoder").eval()
+    assert (folder / "decoder" / "diffusion_pytorch_model.safetensors").is_file()
+    # JSON turns tuples into lists; private keys record where the config came from.
+    public = lambda config: {k: list(v) if isinstance(v, tuple) else v for k, v in config.items() if not k.startswith("_")}  # noqa: E731
+    assert public(decoder.config) == public(pipe.decoder.config)
+    code, noise = torch.randn(3, 32), torch.randn(3, 4)
+    with torch.no_grad():
+        assert torch.equal(decoder(code, noise), pipe.decoder(code, noise))
+
+
+def test_noise_gives_varied_but_reproducible_images():
+    pipe = make_pipeline(noise_dim=4)
+    images = generate(pipe, "a red circle", num_images_per_prompt=2, seed=0)
+    assert not torch.equal(images[0], images[1]), "two noise draws gave the same image"
+    assert torch.equal(images, generate(pipe, "a red circle", num_images_per_prompt=2, seed=0))
+    assert not torch.equal(images, generate(pipe, "a red circle", num_images_per_prompt=2, seed=1))
+
+    # One generator per image: image i is what that generator gives alone (up to batch-size
+    # dependent float rounding in the convolutions).
+    gens = [torch.Generator().manual_seed(s) for s in (5, 6)]
+    per_image = pipe("a red circle", num_images_per_prompt=2, generator=gens, output_type="pt").images
+    alone = generate(pipe, "a red circle", seed=6)[0]
+    assert torch.allclose(per_image[1], alone, atol=1e-5) and not torch.allclose(per_image[0], alone, atol=1e-3)
+
+    # Passing the noise is the same as drawing it with the generator.
+    noise = torch.randn(2, 4, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(pipe("a red circle", num_images_per_prompt=2, noise=noise, output_type="pt").images, images)
+
+
+def test_without_noise_the_image_is_a_function_of_the_prompt():
+    pipe = make_pipeline(noise_dim=0)
+    images = generate(pipe, "a red circle", num_images_per_prompt=3, seed=0)
+    assert torch.equal(images[0], images[1]) and torch.equal(images[0], images[2])
+    assert torch.equal(images, generate(pipe, "a red circle", num_images_per_prompt=3, seed=99))
+
+
+def test_output_types_and_return_dict():
+    pipe = make_pipeline()
+    pil = pipe(PROMPTS[0]).images
+    assert len(pil) == 1 and isinstance(pil[0], Image.Image) and pil[0].size == (32, 32)
+    array = pipe(PROMPTS, output_type="np").images
+    assert isinstance(array, np.ndarray) and array.shape == (3, 32, 32, 3) and 0 <= array.min() and array.max() <= 1
+    tensor = pipe(PROMPTS, output_type="pt").images
+    assert tensor.shape == (3, 3, 32, 32) and 0 <= tensor.min() and tensor.max() <= 1
+    (images,) = pipe(PROMPTS, output_type="pt", return_dict=False, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(images, generate(pipe, PROMPTS, seed=0))
+    # Pixels from the pipeline are the decoder's [-1, 1] output mapped to [0, 1].
+    codes = pipe.encode_prompt(PROMPTS)
+    noise = torch.randn(3, 4, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        raw = pipe.decoder(codes, noise)
+    assert torch.allclose(images, (raw + 1) / 2, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"prompt": []}, "empty"),
+        ({"prompt": ["a red circle", 3]}, r"prompt\[1\]"),
+        ({"prompt": 7}, "prompt"),
+        ({"prompt": "a red circle", "num_images_per_prompt": 0}, "num_images_per_prompt"),
+        ({"prompt": "a red circle", "output_type": "latent"}, "output_type"),
+        ({"prompt": ["a", "b"], "generator": [torch.Generator()] * 3}, "generator"),
+        ({"prompt": "a red circle", "noise": torch.zeros(2, 4)}, "noise"),
+    ],
+)
+def test_bad_inputs_raise_value_error_naming_the_problem(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        make_pipeline()(**kwargs)
+
+
+def test_noise_for_a_deterministic_decoder_and_mismatched_components_are_refused():
+    with pytest.raises(ValueError, match="noise_dim=0"):
+        make_pipeline(noise_dim=0)("a red circle", noise=torch.zeros(1, 4))
+    pipe = make_pipeline()
+    with pytest.raises(ValueError, match="code_dim"):
+        DecoderPipeline(pipe.tokenizer, pipe.text_encoder, ConceptDecoder(code_dim=64, block_out_channels=(8, 8), norm_num_groups=4))

@@ -1,0 +1,112 @@
+"""End-to-end: a few real steps of `training/train_decoder.py` per objective on generated Shapes data."""
+
+import json
+
+import pytest
+import torch
+from diffusers import DiffusionPipeline
+from safetensors.torch import load_file
+
+from hf_textimg.autoencoder import ConceptAutoencoder
+from hf_textimg.concept import ConceptConfig, ConceptModel
+from hf_textimg.data.shapes import build_shapes_dataset
+from hf_textimg.pipelines.pipeline_decoder import DecoderPipeline
+from hf_textimg.tokenization import train_tokenizer
+from training import train_decoder
+
+TINY = [
+    "--dataset_name", "shapes", "--num_shapes_train", "256", "--num_shapes_eval", "64", "--max_eval_samples", "64",
+    "--train_batch_size", "32", "--max_length", "16", "--checkpointing_steps", "1000",
+    "--decoder_block_out_channels", "16", "16", "8", "--norm_num_groups", "4",
+    "--learning_rate", "3e-3", "--lr_warmup_steps", "2", "--lr_scheduler", "constant_with_warmup",
+]
+
+
+@pytest.fixture(scope="module")
+def concept_dir(tmp_path_factory):
+    """A tiny, untrained ConceptModel + tokenizer saved the way train_concept.py saves them."""
+    folder = tmp_path_factory.mktemp("concept")
+    captions = build_shapes_dataset(num_train=200, num_validation=1, num_heldout=1)["train"]["text"]
+    tokenizer = train_tokenizer(captions, vocab_size=300, model_max_length=16)
+    torch.manual_seed(0)
+    model = ConceptModel(ConceptConfig(
+        text_config=dict(vocab_size=len(tokenizer), hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64, max_position_embeddings=16),
+        vision_config=dict(base_channels=8, num_stages=2, layers_per_stage=1, norm_num_groups=4),
+        projection_dim=32,
+    ))
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def run(concept_dir, out, *extra, steps=12, capture=None, monkeypatch=None):
+    if capture is not None:  # keep the frozen image encoder the script builds, to inspect it afterwards
+        load = train_decoder.load_image_encoder
+        monkeypatch.setattr(train_decoder, "load_image_encoder", lambda cfg: capture.setdefault("image_encoder", load(cfg)))
+    return train_decoder.main(TINY + ["--concept_model_path", str(concept_dir), "--output_dir", str(out),
+                                      "--max_train_steps", str(steps), "--validation_steps", str(steps), *extra])
+
+
+def mean_loss(result, sl):
+    values = [loss for _, loss in result["loss_history"][sl]]
+    return sum(values) / len(values)
+
+
+@pytest.mark.parametrize("objective", ["reconstruct", "consistency", "both"])
+def test_each_objective_lowers_its_loss(concept_dir, tmp_path, objective):
+    result = run(concept_dir, tmp_path, "--objective", objective, "--noise_dim", "4", "--noise_samples", "2")
+    assert result["global_step"] == 12
+    assert mean_loss(result, slice(-3, None)) < 0.8 * mean_loss(result, slice(0, 3))
+    terms = {"reconstruct": {"reconstruct"}, "consistency": {"consistency", "pixel"}, "both": {"reconstruct", "consistency", "pixel"}}
+    assert {f"val_{term}" for term in terms[objective]} <= set(result["metrics"])
+
+
+def test_consistency_keeps_the_image_encoder_frozen_and_saves_a_pipeline(concept_dir, tmp_path, monkeypatch):
+    captured = {}
+    result = run(concept_dir, tmp_path, "--objective", "consistency", "--train_text_encoder", "--pixel_weight", "0.5",
+                 "--noise_dim", "4", "--noise_samples", "3", "--num_eval_prompts", "2", capture=captured, monkeypatch=monkeypatch)
+    assert mean_loss(result, slice(-3, None)) < mean_loss(result, slice(0, 3))
+
+    # The image encoder the loss back-propagated through is bit-identical to the saved one ...
+    saved = load_file(concept_dir / "model.safetensors")
+    encoder = captured["image_encoder"]
+    assert not encoder.training and not any(p.requires_grad for p in encoder.parameters())
+    assert all(torch.equal(value, saved[f"vision_model.{name}"]) for name, value in encoder.state_dict().items())
+    # ... while the text tower (trained here) moved.
+    pipe = DecoderPipeline.from_pretrained(tmp_path)
+    moved = [not torch.equal(v, saved[f"text_model.{k}"]) for k, v in pipe.text_encoder.state_dict().items()]
+    assert any(moved)
+
+    # The output folder is a complete pipeline, under either class, with the scorer's results.
+    assert {"tokenizer", "text_encoder", "decoder", "model_index.json"} <= {p.name for p in tmp_path.iterdir()}
+    assert type(DiffusionPipeline.from_pretrained(tmp_path)) is DecoderPipeline
+    images = pipe(["a red circle", "two blue squares"], num_images_per_prompt=2, generator=torch.Generator().manual_seed(0), output_type="pt").images
+    assert images.shape == (4, 3, 32, 32)
+    metrics = json.loads((tmp_path / "eval_results.json").read_text())["metrics"]
+    assert {"shapes_single", "shapes_color", "shapes_position", "shapes_heldout", "shapes_overall"} <= set(metrics)
+
+
+def test_reconstruct_through_an_autoencoder_encoder(concept_dir, tmp_path):
+    ae_dir = tmp_path / "ae"
+    ConceptAutoencoder(code_dim=32, encoder_block_out_channels=(8, 8), decoder_block_out_channels=(8, 8), norm_num_groups=4).save_pretrained(ae_dir)
+    result = run(concept_dir, tmp_path / "out", "--objective", "reconstruct", "--autoencoder_path", str(ae_dir), steps=8)
+    assert mean_loss(result, slice(-2, None)) < mean_loss(result, slice(0, 2))
+
+
+@pytest.mark.parametrize(
+    "extra, flag",
+    [
+        ([], "--concept_model_path"),
+        (["--noise_dim", "0", "--noise_samples", "4"], "--noise_dim"),
+        (["--caption_column", ""], "--caption_column"),
+        (["--max_length", "32"], "--max_length"),
+        (["--pixel_weight", "-1"], "--pixel_weight"),
+        (["--objective", "reconstruct", "--train_text_encoder"], "--train_text_encoder"),
+    ],
+)
+def test_bad_arguments_name_the_flag(concept_dir, tmp_path, extra, flag):
+    args = TINY + ["--output_dir", str(tmp_path)] + extra
+    if flag != "--concept_model_path":
+        args += ["--concept_model_path", str(concept_dir)]
+    with pytest.raises(ValueError, match=flag):
+        train_decoder.main(args)

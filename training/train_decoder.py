@@ -1,0 +1,301 @@
+"""Train the concept decoder (512-d code -> pixels) and save a complete one-shot `DecoderPipeline`.
+
+    # 1. a concept model (text + image towers in one space), e.g. contrastive
+    accelerate launch training/train_concept.py --output_dir outputs/concept-shapes
+    # 2. the decoder on its codes
+    accelerate launch training/train_decoder.py --concept_model_path outputs/concept-shapes \
+        --objective both --output_dir outputs/decoder-shapes
+
+Objectives (`--objective`); "the frozen image encoder" is the concept model's image tower, or the auto-encoder's
+encoder with `--autoencoder_path`, and never changes:
+
+- `reconstruct`: code = image_encoder(image); loss = reconstruct_weight * pixel_loss(decoder(code), image).
+- `consistency`: code 1 = text_encoder(caption); generated = decoder(code 1); code 2 = image_encoder(generated);
+  loss = consistency_weight * (1 - cos(code 1, code 2)) + pixel_weight * pixel_loss(generated, image).
+  The text tower is frozen unless `--train_text_encoder`; code 1 is then still a fixed target (detached), so the
+  text tower learns only through the decoder's input, never by moving the target to what the decoder makes.
+- `both`: the sum of the two.
+
+The pixel loss is MSE (+ `--l1_weight` * L1). With `--noise_dim N` the decoder also reads N standard-normal numbers, and
+`--noise_samples K > 1` makes the text path's pixel loss "best of K": K noise draws are decoded and only the closest
+one to the real image is trained (implicit maximum likelihood). A caption that does not say where an object goes is
+then not pulled towards the blurred average of every place it could go; each noise learns its own place.
+
+A text tower trained with `train_concept.py --objective regress` plugs in the same way: its folder holds the regressed
+text tower and the frozen image tower it was taught to predict.
+
+The output folder is a `DecoderPipeline` (`DecoderPipeline.from_pretrained(dir)` or
+`DiffusionPipeline.from_pretrained(dir)` after `import hf_textimg`), plus `eval_results.json`; on Shapes that holds
+the Shapes scorer's results on its benchmark prompts, which training never sees.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from transformers import AutoTokenizer
+
+from hf_textimg.autoencoder import ConceptAutoencoder, ConceptDecoder, reconstruction_loss
+from hf_textimg.concept import ConceptTextModel, ConceptVisionModel
+from hf_textimg.data.loading import ImageTextCollator
+from hf_textimg.pipelines.pipeline_decoder import DecoderPipeline
+from hf_textimg.training import (
+    TensorImageTextDataset,
+    TrainConfig,
+    build_accelerator,
+    build_optimizer,
+    build_train_dataloader,
+    config_to_dict,
+    load_split,
+    parse_args,
+    train_loop,
+    write_json,
+)
+
+
+@dataclass
+class DecoderTrainConfig(TrainConfig):
+    objective: Literal["reconstruct", "consistency", "both"] = field(
+        default="both", metadata={"help": "reconstruct: image code -> image; consistency: caption code -> image whose code matches; both: the sum."}
+    )
+    concept_model_path: str | None = field(
+        default=None,
+        metadata={"help": "A trained ConceptModel folder (train_concept.py): text tower, tokenizer and, by default, the frozen image encoder."},
+    )
+    autoencoder_path: str | None = field(
+        default=None, metadata={"help": "A trained ConceptAutoencoder folder whose encoder becomes the frozen image encoder."}
+    )
+    train_text_encoder: bool = field(default=False, metadata={"help": "consistency/both: also train the text tower (frozen by default)."})
+    reconstruct_weight: float = field(default=1.0, metadata={"help": "Weight of the reconstruct loss."})
+    consistency_weight: float = field(
+        default=0.1,
+        metadata={"help": "Weight of 1 - cos(text code, code of the generated image); keep it well below the pixel loss, "
+                  "which alone keeps the decoder from drawing patterns that merely fool the image encoder."},
+    )
+    pixel_weight: float = field(default=1.0, metadata={"help": "consistency: weight of the pixel loss of the generated image against the real one."})
+    l1_weight: float = field(default=0.0, metadata={"help": "Pixel loss = MSE + l1_weight * L1."})
+    noise_dim: int = field(default=16, metadata={"help": "Decoder noise inputs (0: one deterministic image per prompt)."})
+    noise_samples: int = field(default=4, metadata={"help": "consistency: the pixel loss is the best of this many noise draws (> 1 needs --noise_dim)."})
+    decoder_block_out_channels: list[int] = field(
+        default_factory=lambda: [128, 64, 32, 16], metadata={"help": "Decoder width per level, lowest resolution first."}
+    )
+    layers_per_block: int = field(default=1, metadata={"help": "Decoder residual blocks per level."})
+    norm_num_groups: int = field(default=8, metadata={"help": "Decoder GroupNorm groups (must divide every width)."})
+    num_eval_prompts: int = field(default=50, metadata={"help": "Shapes: benchmark prompts per scorer category at each evaluation."})
+
+    def validate(self) -> None:
+        super().validate()
+        if not self.concept_model_path:
+            raise ValueError("Pass --concept_model_path (a train_concept.py output folder): the pipeline needs its text tower and tokenizer.")
+        if not self.caption_column:
+            raise ValueError("--caption_column is empty, but the decoder pipeline is text-to-image: name the caption column.")
+        for name in ("reconstruct_weight", "consistency_weight", "pixel_weight", "l1_weight", "noise_dim"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"--{name} must be >= 0, got {getattr(self, name)}.")
+        if self.noise_samples < 1:
+            raise ValueError(f"--noise_samples must be >= 1, got {self.noise_samples}.")
+        if self.noise_samples > 1 and self.noise_dim == 0:
+            raise ValueError("--noise_samples > 1 picks the best of several noise draws; it needs --noise_dim > 0.")
+        if self.num_eval_prompts < 1:
+            raise ValueError(f"--num_eval_prompts must be >= 1, got {self.num_eval_prompts}.")
+        if self.train_text_encoder and self.objective == "reconstruct":
+            raise ValueError("--train_text_encoder has no effect with --objective reconstruct (the text tower is not used); drop it.")
+
+
+# ---- components ------------------------------------------------------------------------------
+def load_image_encoder(cfg: DecoderTrainConfig) -> torch.nn.Module:
+    """The frozen image encoder: the auto-encoder's encoder, else the concept model's image tower."""
+    if cfg.autoencoder_path:
+        encoder = ConceptAutoencoder.from_pretrained(cfg.autoencoder_path).encoder
+        image_size = encoder.config.image_size
+    else:
+        # base_model_prefix lets a tower load its half of a ConceptModel folder.
+        encoder = ConceptVisionModel.from_pretrained(cfg.concept_model_path)
+        image_size = encoder.config.image_size
+    if image_size != cfg.resolution:
+        raise ValueError(f"The frozen image encoder takes {image_size}px images but --resolution is {cfg.resolution}.")
+    return encoder.requires_grad_(False).eval()
+
+
+def load_text_encoder(cfg: DecoderTrainConfig) -> ConceptTextModel:
+    text_encoder = ConceptTextModel.from_pretrained(cfg.concept_model_path)
+    if cfg.max_length > text_encoder.config.max_position_embeddings:
+        raise ValueError(
+            f"--max_length {cfg.max_length} exceeds the text tower's max_position_embeddings "
+            f"({text_encoder.config.max_position_embeddings}); pass --max_length {text_encoder.config.max_position_embeddings} or less."
+        )
+    text_encoder.requires_grad_(cfg.train_text_encoder)
+    return text_encoder.train(cfg.train_text_encoder)
+
+
+def build_decoder(cfg: DecoderTrainConfig, code_dim: int) -> ConceptDecoder:
+    return ConceptDecoder(
+        image_size=cfg.resolution,
+        code_dim=code_dim,
+        noise_dim=cfg.noise_dim,
+        block_out_channels=tuple(cfg.decoder_block_out_channels),
+        layers_per_block=cfg.layers_per_block,
+        norm_num_groups=cfg.norm_num_groups,
+    )
+
+
+def code_dim_of(encoder: torch.nn.Module) -> int:
+    return encoder.config.code_dim if hasattr(encoder.config, "code_dim") else encoder.config.projection_dim
+
+
+# ---- losses ------------------------------------------------------------------------------------
+def draw_noise(cfg: DecoderTrainConfig, batch_size: int, device) -> torch.Tensor | None:
+    return torch.randn(batch_size, cfg.noise_dim, device=device) if cfg.noise_dim else None
+
+
+@torch.no_grad()
+def best_noise(cfg: DecoderTrainConfig, decoder, code: torch.Tensor, target: torch.Tensor) -> torch.Tensor | None:
+    """Per example, the noise (of `noise_samples` draws) whose decoded image is closest to `target`."""
+    batch_size = code.shape[0]
+    noise = draw_noise(cfg, batch_size, code.device)
+    if cfg.noise_samples == 1 or noise is None:
+        return noise
+    candidates = torch.randn(cfg.noise_samples, batch_size, cfg.noise_dim, device=code.device)  # (K, B, N)
+    images = decoder(code.repeat(cfg.noise_samples, 1), candidates.flatten(0, 1))  # (K * B, 3, R, R)
+    errors = reconstruction_loss(images, target.repeat(cfg.noise_samples, 1, 1, 1), cfg.l1_weight, reduce=False)
+    best = errors.view(cfg.noise_samples, batch_size).argmin(dim=0)  # (B,)
+    return candidates[best, torch.arange(batch_size, device=code.device)]  # (B, N)
+
+
+def make_loss_fn(cfg: DecoderTrainConfig, text_encoder, image_encoder, decoder):
+    """batch -> (weighted total, {term: value}) for the configured objective."""
+    use_reconstruct = cfg.objective in ("reconstruct", "both")
+    use_consistency = cfg.objective in ("consistency", "both")
+
+    def compute_loss(batch):
+        target = batch["pixel_values"]  # (B, 3, R, R) in [-1, 1]
+        terms = {}
+        if use_reconstruct:
+            with torch.no_grad():
+                code = image_encoder.get_image_features(target)  # (B, D), frozen
+            sample = decoder(code, draw_noise(cfg, len(code), code.device))
+            terms["reconstruct"] = (cfg.reconstruct_weight, reconstruction_loss(sample, target, cfg.l1_weight))
+        if use_consistency:
+            with torch.set_grad_enabled(cfg.train_text_encoder and torch.is_grad_enabled()):
+                code1 = text_encoder(batch["input_ids"], attention_mask=batch["attention_mask"]).text_embeds  # (B, D)
+            generated = decoder(code1, best_noise(cfg, decoder, code1, target))  # (B, 3, R, R)
+            code2 = image_encoder.get_image_features(generated)  # (B, D); frozen weights, gradient flows to the image
+            # code 1 is the target, so it is detached: a trained text tower pulled towards whatever the decoder makes
+            # collapses every caption onto the code of one average image.
+            terms["consistency"] = (cfg.consistency_weight, 1 - F.cosine_similarity(code1.detach(), code2, dim=-1).mean())
+            if cfg.pixel_weight:
+                terms["pixel"] = (cfg.pixel_weight, reconstruction_loss(generated, target, cfg.l1_weight))
+        total = sum(weight * value for weight, value in terms.values())
+        return total, {name: value.detach() for name, (_, value) in terms.items()}
+
+    return compute_loss
+
+
+# ---- evaluation ----------------------------------------------------------------------------------
+def is_shapes(cfg: DecoderTrainConfig) -> bool:
+    return cfg.dataset_name == "shapes" and cfg.train_data_dir is None
+
+
+def make_evaluator(cfg: DecoderTrainConfig, accelerator, tokenizer, text_encoder, decoder, compute_loss):
+    """Validation loss terms (every data set) and, on Shapes, the Shapes scorer on its benchmark prompts."""
+    val_data = load_split(cfg, cfg.validation_split, cfg.max_eval_samples)
+    val_set = TensorImageTextDataset.from_dataset(val_data, cfg.resolution, cfg.image_column, cfg.caption_column)
+    val_batches = torch.utils.data.DataLoader(val_set, batch_size=cfg.train_batch_size, collate_fn=ImageTextCollator(tokenizer, cfg.max_length))
+    unwrapped_text, unwrapped_decoder = accelerator.unwrap_model(text_encoder), accelerator.unwrap_model(decoder)
+
+    @torch.no_grad()
+    def evaluate(state) -> dict:
+        unwrapped_decoder.eval()
+        unwrapped_text.eval()
+        rng_state = torch.get_rng_state()
+        torch.manual_seed(cfg.seed)  # same caption choices and noise at every evaluation
+        sums, count = {}, 0
+        for batch in val_batches:
+            batch = {k: v.to(accelerator.device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+            _, logs = compute_loss(batch)
+            for name, value in logs.items():
+                sums[f"val_{name}"] = sums.get(f"val_{name}", 0.0) + value.item()
+            count += 1
+        metrics = {name: total / max(count, 1) for name, total in sums.items()}
+        if is_shapes(cfg):
+            pipeline = DecoderPipeline(tokenizer=tokenizer, text_encoder=unwrapped_text, decoder=unwrapped_decoder)
+            metrics.update(shapes_metrics(pipeline, cfg.num_eval_prompts, cfg.seed))
+        torch.set_rng_state(rng_state)
+        unwrapped_decoder.train()
+        unwrapped_text.train(cfg.train_text_encoder)
+        return metrics
+
+    return evaluate
+
+
+def shapes_metrics(pipeline: DecoderPipeline, num_prompts: int, seed: int) -> dict:
+    """Shapes scorer accuracies on `num_prompts` benchmark prompts per category (prompts training never sees)."""
+    from hf_textimg.evaluation import ShapesScorer
+
+    pipeline.set_progress_bar_config(disable=True)
+    generator = torch.Generator().manual_seed(seed)
+    generate = lambda prompts: list(pipeline(prompts, generator=generator, output_type="np").images)  # noqa: E731
+    report = ShapesScorer().evaluate_pipeline(generate, n_per_category=num_prompts, seed=seed, batch_size=64)
+    metrics = {f"shapes_{category}": value for category, value in report.accuracy.items()}
+    metrics["shapes_overall"] = report.overall
+    return metrics
+
+
+# ---- main ------------------------------------------------------------------------------------------
+def main(argv: list[str] | None = None) -> dict:
+    cfg = parse_args(DecoderTrainConfig, argv)
+    accelerator = build_accelerator(cfg)
+
+    tokenizer = AutoTokenizer.from_pretrained(cfg.tokenizer_name or cfg.concept_model_path)
+    text_encoder = load_text_encoder(cfg)
+    image_encoder = load_image_encoder(cfg).to(accelerator.device)
+    code_dim = text_encoder.config.projection_dim
+    if code_dim_of(image_encoder) != code_dim:
+        raise ValueError(
+            f"The frozen image encoder makes {code_dim_of(image_encoder)}-d codes but the text tower makes {code_dim}-d codes; "
+            "the decoder reads both, so they must match (check --autoencoder_path / --concept_model_path)."
+        )
+    decoder = build_decoder(cfg, code_dim)
+
+    train_data = load_split(cfg, "train", cfg.max_train_samples)
+    dataloader = build_train_dataloader(cfg, train_data, tokenizer)
+    trained = {"decoder": decoder} | ({"text_encoder": text_encoder} if cfg.train_text_encoder else {})
+    optimizer, lr_scheduler = build_optimizer(cfg, [p for model in trained.values() for p in model.parameters()])
+    prepared = accelerator.prepare(*trained.values(), optimizer, dataloader, lr_scheduler)
+    trained = dict(zip(trained, prepared[: len(trained)]))
+    optimizer, dataloader, lr_scheduler = prepared[len(trained) :]
+    decoder = trained["decoder"]
+    text_encoder = trained.get("text_encoder", text_encoder.to(accelerator.device))
+
+    compute_loss = make_loss_fn(cfg, text_encoder, image_encoder, decoder)
+    evaluate = make_evaluator(cfg, accelerator, tokenizer, text_encoder, decoder, compute_loss)
+    if accelerator.is_main_process:
+        # trackers take scalars only: lists become strings
+        hparams = {k: v if isinstance(v, (bool, int, float, str)) else str(v) for k, v in config_to_dict(cfg).items() if v is not None}
+        accelerator.init_trackers("train_decoder", config=hparams)
+    state = train_loop(accelerator, cfg, trained, optimizer, lr_scheduler, dataloader, compute_loss, evaluate=evaluate)
+    result = {
+        "global_step": state.global_step,
+        "train_minutes": state.elapsed_seconds / 60,
+        "metrics": state.metrics,
+        "metrics_history": state.metrics_history,
+        "loss_history": state.history,
+    }
+    if accelerator.is_main_process:
+        pipeline = DecoderPipeline(
+            tokenizer=tokenizer, text_encoder=accelerator.unwrap_model(text_encoder).eval(), decoder=accelerator.unwrap_model(decoder).eval()
+        )
+        pipeline.save_pretrained(cfg.output_dir)
+        write_json(f"{cfg.output_dir}/eval_results.json", {**{k: v for k, v in result.items() if k != "loss_history"}, "config": config_to_dict(cfg)})
+        print({k: round(v, 4) if isinstance(v, float) and math.isfinite(v) else v for k, v in state.metrics.items()})
+    accelerator.end_training()
+    return result
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
