@@ -10,7 +10,6 @@ holds the `ConceptAutoencoder` (config.json + diffusion_pytorch_model.safetensor
 
 from __future__ import annotations
 
-import math
 import sys
 from dataclasses import dataclass, field
 
@@ -23,11 +22,12 @@ from hf_textimg.training import (
     build_accelerator,
     build_optimizer,
     build_train_dataloader,
-    config_to_dict,
     load_split,
     parse_args,
+    run_result,
+    tracker_config,
     train_loop,
-    write_json,
+    write_eval_results,
 )
 
 
@@ -54,11 +54,6 @@ def psnr(sample: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Per-image PSNR in dB, for images in [-1, 1] (peak-to-peak 2)."""
     mse = (sample.float() - target.float()).pow(2).mean(dim=(1, 2, 3)).clamp(min=1e-10)  # (B,)
     return 10 * torch.log10(4.0 / mse)
-
-
-def tracker_config(cfg: TrainConfig) -> dict:
-    """The config as tracker hyper-parameters (scalars only; lists become strings)."""
-    return {k: v if isinstance(v, (bool, int, float, str)) else str(v) for k, v in config_to_dict(cfg).items() if v is not None}
 
 
 def build_model(cfg: AutoencoderTrainConfig) -> ConceptAutoencoder:
@@ -112,17 +107,10 @@ def main(argv: list[str] | None = None) -> dict:
     if accelerator.is_main_process:
         accelerator.init_trackers("train_autoencoder", config=tracker_config(cfg))
     state = train_loop(accelerator, cfg, {"model": model}, optimizer, lr_scheduler, dataloader, compute_loss, evaluate=evaluate)
-    result = {
-        "global_step": state.global_step,
-        "train_minutes": state.elapsed_seconds / 60,
-        "metrics": state.metrics,
-        "metrics_history": state.metrics_history,
-        "loss_history": state.history,
-    }
+    result = run_result(state)
     if accelerator.is_main_process:
         accelerator.unwrap_model(model).save_pretrained(cfg.output_dir)
-        write_json(f"{cfg.output_dir}/eval_results.json", {**{k: v for k, v in result.items() if k != "loss_history"}, "config": config_to_dict(cfg)})
-        print({k: round(v, 4) if isinstance(v, float) and math.isfinite(v) else v for k, v in state.metrics.items()})
+        write_eval_results(cfg, result)
     accelerator.end_training()
     return result
 

@@ -29,12 +29,13 @@ from hf_textimg.training import (
     build_accelerator,
     build_optimizer,
     build_train_dataloader,
-    config_to_dict,
     load_or_train_tokenizer,
     load_split,
     parse_args,
     train_loop,
-    write_json,
+    run_result,
+    tracker_config,
+    write_eval_results,
 )
 
 
@@ -162,7 +163,7 @@ def main(argv: list[str] | None = None) -> dict:
     accelerator = build_accelerator(cfg)
 
     train_data = load_split(cfg, "train", cfg.max_train_samples)
-    tokenizer = load_or_train_tokenizer(cfg, train_data[cfg.caption_column])
+    tokenizer = load_or_train_tokenizer(cfg, train_data[cfg.caption_column], accelerator)
     model = build_model(cfg, tokenizer)
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable()
@@ -182,7 +183,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     evaluate = make_evaluator(cfg, accelerator, model, tokenizer)
     if accelerator.is_main_process:
-        accelerator.init_trackers("train_concept", config={k: v for k, v in config_to_dict(cfg).items() if v is not None})
+        accelerator.init_trackers("train_concept", config=tracker_config(cfg))
     state = train_loop(
         accelerator,
         cfg,
@@ -194,19 +195,11 @@ def main(argv: list[str] | None = None) -> dict:
         after_optimizer_step=lambda state: unwrapped.clamp_logit_scale_(),
         evaluate=evaluate,
     )
-    metrics = state.metrics
-    result = {
-        "global_step": state.global_step,
-        "train_minutes": state.elapsed_seconds / 60,
-        "metrics": metrics,
-        "metrics_history": state.metrics_history,
-        "loss_history": state.history,
-    }
+    result = run_result(state)
     if accelerator.is_main_process:
         unwrapped.save_pretrained(cfg.output_dir)
         tokenizer.save_pretrained(cfg.output_dir)
-        write_json(f"{cfg.output_dir}/eval_results.json", {**{k: v for k, v in result.items() if k != "loss_history"}, "config": config_to_dict(cfg)})
-        print({k: round(v, 4) for k, v in metrics.items()})
+        write_eval_results(cfg, result)
     accelerator.end_training()
     return result
 

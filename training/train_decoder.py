@@ -31,14 +31,12 @@ the Shapes scorer's results on its benchmark prompts, which training never sees.
 
 from __future__ import annotations
 
-import math
 import sys
 from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from transformers import AutoTokenizer
 
 from hf_textimg.autoencoder import ConceptAutoencoder, ConceptDecoder, reconstruction_loss
 from hf_textimg.concept import ConceptTextModel, ConceptVisionModel
@@ -50,11 +48,13 @@ from hf_textimg.training import (
     build_accelerator,
     build_optimizer,
     build_train_dataloader,
-    config_to_dict,
+    load_or_train_tokenizer,
     load_split,
     parse_args,
+    run_result,
+    tracker_config,
     train_loop,
-    write_json,
+    write_eval_results,
 )
 
 
@@ -251,7 +251,7 @@ def main(argv: list[str] | None = None) -> dict:
     cfg = parse_args(DecoderTrainConfig, argv)
     accelerator = build_accelerator(cfg)
 
-    tokenizer = AutoTokenizer.from_pretrained(cfg.tokenizer_name or cfg.concept_model_path)
+    tokenizer = load_or_train_tokenizer(cfg, None, accelerator, pretrained=cfg.concept_model_path)
     text_encoder = load_text_encoder(cfg)
     image_encoder = load_image_encoder(cfg).to(accelerator.device)
     code_dim = text_encoder.config.projection_dim
@@ -275,24 +275,15 @@ def main(argv: list[str] | None = None) -> dict:
     compute_loss = make_loss_fn(cfg, text_encoder, image_encoder, decoder)
     evaluate = make_evaluator(cfg, accelerator, tokenizer, text_encoder, decoder, compute_loss)
     if accelerator.is_main_process:
-        # trackers take scalars only: lists become strings
-        hparams = {k: v if isinstance(v, (bool, int, float, str)) else str(v) for k, v in config_to_dict(cfg).items() if v is not None}
-        accelerator.init_trackers("train_decoder", config=hparams)
+        accelerator.init_trackers("train_decoder", config=tracker_config(cfg))
     state = train_loop(accelerator, cfg, trained, optimizer, lr_scheduler, dataloader, compute_loss, evaluate=evaluate)
-    result = {
-        "global_step": state.global_step,
-        "train_minutes": state.elapsed_seconds / 60,
-        "metrics": state.metrics,
-        "metrics_history": state.metrics_history,
-        "loss_history": state.history,
-    }
+    result = run_result(state)
     if accelerator.is_main_process:
         pipeline = DecoderPipeline(
             tokenizer=tokenizer, text_encoder=accelerator.unwrap_model(text_encoder).eval(), decoder=accelerator.unwrap_model(decoder).eval()
         )
         pipeline.save_pretrained(cfg.output_dir)
-        write_json(f"{cfg.output_dir}/eval_results.json", {**{k: v for k, v in result.items() if k != "loss_history"}, "config": config_to_dict(cfg)})
-        print({k: round(v, 4) if isinstance(v, float) and math.isfinite(v) else v for k, v in state.metrics.items()})
+        write_eval_results(cfg, result)
     accelerator.end_training()
     return result
 

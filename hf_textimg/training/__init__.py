@@ -10,6 +10,9 @@ from .loop import (
     build_train_dataloader,
     load_or_train_tokenizer,
     load_split,
+    run_result,
+    tracker_config,
+    write_eval_results,
     train_loop,
     write_json,
 )

@@ -99,17 +99,42 @@ def build_train_dataloader(cfg: TrainConfig, data, tokenizer=None, caption_colum
         drop_last=True,
         num_workers=cfg.dataloader_num_workers,
         collate_fn=ImageTextCollator(tokenizer, cfg.max_length),
+        # Without its own generator a DataLoader draws each iterator's base seed from the global
+        # RNG, which would shift every random draw of a run resumed mid-epoch.
+        generator=torch.Generator().manual_seed(cfg.seed),
     )
 
 
-def load_or_train_tokenizer(cfg: TrainConfig, captions):
+def load_or_train_tokenizer(cfg: TrainConfig, captions, accelerator: Accelerator | None = None, pretrained: str | None = None):
+    """`--tokenizer_name`, else `pretrained` (e.g. the concept model folder), else one trained on `captions`.
+
+    `tokenizers` training is not reproducible from run to run, so a trained tokenizer is
+    written once to ``output_dir/tokenizer`` by the main process and every process loads that
+    copy; a resumed run reuses the copy beside its checkpoint.
+    """
     from transformers import AutoTokenizer
 
     from ..tokenization import train_tokenizer
 
-    if cfg.tokenizer_name:
-        return AutoTokenizer.from_pretrained(cfg.tokenizer_name)
-    return train_tokenizer(captions, vocab_size=cfg.tokenizer_vocab_size, model_max_length=cfg.max_length)
+    if cfg.tokenizer_name or pretrained:
+        tokenizer = AutoTokenizer.from_pretrained(cfg.tokenizer_name or pretrained)
+    else:
+        folder = Path(cfg.output_dir) / "tokenizer"
+        resume = resolve_resume_path(cfg.resume_from_checkpoint, cfg.output_dir)
+        if resume is not None and (resume.parent / "tokenizer").is_dir():
+            folder = resume.parent / "tokenizer"
+        elif accelerator is None or accelerator.is_main_process:
+            train_tokenizer(captions, vocab_size=cfg.tokenizer_vocab_size, model_max_length=cfg.max_length).save_pretrained(folder)
+        if accelerator is not None:
+            accelerator.wait_for_everyone()
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+    tokenizer.model_max_length = cfg.max_length  # pipelines tokenize to the training length
+    return tokenizer
+
+
+def tracker_config(cfg: TrainConfig) -> dict:
+    """The config as tracker hyper-parameters (scalars only: lists become strings)."""
+    return {k: v if isinstance(v, (bool, int, float, str)) else str(v) for k, v in config_to_dict(cfg).items() if v is not None}
 
 
 # ---- optimisation ------------------------------------------------------------------------
@@ -236,3 +261,22 @@ def write_json(path: str | os.PathLike, obj) -> None:
     import json
 
     Path(path).write_text(json.dumps(obj, indent=2, default=str) + "\n")
+
+
+def run_result(state: TrainState) -> dict:
+    """What `main()` of every script returns: steps, minutes, final and per-evaluation metrics, losses."""
+    return {
+        "global_step": state.global_step,
+        "train_minutes": state.elapsed_seconds / 60,
+        "metrics": state.metrics,
+        "metrics_history": state.metrics_history,
+        "loss_history": state.history,
+    }
+
+
+def write_eval_results(cfg: TrainConfig, result: dict) -> None:
+    """``output_dir/eval_results.json`` (everything but the per-step losses, plus the config) and a summary line."""
+    import math
+
+    write_json(Path(cfg.output_dir) / "eval_results.json", {**{k: v for k, v in result.items() if k != "loss_history"}, "config": config_to_dict(cfg)})
+    print({k: round(v, 4) if isinstance(v, float) and math.isfinite(v) else v for k, v in result["metrics"].items()})

@@ -1,0 +1,272 @@
+"""Text-to-image by denoising: caption -> text tower (token states + pooled concept) -> U-Net + scheduler.
+
+    import torch
+    from diffusers import DiffusionPipeline, DDPMScheduler
+    import hf_textimg.pipelines.pipeline_diffusion  # registers the class with diffusers
+
+    pipe = DiffusionPipeline.from_pretrained("outputs/diffusion-shapes")
+    images = pipe(["a red circle at the top left", "two blue squares"], num_images_per_prompt=4,
+                  generator=torch.Generator().manual_seed(0)).images
+    pipe.scheduler = DDPMScheduler.from_config(pipe.scheduler.config)   # any diffusers scheduler
+    images = pipe("a green plus", num_inference_steps=1000).images
+
+Conditioning (`prompt_embeds` / `negative_prompt_embeds`): a [`ConceptPromptEmbeds`] holding the
+text tower's token states `(B, L, H)` (cross-attention), their attention mask `(B, L)` and the pooled
+unit-norm concept `(B, 512)` (added to the timestep embedding). `encode_prompt` returns them; pass
+them back to reuse an encoding or to edit it (e.g. mix two concepts). The unconditional branch of
+classifier-free guidance is the encoding of the empty caption `""`, exactly what training's
+condition dropout (`--cond_dropout`) showed the U-Net, so `negative_prompt` is just another caption.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+
+import torch
+from diffusers import DiffusionPipeline, SchedulerMixin, UNet2DConditionModel
+from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
+from diffusers.pipelines.pipeline_utils import ImagePipelineOutput
+from diffusers.utils.torch_utils import randn_tensor
+
+from ..concept import ConceptTextModel
+from ..diffusion.unet import ConceptPromptEmbeds, downsample_factor, encode_concept
+from .pipeline_utils import TextToImageMixin, register_with_diffusers
+
+
+class ConceptDiffusionPipeline(TextToImageMixin, DiffusionPipeline):
+    r"""Generate images by iterative denoising in pixel space, conditioned on a caption's concept.
+
+    Components:
+        tokenizer ([`~transformers.PreTrainedTokenizerFast`]): the caption tokenizer the text tower was trained with.
+        text_encoder ([`ConceptTextModel`]): caption -> token states (B, L, H) and unit-norm concept (B, 512).
+        unet ([`~diffusers.UNet2DConditionModel`]): predicts noise (or v) from a noisy image, the timestep and the
+            conditioning; `cross_attention_dim == text_encoder.config.hidden_size` and
+            `projection_class_embeddings_input_dim == text_encoder.config.projection_dim`.
+        scheduler ([`~diffusers.SchedulerMixin`]): DDPM, DDIM, DPMSolverMultistep, Euler, UniPC, ... built with
+            `from_config` from the saved one (which keeps the training betas and `prediction_type`).
+    """
+
+    model_cpu_offload_seq = "text_encoder->unet"
+    _callback_tensor_inputs = ["latents", "prompt_embeds", "negative_prompt_embeds"]
+
+    def __init__(self, tokenizer, text_encoder: ConceptTextModel, unet: UNet2DConditionModel, scheduler: SchedulerMixin):
+        super().__init__()
+        if text_encoder.config.hidden_size != unet.config.cross_attention_dim:
+            raise ValueError(
+                f"text_encoder.config.hidden_size ({text_encoder.config.hidden_size}) must equal "
+                f"unet.config.cross_attention_dim ({unet.config.cross_attention_dim})."
+            )
+        if text_encoder.config.projection_dim != unet.config.projection_class_embeddings_input_dim:
+            raise ValueError(
+                f"text_encoder.config.projection_dim ({text_encoder.config.projection_dim}) must equal "
+                f"unet.config.projection_class_embeddings_input_dim ({unet.config.projection_class_embeddings_input_dim})."
+            )
+        self.register_modules(tokenizer=tokenizer, text_encoder=text_encoder, unet=unet, scheduler=scheduler)
+
+    # -- state read by callbacks (the names diffusers' callbacks use) -------------------------
+    @property
+    def guidance_scale(self) -> float:
+        return self._guidance_scale
+
+    @property
+    def do_classifier_free_guidance(self) -> bool:
+        return self._guidance_scale > 1.0
+
+    @property
+    def num_timesteps(self) -> int:
+        return self._num_timesteps
+
+    @property
+    def interrupt(self) -> bool:
+        return self._interrupt
+
+    # -- stages --------------------------------------------------------------------------------
+    def check_inputs(
+        self, prompt, negative_prompt, prompt_embeds, negative_prompt_embeds, height, width, num_inference_steps,
+        guidance_scale, num_images_per_prompt, generator, latents, output_type, callback_on_step_end_tensor_inputs,
+    ) -> int:
+        """Raise a ValueError naming the argument for anything that cannot work; return the number of prompts."""
+        if (prompt is None) == (prompt_embeds is None):
+            raise ValueError("Pass exactly one of `prompt` and `prompt_embeds`.")
+        if prompt_embeds is not None and not isinstance(prompt_embeds, ConceptPromptEmbeds):
+            raise ValueError(f"`prompt_embeds` must be a ConceptPromptEmbeds (see encode_prompt), got {type(prompt_embeds).__name__}.")
+        batch_size = len(self.check_prompt(prompt)) if prompt is not None else len(prompt_embeds)
+        if negative_prompt is not None and negative_prompt_embeds is not None:
+            raise ValueError("Pass at most one of `negative_prompt` and `negative_prompt_embeds`.")
+        if negative_prompt is not None and not isinstance(negative_prompt, str):
+            if len(self.check_prompt(negative_prompt, "negative_prompt")) != batch_size:
+                raise ValueError(f"`negative_prompt` has {len(negative_prompt)} entries for {batch_size} prompts; pass one per prompt or a single string.")
+        if negative_prompt_embeds is not None:
+            if not isinstance(negative_prompt_embeds, ConceptPromptEmbeds):
+                raise ValueError(f"`negative_prompt_embeds` must be a ConceptPromptEmbeds, got {type(negative_prompt_embeds).__name__}.")
+            if len(negative_prompt_embeds) != batch_size:
+                raise ValueError(f"`negative_prompt_embeds` holds {len(negative_prompt_embeds)} rows for {batch_size} prompts.")
+        if not isinstance(num_inference_steps, int) or num_inference_steps < 1:
+            raise ValueError(f"`num_inference_steps` must be an integer >= 1, got {num_inference_steps!r}.")
+        if guidance_scale < 0:
+            raise ValueError(f"`guidance_scale` must be >= 0 (1 = no guidance), got {guidance_scale}.")
+        factor = downsample_factor(self.unet)
+        for name, value in (("height", height), ("width", width)):
+            if not isinstance(value, int) or value < factor or value % factor:
+                raise ValueError(f"`{name}` must be a positive multiple of {factor} for this U-Net (trained at {self.unet.config.sample_size}), got {value!r}.")
+        self.check_common_inputs(batch_size, num_images_per_prompt, generator, output_type)
+        expected = (batch_size * num_images_per_prompt, self.unet.config.in_channels, height, width)
+        if latents is not None and tuple(latents.shape) != expected:
+            raise ValueError(f"`latents` must have shape {expected} (images, channels, height, width), got {tuple(latents.shape)}.")
+        unknown = [k for k in callback_on_step_end_tensor_inputs or [] if k not in self._callback_tensor_inputs]
+        if unknown:
+            raise ValueError(f"`callback_on_step_end_tensor_inputs` {unknown} are not among {self._callback_tensor_inputs}.")
+        return batch_size
+
+    @torch.no_grad()
+    def encode_prompt(
+        self,
+        prompt: str | list[str] | None,
+        num_images_per_prompt: int = 1,
+        do_classifier_free_guidance: bool = True,
+        negative_prompt: str | list[str] | None = None,
+        prompt_embeds: ConceptPromptEmbeds | None = None,
+        negative_prompt_embeds: ConceptPromptEmbeds | None = None,
+    ) -> tuple[ConceptPromptEmbeds, ConceptPromptEmbeds | None]:
+        """Conditional and (with guidance) unconditional conditionings, one row per image
+        (each prompt's row repeated `num_images_per_prompt` times in place). Without a negative
+        prompt the unconditional branch is the empty caption `""`."""
+        if prompt_embeds is None:
+            prompt_embeds = self._encode(self.check_prompt(prompt))
+        negative = None
+        if do_classifier_free_guidance:
+            if negative_prompt_embeds is None:
+                negative_prompt = "" if negative_prompt is None else negative_prompt
+                if isinstance(negative_prompt, str):
+                    negative_prompt = [negative_prompt] * len(prompt_embeds)
+                negative_prompt_embeds = self._encode(self.check_prompt(negative_prompt, "negative_prompt"))
+            negative = self._prepare(negative_prompt_embeds, num_images_per_prompt)
+        return self._prepare(prompt_embeds, num_images_per_prompt), negative
+
+    def _encode(self, prompts: list[str]) -> ConceptPromptEmbeds:
+        return encode_concept(self.text_encoder, **self.tokenize_prompt(prompts))
+
+    def _prepare(self, embeds: ConceptPromptEmbeds, num_images_per_prompt: int) -> ConceptPromptEmbeds:
+        return embeds.to(self._execution_device, self.unet.dtype).repeat_interleave(num_images_per_prompt)
+
+    def prepare_latents(self, num_images: int, height: int, width: int, generator, latents: torch.Tensor | None) -> torch.Tensor:
+        """Starting noise (num_images, 3, height, width); with a list of generators, image i is drawn from generator i."""
+        shape = (num_images, self.unet.config.in_channels, height, width)
+        if latents is None:
+            latents = randn_tensor(shape, generator=generator, device=self._execution_device, dtype=self.unet.dtype)
+        return latents.to(device=self._execution_device, dtype=self.unet.dtype) * self.scheduler.init_noise_sigma
+
+    def guide(self, pred_uncond: torch.Tensor, pred_cond: torch.Tensor) -> torch.Tensor:
+        """Classifier-free guidance: move from the unconditional prediction past the conditional one."""
+        return pred_uncond + self._guidance_scale * (pred_cond - pred_uncond)
+
+    def predict(self, latents: torch.Tensor, t: torch.Tensor, prompt_embeds: ConceptPromptEmbeds, negative_prompt_embeds: ConceptPromptEmbeds | None) -> torch.Tensor:
+        """The (guided) model output at timestep `t`, same shape as `latents`."""
+        if not self.do_classifier_free_guidance or negative_prompt_embeds is None:
+            model_input = self.scheduler.scale_model_input(latents, t)
+            return self.unet(model_input, t, **prompt_embeds.unet_kwargs()).sample
+        model_input = self.scheduler.scale_model_input(torch.cat([latents, latents]), t)  # (2B, 3, H, W)
+        both = ConceptPromptEmbeds.cat([negative_prompt_embeds, prompt_embeds])
+        pred_uncond, pred_cond = self.unet(model_input, t, **both.unet_kwargs()).sample.chunk(2)
+        return self.guide(pred_uncond, pred_cond)
+
+    def _step_kwargs(self, generator) -> dict:
+        # Stochastic schedulers (DDPM, Euler, SDE solvers) take a generator; the others do not.
+        return {"generator": generator} if "generator" in inspect.signature(self.scheduler.step).parameters else {}
+
+    def denoise(
+        self, latents, prompt_embeds, negative_prompt_embeds, generator, callback_on_step_end, callback_on_step_end_tensor_inputs
+    ) -> torch.Tensor:
+        """Run the scheduler's timesteps; `callback_on_step_end(self, i, t, tensors)` may replace any of the
+        tensors it was given (by returning them in its dict)."""
+        timesteps = self.scheduler.timesteps
+        self._num_timesteps = len(timesteps)
+        step_kwargs = self._step_kwargs(generator)
+        with self.progress_bar(total=len(timesteps)) as progress_bar:
+            for i, t in enumerate(timesteps):
+                if self.interrupt:
+                    continue
+                model_output = self.predict(latents, t, prompt_embeds, negative_prompt_embeds)
+                latents = self.scheduler.step(model_output, t, latents, **step_kwargs, return_dict=False)[0]
+                if callback_on_step_end is not None:
+                    tensors = {"latents": latents, "prompt_embeds": prompt_embeds, "negative_prompt_embeds": negative_prompt_embeds}
+                    outputs = callback_on_step_end(self, i, t, {k: tensors[k] for k in callback_on_step_end_tensor_inputs})
+                    latents = outputs.pop("latents", latents)
+                    prompt_embeds = outputs.pop("prompt_embeds", prompt_embeds)
+                    negative_prompt_embeds = outputs.pop("negative_prompt_embeds", negative_prompt_embeds)
+                progress_bar.update()
+        return latents
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        prompt: str | list[str] | None = None,
+        height: int | None = None,
+        width: int | None = None,
+        num_inference_steps: int = 20,
+        guidance_scale: float = 4.0,
+        negative_prompt: str | list[str] | None = None,
+        num_images_per_prompt: int = 1,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        latents: torch.Tensor | None = None,
+        prompt_embeds: ConceptPromptEmbeds | None = None,
+        negative_prompt_embeds: ConceptPromptEmbeds | None = None,
+        output_type: str = "pil",
+        return_dict: bool = True,
+        callback_on_step_end: Callable[[DiffusionPipeline, int, torch.Tensor, dict], dict] | PipelineCallback | MultiPipelineCallbacks | None = None,
+        callback_on_step_end_tensor_inputs: list[str] = ["latents"],  # noqa: B006 (diffusers' signature)
+    ) -> ImagePipelineOutput | tuple:
+        r"""Generate images for `prompt`.
+
+        Args:
+            prompt (`str` or `list[str]`): caption(s); or pass `prompt_embeds` instead.
+            height, width (`int`, default `unet.config.sample_size`): image size; a multiple of the U-Net's
+                downsampling factor (the model was trained at `sample_size` only).
+            num_inference_steps (`int`, defaults to 20): denoising steps (DPM-Solver++ needs ~20, DDPM 1000).
+            guidance_scale (`float`, defaults to 4.0): classifier-free guidance weight; <= 1 disables guidance.
+            negative_prompt (`str` or `list[str]`, *optional*): what to steer away from; default the empty caption.
+            num_images_per_prompt (`int`, defaults to 1): images per caption, prompt 0's images first.
+            generator (`torch.Generator` or one per image, *optional*): with a list, image i's starting noise and
+                sampler noise come from generator i only.
+            latents (`torch.Tensor` of shape (images, 3, height, width), *optional*): starting noise, unscaled.
+            prompt_embeds, negative_prompt_embeds ([`ConceptPromptEmbeds`], *optional*): precomputed conditionings,
+                one row per prompt (see `encode_prompt`).
+            output_type (`str`, defaults to `"pil"`): `"pil"`, `"np"` ((B, H, W, 3) in [0, 1]) or `"pt"` ((B, 3, H, W)
+                in [0, 1]).
+            return_dict (`bool`, defaults to `True`): return an `ImagePipelineOutput` rather than a tuple.
+            callback_on_step_end (`Callable`, *optional*): called as `fn(pipe, step, timestep, tensors)` after each
+                step with the tensors named in `callback_on_step_end_tensor_inputs` (any of `latents`,
+                `prompt_embeds`, `negative_prompt_embeds`); the dict it returns replaces them.
+        """
+        if isinstance(callback_on_step_end, (PipelineCallback, MultiPipelineCallbacks)):
+            callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs
+        height = self.unet.config.sample_size if height is None else height
+        width = self.unet.config.sample_size if width is None else width
+        # 1. Check inputs
+        batch_size = self.check_inputs(
+            prompt, negative_prompt, prompt_embeds, negative_prompt_embeds, height, width, num_inference_steps,
+            guidance_scale, num_images_per_prompt, generator, latents, output_type, callback_on_step_end_tensor_inputs,
+        )
+        self._guidance_scale, self._interrupt = guidance_scale, False
+        # 2. Encode the prompts: conditional and unconditional, one row per image
+        prompt_embeds, negative_prompt_embeds = self.encode_prompt(
+            prompt, num_images_per_prompt, self.do_classifier_free_guidance, negative_prompt, prompt_embeds, negative_prompt_embeds
+        )
+        # 3. Timesteps
+        self.scheduler.set_timesteps(num_inference_steps, device=self._execution_device)
+        # 4. Starting noise
+        latents = self.prepare_latents(batch_size * num_images_per_prompt, height, width, generator, latents)  # (N, 3, H, W)
+        # 5. Denoise
+        latents = self.denoise(latents, prompt_embeds, negative_prompt_embeds, generator, callback_on_step_end, callback_on_step_end_tensor_inputs)
+        # 6. Post-process: pixel space, so the final sample is the image in [-1, 1]
+        images = self.postprocess(latents, output_type)
+        self.maybe_free_model_hooks()
+        if not return_dict:
+            return (images,)
+        return ImagePipelineOutput(images=images)
+
+
+register_with_diffusers(ConceptDiffusionPipeline)
+
+__all__ = ["ConceptDiffusionPipeline", "ConceptPromptEmbeds"]

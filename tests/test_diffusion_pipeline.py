@@ -1,0 +1,148 @@
+"""ConceptDiffusionPipeline on a tiny random model: round trips, schedulers, callbacks, generators, input checks."""
+
+import pytest
+import torch
+from diffusers import (
+    DDIMScheduler,
+    DDPMScheduler,
+    DiffusionPipeline,
+    DPMSolverMultistepScheduler,
+    EulerDiscreteScheduler,
+    UniPCMultistepScheduler,
+)
+
+from hf_textimg.concept import ConceptTextConfig, ConceptTextModel
+from hf_textimg.diffusion import ConceptPromptEmbeds, build_unet
+from hf_textimg.pipelines.pipeline_diffusion import ConceptDiffusionPipeline
+from hf_textimg.tokenization import train_tokenizer
+
+PROMPTS = ["a red circle at the top left", "two blue squares"]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    # Tiny ops on a shared 2-core machine: a second OpenMP thread only adds contention.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    torch.manual_seed(0)
+    tokenizer = train_tokenizer(PROMPTS + ["a green plus left of a pink triangle"], vocab_size=100, model_max_length=16)
+    text_encoder = ConceptTextModel(
+        ConceptTextConfig(vocab_size=len(tokenizer), hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64,
+                          max_position_embeddings=16, projection_dim=32)
+    ).eval()
+    unet = build_unet(cross_attention_dim=32, concept_dim=32, block_out_channels=(16, 32), attention_head_dim=8, norm_num_groups=8)
+    scheduler = DPMSolverMultistepScheduler(prediction_type="v_prediction", thresholding=True, sample_max_value=1.0)
+    pipe = ConceptDiffusionPipeline(tokenizer, text_encoder, unet, scheduler)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def generate(pipe, prompt=PROMPTS, seed=0, **kwargs):
+    kwargs = {"num_inference_steps": 4, "output_type": "pt", **kwargs}
+    if "generator" not in kwargs:
+        kwargs["generator"] = torch.Generator().manual_seed(seed)
+    return pipe(prompt, **kwargs).images
+
+
+def test_save_load_gives_the_same_images(pipe, tmp_path):
+    before = generate(pipe)
+    pipe.save_pretrained(tmp_path)
+    assert not list(tmp_path.rglob("*.bin"))
+    loaded = DiffusionPipeline.from_pretrained(tmp_path)
+    assert type(loaded) is ConceptDiffusionPipeline
+    loaded.set_progress_bar_config(disable=True)
+    after = generate(loaded)
+    assert before.shape == (2, 3, 32, 32)
+    assert torch.equal(before, after)
+    assert not torch.equal(before, generate(loaded, seed=1))
+
+
+@pytest.mark.parametrize("scheduler_cls", [DDPMScheduler, DDIMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler, UniPCMultistepScheduler])
+def test_every_scheduler_runs_from_config(pipe, scheduler_cls):
+    original = pipe.scheduler
+    try:
+        pipe.scheduler = scheduler_cls.from_config(original.config)
+        assert pipe.scheduler.config.prediction_type == "v_prediction"  # the training target survives the swap
+        images = generate(pipe, num_inference_steps=3, output_type="np")
+        assert images.shape == (2, 32, 32, 3) and images.min() >= 0 and images.max() <= 1
+    finally:
+        pipe.scheduler = original
+
+
+def test_callback_sees_and_replaces_latents(pipe):
+    seen = []
+
+    def callback(p, step, timestep, tensors):
+        seen.append((step, tuple(tensors["latents"].shape), type(tensors["prompt_embeds"]).__name__))
+        if step == p.num_timesteps - 1:
+            return {"latents": torch.zeros_like(tensors["latents"])}  # an all-zero image is mid grey
+        return {}
+
+    images = generate(pipe, num_images_per_prompt=2, callback_on_step_end=callback,
+                      callback_on_step_end_tensor_inputs=["latents", "prompt_embeds"])
+    assert [s[0] for s in seen] == [0, 1, 2, 3]
+    assert all(s[1:] == ((4, 3, 32, 32), "ConceptPromptEmbeds") for s in seen)
+    assert torch.allclose(images, torch.full_like(images, 0.5))
+
+
+def test_generator_list_gives_per_image_results(pipe):
+    ddpm = DDPMScheduler.from_config(pipe.scheduler.config)  # stochastic steps also draw from the generators
+    original, pipe.scheduler = pipe.scheduler, ddpm
+    try:
+        def run(seeds, prompt=PROMPTS, n=2):
+            return generate(pipe, prompt, num_images_per_prompt=n, generator=[torch.Generator().manual_seed(s) for s in seeds])
+
+        first = run([10, 11, 12, 13])
+        assert torch.equal(first, run([10, 11, 12, 13]))
+        changed = run([10, 11, 99, 13])
+        same = [0, 1, 3]
+        assert torch.equal(first[same], changed[same]) and not torch.allclose(first[2], changed[2])
+        alone = run([13], prompt=PROMPTS[1], n=1)  # image 3 = prompt 1's second image, generator 13
+        assert torch.allclose(first[3], alone[0], atol=1e-4)
+    finally:
+        pipe.scheduler = original
+
+
+def test_prompt_embeds_and_negative_prompt(pipe):
+    cond, uncond = pipe.encode_prompt(PROMPTS, num_images_per_prompt=1, do_classifier_free_guidance=True)
+    assert isinstance(cond, ConceptPromptEmbeds) and cond.token_states.shape == (2, 16, 32) and cond.concept.shape == (2, 32)
+    assert torch.allclose(cond.concept.norm(dim=-1), torch.ones(2), atol=1e-5)
+    from_text = generate(pipe)
+    from_embeds = generate(pipe, prompt=None, prompt_embeds=cond, negative_prompt_embeds=uncond)
+    assert torch.equal(from_text, from_embeds)
+    assert not torch.allclose(from_text, generate(pipe, negative_prompt="a green plus"))
+    assert torch.equal(generate(pipe, guidance_scale=1.0), generate(pipe, guidance_scale=0.5 + 0.5))  # no CFG path
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"num_inference_steps": 0}, "num_inference_steps"),
+        ({"guidance_scale": -1.0}, "guidance_scale"),
+        ({"generator": [torch.Generator()] * 3}, "generators"),
+        ({"output_type": "latent"}, "output_type"),
+        ({"height": 33}, "height"),
+        ({"width": 0}, "width"),
+        ({"num_images_per_prompt": 0}, "num_images_per_prompt"),
+        ({"negative_prompt": ["a", "b", "c"]}, "negative_prompt"),
+        ({"latents": torch.zeros(2, 3, 16, 16)}, "latents"),
+        ({"callback_on_step_end_tensor_inputs": ["noise_pred"]}, "callback_on_step_end_tensor_inputs"),
+    ],
+)
+def test_bad_inputs_raise_value_error_naming_them(pipe, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        generate(pipe, **kwargs)
+
+
+def test_prompt_or_embeds_exactly_once(pipe):
+    cond, _ = pipe.encode_prompt(PROMPTS, do_classifier_free_guidance=False)
+    with pytest.raises(ValueError, match="prompt_embeds"):
+        generate(pipe, prompt_embeds=cond)
+    with pytest.raises(ValueError, match="prompt_embeds"):
+        generate(pipe, prompt=None)

@@ -1,0 +1,408 @@
+"""Train a concept-conditioned pixel-space diffusion U-Net (and optionally its text tower).
+
+    # on the built-in Shapes world, with a trained concept model's text tower frozen
+    accelerate launch training/train_diffusion.py --dataset_name shapes \
+        --concept_model_path outputs/concept-shapes --use_ema --output_dir outputs/diffusion-shapes
+
+    # text tower trained from scratch jointly with the U-Net
+    accelerate launch training/train_diffusion.py --train_text_encoder --output_dir outputs/diffusion-joint
+
+The output folder is a complete `ConceptDiffusionPipeline` (`model_index.json`, `unet/`,
+`text_encoder/`, `tokenizer/`, `scheduler/`; the U-Net is the EMA one with `--use_ema`), so
+`DiffusionPipeline.from_pretrained(output_dir)` works after `import hf_textimg.pipelines.pipeline_diffusion`,
+plus `eval_results.json` (Shapes benchmark scores per evaluation when the data set is Shapes),
+`validation/step-<N>.png` grids and `checkpoint-<N>/` folders.
+
+Noise math is diffusers' `DDPMScheduler` (`add_noise`, `get_velocity`); the pipeline ships a
+`DPMSolverMultistepScheduler` made `from_config` of it (same betas and prediction type).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from diffusers import DDPMScheduler, DPMSolverMultistepScheduler, UNet2DConditionModel
+from diffusers.training_utils import EMAModel, compute_snr
+
+from hf_textimg.concept import ConceptTextConfig, ConceptTextModel
+from hf_textimg.diffusion import DEFAULT_BLOCK_OUT_CHANNELS, build_unet, encode_concept
+from hf_textimg.pipelines.pipeline_diffusion import ConceptDiffusionPipeline
+from hf_textimg.tokenization import tokenize_captions
+from hf_textimg.training import (
+    TrainConfig,
+    build_accelerator,
+    build_optimizer,
+    build_train_dataloader,
+    load_or_train_tokenizer,
+    load_split,
+    parse_args,
+    run_result,
+    tracker_config,
+    train_loop,
+    write_eval_results,
+)
+from hf_textimg.utils.image_grid import make_captioned_grid
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class DiffusionTrainConfig(TrainConfig):
+    # Text tower
+    concept_model_path: str | None = field(
+        default=None, metadata={"help": "A trained ConceptModel / ConceptTextModel folder with its tokenizer; its text tower conditions the U-Net."}
+    )
+    train_text_encoder: bool = field(default=False, metadata={"help": "Fine-tune the text tower with the U-Net (a new tower needs this)."})
+    text_hidden_size: int = field(default=128, metadata={"help": "New text tower only: width of the token states."})
+    text_num_layers: int = 2
+    text_num_heads: int = 4
+    projection_dim: int = field(default=512, metadata={"help": "New text tower only: size of the pooled concept."})
+    # U-Net
+    unet_block_out_channels: list[int] | None = field(default=None, metadata={"help": "Width per level (default: hf_textimg.diffusion.DEFAULT_BLOCK_OUT_CHANNELS)."})
+    unet_layers_per_block: int = 1
+    unet_attention_from_level: int | None = field(
+        default=None, metadata={"help": "Levels from this index on get self+cross attention (0 = all; default: the lowest resolution only)."}
+    )
+    unet_attention_head_dim: int = 16
+    unet_norm_num_groups: int = 16
+    # Noise schedule and loss
+    prediction_type: Literal["epsilon", "v_prediction", "sample"] = field(
+        default="v_prediction", metadata={"help": "U-Net target: the noise, v (https://arxiv.org/abs/2202.00512) or the clean image (sample)."}
+    )
+    num_train_timesteps: int = 1000
+    beta_schedule: Literal["linear", "scaled_linear", "squaredcos_cap_v2"] = "squaredcos_cap_v2"
+    snr_gamma: float = field(default=5.0, metadata={"help": "Min-SNR loss weighting gamma (https://arxiv.org/abs/2303.09556); 0 = plain MSE on the target."})
+    cond_dropout: float = field(default=0.1, metadata={"help": "Fraction of captions replaced by the empty caption (classifier-free guidance)."})
+    # EMA
+    use_ema: bool = field(default=False, metadata={"help": "Keep an EMA of the trained weights; it is what gets evaluated and saved."})
+    ema_decay: float = field(default=0.999, metadata={"help": "Upper bound of the EMA decay (warms up as (1 + step) / (10 + step))."})
+    # Validation and evaluation (every --validation_steps and at the end)
+    validation_prompts: list[str] | None = field(default=None, metadata={"help": "Prompts of the saved grid (default: a few Shapes benchmark prompts or captions)."})
+    validation_images_per_prompt: int = 4
+    eval_prompts_per_category: int = field(default=40, metadata={"help": "Shapes benchmark prompts per category (0 = no Shapes scoring)."})
+    eval_num_inference_steps: int = field(default=20, metadata={"help": "Steps of the shipped DPM-Solver++ sampler during evaluation."})
+    eval_guidance_scale: float = 4.0
+    eval_batch_size: int = 128
+
+    def validate(self) -> None:
+        super().validate()
+        if self.concept_model_path is None and not self.train_text_encoder:
+            raise ValueError("Without --concept_model_path a new text tower is built; pass --train_text_encoder to train it (or a trained --concept_model_path).")
+        if not 0.0 <= self.cond_dropout < 1.0:
+            raise ValueError(f"--cond_dropout must be in [0, 1), got {self.cond_dropout}.")
+        if self.snr_gamma < 0:
+            raise ValueError(f"--snr_gamma must be > 0 (Min-SNR weighting) or 0 (off), got {self.snr_gamma}.")
+        if not 0.0 < self.ema_decay < 1.0:
+            raise ValueError(f"--ema_decay must be in (0, 1), got {self.ema_decay}.")
+        for name in ("num_train_timesteps", "validation_images_per_prompt", "eval_num_inference_steps", "eval_batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name} must be >= 1, got {getattr(self, name)}.")
+
+
+# ---- models ----------------------------------------------------------------------------
+def load_text_encoder(cfg: DiffusionTrainConfig, tokenizer) -> ConceptTextModel:
+    """The text tower of `--concept_model_path` (a ConceptModel or ConceptTextModel folder), or a new one."""
+    if cfg.concept_model_path is not None:
+        text_encoder = ConceptTextModel.from_pretrained(cfg.concept_model_path)
+    else:
+        text_encoder = ConceptTextModel(
+            ConceptTextConfig(
+                vocab_size=len(tokenizer), hidden_size=cfg.text_hidden_size, num_layers=cfg.text_num_layers,
+                num_heads=cfg.text_num_heads, intermediate_size=4 * cfg.text_hidden_size, max_position_embeddings=cfg.max_length,
+                projection_dim=cfg.projection_dim, pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
+                eos_token_id=tokenizer.eos_token_id,
+            )
+        )
+    if cfg.max_length > text_encoder.config.max_position_embeddings:
+        raise ValueError(f"--max_length {cfg.max_length} exceeds the text tower's max_position_embeddings ({text_encoder.config.max_position_embeddings}).")
+    if not cfg.train_text_encoder:
+        text_encoder.requires_grad_(False).eval()
+    return text_encoder
+
+
+def build_model(cfg: DiffusionTrainConfig, text_encoder: ConceptTextModel) -> UNet2DConditionModel:
+    widths = cfg.unet_block_out_channels or DEFAULT_BLOCK_OUT_CHANNELS[cfg.resolution]
+    attention_levels = None
+    if cfg.unet_attention_from_level is not None:
+        attention_levels = tuple(i >= cfg.unet_attention_from_level for i in range(len(widths)))
+    return build_unet(
+        resolution=cfg.resolution,
+        cross_attention_dim=text_encoder.config.hidden_size,
+        concept_dim=text_encoder.config.projection_dim,
+        block_out_channels=tuple(widths),
+        layers_per_block=cfg.unet_layers_per_block,
+        attention_levels=attention_levels,
+        attention_head_dim=cfg.unet_attention_head_dim,
+        norm_num_groups=cfg.unet_norm_num_groups,
+    )
+
+
+def build_noise_scheduler(cfg: DiffusionTrainConfig) -> DDPMScheduler:
+    # clip_sample: pixels live in [-1, 1], so DDPM sampling clips its x0 estimate there.
+    return DDPMScheduler(
+        num_train_timesteps=cfg.num_train_timesteps, beta_schedule=cfg.beta_schedule, prediction_type=cfg.prediction_type, clip_sample=True
+    )
+
+
+def inference_scheduler(noise_scheduler: DDPMScheduler) -> DPMSolverMultistepScheduler:
+    """DPM-Solver++ (2nd order) with the training betas; thresholding at 1.0 clips its x0 estimates to
+    [-1, 1], the pixel-space counterpart of DDPM's clip_sample."""
+    return DPMSolverMultistepScheduler.from_config(
+        noise_scheduler.config, algorithm_type="dpmsolver++", thresholding=True, sample_max_value=1.0
+    )
+
+
+# ---- loss -------------------------------------------------------------------------------
+def drop_captions(batch: dict, empty: dict, p: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """`input_ids`/`attention_mask` (B, L) with a random fraction `p` of rows replaced by the empty
+    caption, the same "no condition" the pipeline's unconditional branch encodes."""
+    input_ids, attention_mask = batch["input_ids"], batch["attention_mask"]
+    if p == 0:
+        return input_ids, attention_mask
+    drop = (torch.rand(len(input_ids), device=input_ids.device) < p)[:, None]  # (B, 1)
+    return torch.where(drop, empty["input_ids"], input_ids), torch.where(drop, empty["attention_mask"], attention_mask)
+
+
+def diffusion_loss(model_output: torch.Tensor, target: torch.Tensor, timesteps: torch.Tensor, noise_scheduler, snr_gamma: float) -> torch.Tensor:
+    """MSE to the target, optionally Min-SNR-gamma weighted per sample: weight = min(SNR, gamma) divided by
+    SNR for epsilon, SNR + 1 for v-prediction (as in diffusers' text-to-image example), 1 for sample, so each
+    target's loss equals the same x0-error weighting min(SNR, gamma) * |x0 - x0_hat|^2."""
+    loss = F.mse_loss(model_output.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))  # (B,)
+    if not snr_gamma:
+        return loss.mean()
+    snr = compute_snr(noise_scheduler, timesteps)  # (B,)
+    weight = snr.clamp(max=snr_gamma)
+    prediction_type = noise_scheduler.config.prediction_type
+    if prediction_type == "epsilon":
+        weight = weight / snr
+    elif prediction_type == "v_prediction":
+        weight = weight / (snr + 1)
+    return (loss * weight).mean()
+
+
+def make_compute_loss(cfg, accelerator, unet, text_encoder, noise_scheduler, empty: dict):
+    def compute_loss(batch):
+        pixels = batch["pixel_values"]  # (B, 3, R, R) in [-1, 1]
+        input_ids, attention_mask = drop_captions(batch, empty, cfg.cond_dropout)
+        with contextlib.nullcontext() if cfg.train_text_encoder else torch.no_grad(), accelerator.autocast():
+            cond = encode_concept(text_encoder, input_ids, attention_mask)
+        noise = torch.randn_like(pixels)
+        timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (len(pixels),), device=pixels.device)
+        noisy = noise_scheduler.add_noise(pixels, noise, timesteps)
+        target = {"epsilon": noise, "sample": pixels}.get(cfg.prediction_type)
+        if target is None:
+            target = noise_scheduler.get_velocity(pixels, noise, timesteps)
+        model_output = unet(noisy, timesteps, **cond.unet_kwargs()).sample
+        return diffusion_loss(model_output, target, timesteps, noise_scheduler, cfg.snr_gamma), {}
+
+    return compute_loss
+
+
+# ---- EMA --------------------------------------------------------------------------------
+class EMAWeights(torch.nn.Module):
+    """An `EMAModel` seen as a module, so `save_checkpoint` / `load_checkpoint` store it like the trained
+    models (safetensors): its shadow weights under the tracked model's parameter names, plus its step."""
+
+    def __init__(self, ema: EMAModel, names: list[str]):
+        super().__init__()
+        self.ema, self.names = ema, names
+
+    def state_dict(self, *args, **kwargs) -> dict[str, torch.Tensor]:
+        return {**dict(zip(self.names, self.ema.shadow_params)), "ema.optimization_step": torch.tensor(self.ema.optimization_step)}
+
+    def load_state_dict(self, state_dict: dict, strict: bool = True, assign: bool = False):
+        missing = [n for n in self.names if n not in state_dict]
+        if missing:
+            raise ValueError(f"EMA checkpoint lacks {len(missing)} weights, e.g. {missing[:3]}; was it saved from another model?")
+        for name, shadow in zip(self.names, self.ema.shadow_params):
+            shadow.copy_(state_dict[name])
+        self.ema.optimization_step = int(state_dict["ema.optimization_step"])
+
+
+def build_emas(cfg: DiffusionTrainConfig, trained: dict[str, torch.nn.Module], device) -> dict[str, EMAModel]:
+    """One EMA per trained model (the U-Net, and the text tower when it is trained). Every process keeps
+    its own copy, updated from the same synchronised weights after each optimizer step, so all copies
+    stay equal and the main process's checkpoint is everyone's."""
+    if not cfg.use_ema:
+        return {}
+    emas = {}
+    for name, model in trained.items():
+        emas[name] = EMAModel(model.parameters(), decay=cfg.ema_decay, foreach=True, model_cls=type(model), model_config=model.config)
+        emas[name].to(device)
+    return emas
+
+
+def ema_checkpoint_modules(emas: dict[str, EMAModel], trained: dict[str, torch.nn.Module]) -> dict[str, EMAWeights]:
+    """`ema_<name>` entries for the checkpoint (`ema_unet.safetensors`, ...)."""
+    return {f"ema_{name}": EMAWeights(ema, [n for n, _ in trained[name].named_parameters()]) for name, ema in emas.items()}
+
+
+@contextlib.contextmanager
+def ema_weights(emas: dict[str, EMAModel], trained: dict[str, torch.nn.Module]):
+    """Temporarily load the EMA weights into the (unwrapped) trained models."""
+    for name, ema in emas.items():
+        ema.store(trained[name].parameters())
+        ema.copy_to(trained[name].parameters())
+    try:
+        yield
+    finally:
+        for name, ema in emas.items():
+            ema.restore(trained[name].parameters())
+
+
+# ---- validation and evaluation ----------------------------------------------------------
+def is_shapes(cfg: DiffusionTrainConfig) -> bool:
+    return cfg.dataset_name == "shapes" and cfg.train_data_dir is None
+
+
+def default_validation_prompts(cfg: DiffusionTrainConfig, train_data) -> list[str]:
+    if cfg.validation_prompts:
+        return list(cfg.validation_prompts)
+    if is_shapes(cfg):
+        from hf_textimg.evaluation.shapes_scorer import benchmark_prompts
+
+        return [p.prompt for p in benchmark_prompts(1, seed=cfg.seed)]  # one unseen prompt per category
+    captions = train_data[cfg.caption_column][:8]
+    return [c if isinstance(c, str) else c[0] for c in captions]
+
+
+def log_grid(accelerator, grid, step: int) -> None:
+    """Send a validation grid to whichever trackers take images."""
+    import numpy as np
+
+    for tracker in accelerator.trackers:
+        if tracker.name == "tensorboard":
+            tracker.writer.add_image("validation", np.asarray(grid), step, dataformats="HWC")
+        elif tracker.name == "wandb":
+            import wandb
+
+            tracker.log({"validation": wandb.Image(grid)}, step=step)
+
+
+def make_evaluator(cfg, accelerator, pipeline_fn, prompts: list[str]):
+    """Every `--validation_steps` (and at the end), on the main process with the EMA weights: save a
+    grid of `prompts` to `validation/step-<N>.png`, log it, and score the Shapes benchmark."""
+    grid_dir = Path(cfg.output_dir) / "validation"
+
+    def evaluate(state) -> dict:
+        if not accelerator.is_main_process:
+            return {}
+        start = time.perf_counter()
+        with pipeline_fn() as pipe:
+            generator = torch.Generator().manual_seed(cfg.seed)
+            kwargs = dict(num_inference_steps=cfg.eval_num_inference_steps, guidance_scale=cfg.eval_guidance_scale)
+            images = pipe(prompts, num_images_per_prompt=cfg.validation_images_per_prompt, generator=generator, **kwargs).images
+            grid = make_captioned_grid(images, [p for p in prompts for _ in range(cfg.validation_images_per_prompt)], cols=cfg.validation_images_per_prompt)
+            grid_dir.mkdir(parents=True, exist_ok=True)
+            grid.save(grid_dir / f"step-{state.global_step}.png")
+            log_grid(accelerator, grid, state.global_step)
+            metrics = {}
+            if is_shapes(cfg) and cfg.eval_prompts_per_category > 0:
+                from hf_textimg.evaluation.shapes_scorer import ShapesScorer
+
+                generator = torch.Generator().manual_seed(cfg.seed)
+                report = ShapesScorer().evaluate_pipeline(
+                    lambda batch: pipe(batch, generator=generator, output_type="np", **kwargs).images,
+                    n_per_category=cfg.eval_prompts_per_category, batch_size=cfg.eval_batch_size,
+                )
+                metrics = {"shapes_overall": report.overall, "shapes_heldout": report.heldout}
+                metrics.update({f"shapes_{k}": v for k, v in report.accuracy.items() if k != "heldout"})
+        metrics["eval_seconds"] = time.perf_counter() - start  # included in train_minutes; subtract for curves
+        return metrics
+
+    return evaluate
+
+
+def make_pipeline_fn(tokenizer, text_encoder, unet, noise_scheduler, emas, trained):
+    """A context manager giving the pipeline on the unwrapped models, in eval mode with EMA weights."""
+
+    @contextlib.contextmanager
+    def pipeline_fn():
+        modes = {m: m.training for m in (unet, text_encoder)}
+        with ema_weights(emas, trained):
+            for m in modes:
+                m.eval()
+            pipe = ConceptDiffusionPipeline(tokenizer, text_encoder, unet, inference_scheduler(noise_scheduler))
+            pipe.set_progress_bar_config(disable=True)
+            try:
+                yield pipe
+            finally:
+                for m, training in modes.items():
+                    m.train(training)
+
+    return pipeline_fn
+
+
+# ---- main --------------------------------------------------------------------------------
+def main(argv: list[str] | None = None) -> dict:
+    cfg = parse_args(DiffusionTrainConfig, argv)
+    accelerator = build_accelerator(cfg)
+
+    train_data = load_split(cfg, "train", cfg.max_train_samples)
+    tokenizer = load_or_train_tokenizer(cfg, train_data[cfg.caption_column], accelerator, pretrained=cfg.concept_model_path)
+    text_encoder = load_text_encoder(cfg, tokenizer)
+    unet = build_model(cfg, text_encoder)
+    noise_scheduler = build_noise_scheduler(cfg)
+    if cfg.gradient_checkpointing:
+        unet.enable_gradient_checkpointing()
+        if cfg.train_text_encoder:
+            text_encoder.gradient_checkpointing_enable()
+    logger.info("U-Net: %.2fM parameters; text tower: %.2fM (%s)", sum(p.numel() for p in unet.parameters()) / 1e6,
+                sum(p.numel() for p in text_encoder.parameters()) / 1e6, "trained" if cfg.train_text_encoder else "frozen")
+
+    # Weights stay fp32 (accelerate autocasts the forward under --mixed_precision), so gradients and
+    # optimizer states are fp32 and fp16 loss scaling never meets fp16 gradients.
+    trained = {"unet": unet, **({"text_encoder": text_encoder} if cfg.train_text_encoder else {})}
+    dataloader = build_train_dataloader(cfg, train_data, tokenizer)
+    optimizer, lr_scheduler = build_optimizer(cfg, [p for m in trained.values() for p in m.parameters()])
+    prepared = accelerator.prepare(*trained.values(), optimizer, dataloader, lr_scheduler)
+    models = dict(zip(trained, prepared[: len(trained)]))
+    optimizer, dataloader, lr_scheduler = prepared[len(trained) :]
+    if not cfg.train_text_encoder:
+        text_encoder.to(accelerator.device)
+    text_model = models.get("text_encoder", text_encoder)
+
+    emas = build_emas(cfg, trained, accelerator.device)
+    ema_modules = ema_checkpoint_modules(emas, trained)
+
+    def after_optimizer_step(state):
+        for name, ema in emas.items():
+            ema.step(trained[name].parameters())
+
+    empty = {k: v.to(accelerator.device) for k, v in tokenize_captions(tokenizer, [""], cfg.max_length).items()}
+    compute_loss = make_compute_loss(cfg, accelerator, models["unet"], text_model, noise_scheduler, empty)
+    pipeline_fn = make_pipeline_fn(tokenizer, text_encoder, unet, noise_scheduler, emas, trained)
+    evaluate = make_evaluator(cfg, accelerator, pipeline_fn, default_validation_prompts(cfg, train_data))
+    if accelerator.is_main_process:
+        accelerator.init_trackers("train_diffusion", config=tracker_config(cfg))
+    state = train_loop(
+        accelerator, cfg, models, optimizer, lr_scheduler, dataloader, compute_loss,
+        after_optimizer_step=after_optimizer_step, evaluate=evaluate, extra_checkpoint_models=lambda: ema_modules,
+    )
+    result = run_result(state)
+    if accelerator.is_main_process:
+        save_pipeline(cfg, tokenizer, text_encoder, unet, noise_scheduler, emas)
+        write_eval_results(cfg, result)
+    accelerator.end_training()
+    return result
+
+
+def save_pipeline(cfg, tokenizer, text_encoder, unet, noise_scheduler, emas) -> None:
+    """The shipped pipeline: EMA weights (when used) copied into the models for good, then `save_pretrained`."""
+    trained = {"unet": unet, "text_encoder": text_encoder}
+    for name, ema in emas.items():
+        ema.copy_to(trained[name].parameters())
+    pipe = ConceptDiffusionPipeline(tokenizer, text_encoder, unet, inference_scheduler(noise_scheduler))
+    pipe.save_pretrained(cfg.output_dir, safe_serialization=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
