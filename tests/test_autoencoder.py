@@ -96,3 +96,18 @@ def test_training_lowers_loss_reports_psnr_and_saves(tmp_path):
 
     model = ConceptAutoencoder.from_pretrained(tmp_path)
     assert model.config.code_dim == 32 and (tmp_path / "eval_results.json").is_file()
+
+
+def test_foreground_weight_emphasises_non_white_target_pixels():
+    from hf_textimg.autoencoder import reconstruction_loss
+
+    target = torch.ones(1, 3, 8, 8)
+    target[:, :, :2, :2] = -0.5  # a small coloured object on white
+    miss_object = target.clone()
+    miss_object[:, :, :2, :2] = 1.0  # paints the object white
+    miss_background = target.clone()
+    miss_background[:, :, 4:6, 4:6] = -0.5  # same number of wrong pixels, in the background
+    plain = [reconstruction_loss(x, target) for x in (miss_object, miss_background)]
+    weighted = [reconstruction_loss(x, target, foreground_weight=9.0) for x in (miss_object, miss_background)]
+    assert torch.isclose(plain[0], plain[1])
+    assert torch.isclose(weighted[0], 10 * weighted[1])

@@ -79,6 +79,9 @@ class DecoderTrainConfig(TrainConfig):
     )
     pixel_weight: float = field(default=1.0, metadata={"help": "consistency: weight of the pixel loss of the generated image against the real one."})
     l1_weight: float = field(default=0.0, metadata={"help": "Pixel loss = MSE + l1_weight * L1."})
+    foreground_weight: float = field(
+        default=0.0, metadata={"help": "Pixels that are not white in the target weigh (1 + this) times in the pixel loss."}
+    )
     noise_dim: int = field(default=16, metadata={"help": "Decoder noise inputs (0: one deterministic image per prompt)."})
     noise_samples: int = field(default=4, metadata={"help": "consistency: the pixel loss is the best of this many noise draws (> 1 needs --noise_dim)."})
     decoder_block_out_channels: list[int] = field(
@@ -94,7 +97,7 @@ class DecoderTrainConfig(TrainConfig):
             raise ValueError("Pass --concept_model_path (a train_concept.py output folder): the pipeline needs its text tower and tokenizer.")
         if not self.caption_column:
             raise ValueError("--caption_column is empty, but the decoder pipeline is text-to-image: name the caption column.")
-        for name in ("reconstruct_weight", "consistency_weight", "pixel_weight", "l1_weight", "noise_dim"):
+        for name in ("reconstruct_weight", "consistency_weight", "pixel_weight", "l1_weight", "foreground_weight", "noise_dim"):
             if getattr(self, name) < 0:
                 raise ValueError(f"--{name} must be >= 0, got {getattr(self, name)}.")
         if self.noise_samples < 1:
@@ -162,7 +165,7 @@ def best_noise(cfg: DecoderTrainConfig, decoder, code: torch.Tensor, target: tor
         return noise
     candidates = torch.randn(cfg.noise_samples, batch_size, cfg.noise_dim, device=code.device)  # (K, B, N)
     images = decoder(code.repeat(cfg.noise_samples, 1), candidates.flatten(0, 1))  # (K * B, 3, R, R)
-    errors = reconstruction_loss(images, target.repeat(cfg.noise_samples, 1, 1, 1), cfg.l1_weight, reduce=False)
+    errors = reconstruction_loss(images, target.repeat(cfg.noise_samples, 1, 1, 1), cfg.l1_weight, reduce=False, foreground_weight=cfg.foreground_weight)
     best = errors.view(cfg.noise_samples, batch_size).argmin(dim=0)  # (B,)
     return candidates[best, torch.arange(batch_size, device=code.device)]  # (B, N)
 
@@ -179,7 +182,7 @@ def make_loss_fn(cfg: DecoderTrainConfig, text_encoder, image_encoder, decoder):
             with torch.no_grad():
                 code = image_encoder.get_image_features(target)  # (B, D), frozen
             sample = decoder(code, draw_noise(cfg, len(code), code.device))
-            terms["reconstruct"] = (cfg.reconstruct_weight, reconstruction_loss(sample, target, cfg.l1_weight))
+            terms["reconstruct"] = (cfg.reconstruct_weight, reconstruction_loss(sample, target, cfg.l1_weight, foreground_weight=cfg.foreground_weight))
         if use_consistency:
             with torch.set_grad_enabled(cfg.train_text_encoder and torch.is_grad_enabled()):
                 code1 = text_encoder(batch["input_ids"], attention_mask=batch["attention_mask"]).text_embeds  # (B, D)
@@ -189,7 +192,7 @@ def make_loss_fn(cfg: DecoderTrainConfig, text_encoder, image_encoder, decoder):
             # collapses every caption onto the code of one average image.
             terms["consistency"] = (cfg.consistency_weight, 1 - F.cosine_similarity(code1.detach(), code2, dim=-1).mean())
             if cfg.pixel_weight:
-                terms["pixel"] = (cfg.pixel_weight, reconstruction_loss(generated, target, cfg.l1_weight))
+                terms["pixel"] = (cfg.pixel_weight, reconstruction_loss(generated, target, cfg.l1_weight, foreground_weight=cfg.foreground_weight))
         total = sum(weight * value for weight, value in terms.values())
         return total, {name: value.detach() for name, (_, value) in terms.items()}
 

@@ -41,11 +41,22 @@ class ConceptAutoencoderOutput(BaseOutput):
     code: torch.Tensor
 
 
-def reconstruction_loss(sample: torch.Tensor, target: torch.Tensor, l1_weight: float = 0.0, reduce: bool = True) -> torch.Tensor:
-    """Pixel loss: MSE + l1_weight * L1, averaged over pixels; `reduce=False` keeps one value per image (B,)."""
-    loss = (sample - target).pow(2).mean(dim=(1, 2, 3))
+def reconstruction_loss(
+    sample: torch.Tensor, target: torch.Tensor, l1_weight: float = 0.0, reduce: bool = True, foreground_weight: float = 0.0
+) -> torch.Tensor:
+    """Pixel loss: MSE + l1_weight * L1, averaged over pixels; `reduce=False` keeps one value per image (B,).
+
+    `foreground_weight` w > 0 weighs pixels that are not white in the target (1 + w) times: small
+    objects on a white canvas cover a few percent of the pixels, so a plain mean learns the
+    background long before the objects' colours and shapes.
+    """
+    weight = 1.0
+    if foreground_weight:
+        weight = 1.0 + foreground_weight * (target < 0.95).any(dim=1, keepdim=True).to(target.dtype)  # (B, 1, H, W)
+    error = (sample - target).pow(2)
     if l1_weight:
-        loss = loss + l1_weight * (sample - target).abs().mean(dim=(1, 2, 3))
+        error = error + l1_weight * (sample - target).abs()
+    loss = (weight * error).mean(dim=(1, 2, 3))
     return loss.mean() if reduce else loss
 
 
