@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
+from diffusers.models.resnet import ResnetBlock2D
 from diffusers.utils import BaseOutput
 from torch import nn
 
@@ -75,21 +76,15 @@ def _check_widths(name: str, widths, norm_num_groups: int, image_size: int) -> N
             raise ValueError(f"norm_num_groups ({norm_num_groups}) must divide every width in {name} {tuple(widths)}.")
 
 
-class ResnetBlock(nn.Module):
-    """Pre-activation residual block: (GroupNorm -> SiLU -> Conv3x3) x 2, plus a 1x1 shortcut when widths differ."""
+class ResnetBlock(ResnetBlock2D):
+    """diffusers' pre-activation residual block (GroupNorm -> SiLU -> Conv3x3, twice, 1x1 shortcut when
+    widths differ) without a time embedding, so it fits in `nn.Sequential`."""
 
     def __init__(self, in_channels: int, out_channels: int, norm_num_groups: int):
-        super().__init__()
-        self.norm1 = nn.GroupNorm(norm_num_groups, in_channels)
-        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding=1)
-        self.norm2 = nn.GroupNorm(norm_num_groups, out_channels)
-        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1)
-        self.shortcut = nn.Conv2d(in_channels, out_channels, 1) if in_channels != out_channels else nn.Identity()
+        super().__init__(in_channels=in_channels, out_channels=out_channels, temb_channels=None, groups=norm_num_groups, eps=1e-5)
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        h = self.conv1(F.silu(self.norm1(hidden_states)))
-        h = self.conv2(F.silu(self.norm2(h)))
-        return self.shortcut(hidden_states) + h  # (B, out_channels, H, W)
+        return super().forward(hidden_states, None)  # (B, out_channels, H, W)
 
 
 class ConceptImageEncoder(ModelMixin, ConfigMixin):
