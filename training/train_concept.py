@@ -64,17 +64,14 @@ class ConceptTrainConfig(TrainConfig):
 
 
 def load_frozen_vision_model(path: str) -> ConceptVisionModel:
-    """The image tower of a saved ConceptModel, or a saved ConceptVisionModel."""
+    """The image tower of a saved ConceptModel, or a saved ConceptVisionModel (its
+    `base_model_prefix` lets it load its half of a dual checkpoint)."""
     from transformers import AutoConfig
 
     model_type = AutoConfig.from_pretrained(path).model_type
-    if model_type == "concept":
-        vision = ConceptModel.from_pretrained(path).vision_model
-    elif model_type == "concept_vision_model":
-        vision = ConceptVisionModel.from_pretrained(path)
-    else:
+    if model_type not in ("concept", "concept_vision_model"):
         raise ValueError(f"--image_encoder_path {path!r} holds a {model_type!r} model; expected a concept or concept_vision_model folder.")
-    return vision.requires_grad_(False).eval()
+    return ConceptVisionModel.from_pretrained(path).requires_grad_(False).eval()
 
 
 def build_model(cfg: ConceptTrainConfig, tokenizer) -> ConceptModel:
