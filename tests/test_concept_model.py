@@ -28,13 +28,6 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 VOCAB, SEQ_LEN, PROJ = 64, 10, 16
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    # Tiny models gain nothing from intra-op threads, and on a busy 2-core box they can be 10x slower.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def subprocess_env(**extra):

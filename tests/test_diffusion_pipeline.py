@@ -19,13 +19,6 @@ from hf_textimg.tokenization import train_tokenizer
 PROMPTS = ["a red circle at the top left", "two blue squares"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Tiny ops on a shared 2-core machine: a second OpenMP thread only adds contention.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

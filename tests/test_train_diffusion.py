@@ -21,13 +21,6 @@ TINY = [
 NEW_TEXT_TOWER = ["--train_text_encoder", "--text_hidden_size", "32", "--text_num_layers", "1", "--text_num_heads", "2", "--projection_dim", "32"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Tiny ops on a shared 2-core machine: a second OpenMP thread only adds contention.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _mean(history, sl):
@@ -38,11 +31,8 @@ def _mean(history, sl):
 @pytest.fixture(scope="module")
 def ema_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("diffusion")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
     result = main(TINY + NEW_TEXT_TOWER + ["--output_dir", str(out), "--use_ema", "--ema_decay", "0.9",
                                            "--max_train_steps", "30", "--checkpointing_steps", "15", "--validation_steps", "30"])
-    torch.set_num_threads(threads)
     return out, result
 
 
