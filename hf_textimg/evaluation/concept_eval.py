@@ -13,17 +13,14 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from ..data.shapes import PALETTE, SHAPES
-
-
-def _article(word: str) -> str:
-    return "an" if word[0] in "aeiou" else "a"
+from ..data.shapes import PALETTE, SHAPES, ObjectQuery, ShapesQuery, caption_query
 
 
 def shapes_class_prompts() -> tuple[list[str], list[tuple[str, str]]]:
     """All colour x shape captions, e.g. "an orange circle", and their (colour, shape) labels."""
     labels = [(color, shape) for color in PALETTE for shape in SHAPES]
-    return [f"{_article(c)} {c} {s}" for c, s in labels], labels
+    # The world's own canonical caption, so articles and wording match the training captions.
+    return [caption_query(ShapesQuery("single", (ObjectQuery(c, s),))) for c, s in labels], labels
 
 
 @torch.no_grad()
