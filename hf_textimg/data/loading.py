@@ -15,6 +15,7 @@ default because captions talk about left and right.
 
 from __future__ import annotations
 
+import functools
 import os
 import random
 from collections.abc import Callable
@@ -27,14 +28,18 @@ from PIL import Image
 BUILTIN_DATASETS = ("shapes", "emoji")
 
 
-def _builtin_dataset(name: str, resolution: int, cache_dir: str | None, **kwargs):
+@functools.lru_cache(maxsize=4)
+def _builtin_dataset(name: str, resolution: int, cache_dir: str | None, kwargs: tuple):
+    # Cached: a training run asks for its train and evaluation splits separately, and the
+    # builders make every split at once (Shapes at 50k images takes seconds). The returned
+    # DatasetDict is Arrow-backed and never modified in place, so sharing it is safe.
     if name == "shapes":
         from .shapes import build_shapes_dataset
 
-        return build_shapes_dataset(size=resolution, **kwargs)
+        return build_shapes_dataset(size=resolution, **dict(kwargs))
     from .emoji import build_emoji_dataset
 
-    return build_emoji_dataset(size=resolution, cache_dir=cache_dir, **kwargs)
+    return build_emoji_dataset(size=resolution, cache_dir=cache_dir, **dict(kwargs))
 
 
 def _is_saved_dataset(path: Path) -> bool:
@@ -87,7 +92,7 @@ def load_image_text_dataset(
         data = datasets.load_dataset("imagefolder", data_dir=str(train_data_dir), cache_dir=cache_dir)
         source = f"imagefolder {train_data_dir}"
     elif dataset_name in BUILTIN_DATASETS:
-        data = _builtin_dataset(dataset_name, resolution, cache_dir, **(builtin_kwargs or {}))
+        data = _builtin_dataset(dataset_name, resolution, cache_dir, tuple(sorted((builtin_kwargs or {}).items())))
         source = f"built-in data set {dataset_name!r}"
     elif _is_saved_dataset(Path(dataset_name)):
         data = datasets.load_from_disk(dataset_name)
