@@ -120,13 +120,10 @@ def load_image_text_dataset(
     return data
 
 
-def image_to_tensor(image: Image.Image, resolution: int, random_flip: bool = False, rng: random.Random | None = None) -> torch.Tensor:
-    """PIL image -> (3, resolution, resolution) float tensor in [-1, 1].
-
-    Centre-crops to a square, then resizes (box filter when shrinking, bicubic when
-    enlarging). Written with PIL/numpy rather than torchvision, which is not a
-    dependency (and has no CPU wheel on some platforms).
-    """
+def square_image(image: Image.Image, resolution: int) -> Image.Image:
+    """RGB, centre-cropped to a square and resized to `resolution` (box filter when shrinking,
+    bicubic when enlarging). Written with PIL rather than torchvision, which is not a
+    dependency (and has no CPU wheel on some platforms)."""
     image = image.convert("RGB")
     w, h = image.size
     if w != h:
@@ -136,6 +133,12 @@ def image_to_tensor(image: Image.Image, resolution: int, random_flip: bool = Fal
     if image.size[0] != resolution:
         resample = Image.Resampling.BOX if image.size[0] > resolution else Image.Resampling.BICUBIC
         image = image.resize((resolution, resolution), resample=resample)
+    return image
+
+
+def image_to_tensor(image: Image.Image, resolution: int, random_flip: bool = False, rng: random.Random | None = None) -> torch.Tensor:
+    """PIL image -> (3, resolution, resolution) float tensor in [-1, 1] (see `square_image`)."""
+    image = square_image(image, resolution)
     if random_flip and (rng or random).random() < 0.5:
         image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
     array = np.asarray(image, dtype=np.float32)  # (H, W, 3) in [0, 255]
