@@ -10,6 +10,7 @@ models with `AutoModel`).
 
 from __future__ import annotations
 
+import functools
 import logging
 
 import torch
@@ -36,7 +37,7 @@ class TextToImageMixin:
 
     _warned_truncation = False
 
-    @property
+    @functools.cached_property
     def image_processor(self) -> VaeImageProcessor:
         # Pixel-space models: no VAE and no resizing, only [-1, 1] -> output type conversion.
         return VaeImageProcessor(vae_scale_factor=1, do_resize=False, do_normalize=True)
