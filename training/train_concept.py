@@ -113,17 +113,16 @@ def build_model(cfg: ConceptTrainConfig, tokenizer) -> ConceptModel:
 def make_evaluator(cfg: ConceptTrainConfig, accelerator, model, tokenizer):
     """Metrics on the validation split: zero-shot colour/shape accuracy for Shapes (and its
     held-out pairs), text<->image recall@1/5 for any other captioned set."""
-    is_shapes = cfg.dataset_name == "shapes" and cfg.train_data_dir is None
     eval_sets = {}
-    splits = [(cfg.validation_split, "")] + ([("heldout", "heldout_")] if is_shapes else [])
+    splits = [(cfg.validation_split, "")] + ([("heldout", "heldout_")] if cfg.uses_shapes else [])
     for split, prefix in splits:
         data = load_split(cfg, split)
-        if is_shapes:
+        if cfg.uses_shapes:
             data = data.filter(lambda kind: kind == "single", input_columns="kind")
         if cfg.max_eval_samples:
             data = data.select(range(min(cfg.max_eval_samples, len(data))))
         tensors = TensorImageTextDataset.from_dataset(data, cfg.resolution, cfg.image_column, cfg.caption_column)
-        labels = [(o[0]["color"], o[0]["shape"]) for o in data["objects"]] if is_shapes else None
+        labels = [(o[0]["color"], o[0]["shape"]) for o in data["objects"]] if cfg.uses_shapes else None
         eval_sets[prefix] = (tensors.images.float().div(127.5).sub(1.0), list(data[cfg.caption_column]), labels)
 
     unwrapped = accelerator.unwrap_model(model)

@@ -200,10 +200,6 @@ def make_loss_fn(cfg: DecoderTrainConfig, text_encoder, image_encoder, decoder):
 
 
 # ---- evaluation ----------------------------------------------------------------------------------
-def is_shapes(cfg: DecoderTrainConfig) -> bool:
-    return cfg.dataset_name == "shapes" and cfg.train_data_dir is None
-
-
 def make_evaluator(cfg: DecoderTrainConfig, accelerator, tokenizer, text_encoder, decoder, compute_loss):
     """Validation loss terms (every data set) and, on Shapes, the Shapes scorer on its benchmark prompts."""
     val_data = load_split(cfg, cfg.validation_split, cfg.max_eval_samples)
@@ -225,7 +221,7 @@ def make_evaluator(cfg: DecoderTrainConfig, accelerator, tokenizer, text_encoder
                 sums[f"val_{name}"] = sums.get(f"val_{name}", 0.0) + value.item()
             count += 1
         metrics = {name: total / max(count, 1) for name, total in sums.items()}
-        if is_shapes(cfg):
+        if cfg.uses_shapes:
             pipeline = DecoderPipeline(tokenizer=tokenizer, text_encoder=unwrapped_text, decoder=unwrapped_decoder)
             metrics.update(shapes_metrics(pipeline, cfg.num_eval_prompts, cfg.seed))
         torch.set_rng_state(rng_state)

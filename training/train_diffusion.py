@@ -259,14 +259,10 @@ def ema_weights(emas: dict[str, EMAModel], trained: dict[str, torch.nn.Module]):
 
 
 # ---- validation and evaluation ----------------------------------------------------------
-def is_shapes(cfg: DiffusionTrainConfig) -> bool:
-    return cfg.dataset_name == "shapes" and cfg.train_data_dir is None
-
-
 def default_validation_prompts(cfg: DiffusionTrainConfig, train_data) -> list[str]:
     if cfg.validation_prompts:
         return list(cfg.validation_prompts)
-    if is_shapes(cfg):
+    if cfg.uses_shapes:
         from hf_textimg.evaluation.shapes_scorer import benchmark_prompts
 
         return [p.prompt for p in benchmark_prompts(1, seed=cfg.seed)]  # one unseen prompt per category
@@ -305,7 +301,7 @@ def make_evaluator(cfg, accelerator, pipeline_fn, prompts: list[str]):
             grid.save(grid_dir / f"step-{state.global_step}.png")
             log_grid(accelerator, grid, state.global_step)
             metrics = {}
-            if is_shapes(cfg) and cfg.eval_prompts_per_category > 0:
+            if cfg.uses_shapes and cfg.eval_prompts_per_category > 0:
                 from hf_textimg.evaluation.shapes_scorer import ShapesScorer
 
                 generator = torch.Generator().manual_seed(cfg.seed)

@@ -78,6 +78,11 @@ class TrainConfig:
     report_to: str | None = field(default=None, metadata={"help": 'Tracker for accelerate ("tensorboard", "wandb", ...).'})
     logging_dir: str = field(default="logs", metadata={"help": "Tracker folder, relative to output_dir."})
 
+    @property
+    def uses_shapes(self) -> bool:
+        """Training on the built-in Shapes world (so the Shapes scorer and splits apply)."""
+        return self.dataset_name == "shapes" and self.train_data_dir is None
+
     def validate(self) -> None:
         """Raise a ValueError naming the argument for settings that cannot work."""
         if self.dataset_name is None and self.train_data_dir is None:

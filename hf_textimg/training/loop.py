@@ -76,7 +76,7 @@ class TensorImageTextDataset(torch.utils.data.Dataset):
 def load_split(cfg: TrainConfig, split: str, max_samples: int | None = None, caption_column: str | None = "default"):
     """A `datasets.Dataset` for `split` of the configured source."""
     builtin_kwargs = None
-    if cfg.dataset_name == "shapes":
+    if cfg.uses_shapes:
         builtin_kwargs = {"num_train": cfg.num_shapes_train, "num_validation": cfg.num_shapes_eval, "num_heldout": cfg.num_shapes_eval, "seed": cfg.seed}
     return load_image_text_dataset(
         dataset_name=cfg.dataset_name if cfg.train_data_dir is None else None,
