@@ -25,6 +25,8 @@ from diffusers.models.resnet import ResnetBlock2D
 from diffusers.utils import BaseOutput
 from torch import nn
 
+from ..concept.safe_loading import check_pretrained_folder
+
 SUPPORTED_IMAGE_SIZES = (32, 64)
 
 
@@ -87,7 +89,18 @@ class ResnetBlock(ResnetBlock2D):
         return super().forward(hidden_states, None)  # (B, out_channels, H, W)
 
 
-class ConceptImageEncoder(ModelMixin, ConfigMixin):
+class SafeLoadingMixin:
+    """`from_pretrained` after checking a local folder (`hf_textimg.concept.safe_loading`): its config must be this
+    class's (`_class_name`) and its weights complete safetensors; pickle weights are refused, never unpickled."""
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
+        check_pretrained_folder(pretrained_model_name_or_path, cls.__name__, "_class_name", (cls.__name__,), kwargs.get("subfolder") or "")
+        kwargs.setdefault("use_safetensors", True)
+        return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+
+
+class ConceptImageEncoder(SafeLoadingMixin, ModelMixin, ConfigMixin):
     r"""Image in [-1, 1] -> a `code_dim`-d code.
 
     Args:
@@ -147,7 +160,7 @@ class ConceptImageEncoder(ModelMixin, ConfigMixin):
         return self(pixel_values)
 
 
-class ConceptDecoder(ModelMixin, ConfigMixin):
+class ConceptDecoder(SafeLoadingMixin, ModelMixin, ConfigMixin):
     r"""A `code_dim`-d code (and optional noise) -> image in [-1, 1].
 
     Args:
@@ -220,7 +233,7 @@ class ConceptDecoder(ModelMixin, ConfigMixin):
         return self(code, noise)
 
 
-class ConceptAutoencoder(ModelMixin, ConfigMixin):
+class ConceptAutoencoder(SafeLoadingMixin, ModelMixin, ConfigMixin):
     r"""[`ConceptImageEncoder`] + [`ConceptDecoder`] sharing `image_size` and `code_dim`.
 
     Args:

@@ -38,6 +38,7 @@ from transformers.utils import ModelOutput, can_return_tuple
 
 from .configuration_concept import SUPPORTED_IMAGE_SIZES, ConceptConfig, ConceptTextConfig, ConceptVisionConfig
 from .losses import contrastive_loss
+from .safe_loading import check_pretrained_folder
 
 
 # -------------------------------------------------------------------------------------------------------------------
@@ -242,6 +243,16 @@ class ConceptPreTrainedModel(PreTrainedModel):
     input_modalities = ("image", "text")
     supports_gradient_checkpointing = True
     _no_split_modules = ["ConceptTextLayer", "ConceptConvBlock", "ConceptResBlock"]
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
+        """`PreTrainedModel.from_pretrained`, after checking a local folder (see `safe_loading.py`): it must hold a
+        config of this model (a tower also loads its half of a `ConceptModel` folder) and complete safetensors
+        weights. Pickle weights (`pytorch_model.bin`) are refused, never unpickled."""
+        allowed = tuple(dict.fromkeys((cls.config_class.model_type, ConceptConfig.model_type)))
+        check_pretrained_folder(pretrained_model_name_or_path, cls.__name__, "model_type", allowed, kwargs.get("subfolder", ""))
+        kwargs.setdefault("use_safetensors", True)
+        return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module):

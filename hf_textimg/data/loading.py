@@ -136,6 +136,36 @@ def square_image(image: Image.Image, resolution: int) -> Image.Image:
     return image
 
 
+def decode_images(data, image_column: str, resolution: int) -> tuple[np.ndarray, list[int], str | None]:
+    """Decode every image of `image_column` to a (N_ok, R, R, 3) uint8 array (see `square_image`).
+
+    Rows whose image cannot be decoded (a corrupt or truncated file, or a value that is not an image) are skipped
+    rather than stopping the run: returns the array, the skipped row numbers and the first error (for the caller's
+    warning). Decoding happens here, row by row, not inside `datasets`, so one bad file costs one row.
+    """
+    import datasets
+
+    feature = data.features.get(image_column)
+    if isinstance(feature, datasets.Image) and feature.decode:
+        raw = data.cast_column(image_column, datasets.Image(decode=False))[image_column]  # {"bytes", "path"} per row
+        decode = feature.decode_example
+    else:
+        raw, decode = data[image_column], None
+    images = np.empty((len(data), resolution, resolution, 3), dtype=np.uint8)  # (N, R, R, 3)
+    skipped, first_error, n = [], None, 0
+    for i, value in enumerate(raw):
+        try:
+            image = decode(value) if decode is not None else value
+            if not isinstance(image, Image.Image):
+                raise TypeError(f"a {type(image).__name__}, not an image")
+            images[n] = np.asarray(square_image(image, resolution))
+            n += 1
+        except Exception as error:  # PIL raises several types (UnidentifiedImageError, OSError, SyntaxError, ...)
+            skipped.append(i)
+            first_error = first_error or f"row {i}: {type(error).__name__}: {error}"
+    return images[:n], skipped, first_error
+
+
 def image_to_tensor(image: Image.Image, resolution: int, random_flip: bool = False, rng: random.Random | None = None) -> torch.Tensor:
     """PIL image -> (3, resolution, resolution) float tensor in [-1, 1] (see `square_image`)."""
     image = square_image(image, resolution)

@@ -45,9 +45,13 @@ class DecoderPipeline(TextToImageMixin, DiffusionPipeline):
             )
         self.register_modules(tokenizer=tokenizer, text_encoder=text_encoder, decoder=decoder)
 
-    def check_inputs(self, prompt, num_images_per_prompt: int, generator, noise, output_type: str) -> list[str]:
+    def check_inputs(self, prompt, num_images_per_prompt: int, generator, noise, output_type: str, height=None, width=None) -> list[str]:
         prompts = self.check_prompt(prompt)
         self.check_common_inputs(len(prompts), num_images_per_prompt, generator, output_type)
+        size = self.decoder.config.image_size
+        for name, value in (("height", height), ("width", width)):
+            if value is not None and value != size:
+                raise ValueError(f"`{name}`={value!r} is not supported: this decoder makes {size}x{size} images only; leave it unset or pass {size}.")
         noise_dim, n = self.decoder.config.noise_dim, len(prompts) * num_images_per_prompt
         if noise is not None:
             if noise_dim == 0:
@@ -87,6 +91,8 @@ class DecoderPipeline(TextToImageMixin, DiffusionPipeline):
         noise: torch.Tensor | None = None,
         output_type: str = "pil",
         return_dict: bool = True,
+        height: int | None = None,
+        width: int | None = None,
     ) -> ImagePipelineOutput | tuple:
         r"""Generate images for `prompt`.
 
@@ -100,9 +106,11 @@ class DecoderPipeline(TextToImageMixin, DiffusionPipeline):
             output_type (`str`, defaults to `"pil"`): `"pil"`, `"np"` ((B, H, W, 3) in [0, 1]) or `"pt"`
                 ((B, 3, H, W) in [0, 1]).
             return_dict (`bool`, defaults to `True`): return an `ImagePipelineOutput` rather than a tuple.
+            height, width (`int`, *optional*): accepted for the common pipeline signature; the decoder makes
+                `decoder.config.image_size` square images only, so any other value is a ValueError.
         """
         # 1. Check inputs
-        prompts = self.check_inputs(prompt, num_images_per_prompt, generator, noise, output_type)
+        prompts = self.check_inputs(prompt, num_images_per_prompt, generator, noise, output_type, height, width)
         # 2. Encode the prompts into concept codes, one row per image
         codes = self.encode_prompt(prompts, num_images_per_prompt)  # (B * n, code_dim)
         # 3. Prepare the decoder noise

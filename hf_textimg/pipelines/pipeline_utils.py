@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 
 import torch
 from diffusers.image_processor import VaeImageProcessor
+
+from ..concept.safe_loading import PICKLE_SUFFIXES
 
 logger = logging.getLogger(__name__)
 
@@ -22,11 +25,19 @@ OUTPUT_TYPES = ("pil", "np", "pt")
 
 
 def register_with_diffusers(*pipeline_classes) -> None:
-    """Make `DiffusionPipeline.from_pretrained` resolve these classes by name."""
+    """Make `DiffusionPipeline.from_pretrained` resolve these classes by name, from a folder or the Hub."""
+    import typing
+
     import diffusers
+    from diffusers.pipelines.pipeline_loading_utils import LOADABLE_CLASSES
 
     for cls in pipeline_classes:
         setattr(diffusers, cls.__name__, cls)
+        # Our components are saved as ["hf_textimg.<module>", "<Class>"]. Loading a folder finds that module in
+        # sys.modules, but downloading from the Hub first rejects any library missing from LOADABLE_CLASSES.
+        for component in typing.get_type_hints(cls.__init__).values():
+            if getattr(component, "__module__", "").startswith("hf_textimg."):
+                LOADABLE_CLASSES.setdefault(component.__module__, {})
 
 
 class TextToImageMixin:
@@ -36,6 +47,26 @@ class TextToImageMixin:
     """
 
     _warned_truncation = False
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
+        """`DiffusionPipeline.from_pretrained` reading safetensors only: a local component folder holding only
+        pickle weights (`*.bin`) is refused with a ValueError naming it, and every component, diffusers' own
+        U-Net included, loads with `use_safetensors=True`. (`DiffusionPipeline.from_pretrained(folder)` gets the
+        same refusal from this package's models; diffusers' U-Net then follows diffusers' own default.)"""
+        folder = str(pretrained_model_name_or_path)
+        if os.path.isdir(folder):
+            for name in sorted(os.listdir(folder)):
+                sub = os.path.join(folder, name)
+                files = os.listdir(sub) if os.path.isdir(sub) else []
+                pickles = [f for f in files if f.endswith(PICKLE_SUFFIXES)]
+                if pickles and not any(f.endswith(".safetensors") for f in files):
+                    raise ValueError(
+                        f"{sub} holds only pickle weights ({', '.join(sorted(pickles))}); {cls.__name__} reads safetensors "
+                        "only, since unpickling can run arbitrary code. Re-save the component with save_pretrained."
+                    )
+        kwargs.setdefault("use_safetensors", True)
+        return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
 
     @functools.cached_property
     def image_processor(self) -> VaeImageProcessor:
@@ -75,7 +106,8 @@ class TextToImageMixin:
         max_length = self.tokenizer.model_max_length
         batch = self.tokenizer(prompts, padding="max_length", truncation=True, max_length=max_length, return_tensors="pt")
         if not self._warned_truncation:
-            full = self.tokenizer(prompts, padding="longest", return_tensors="pt")["input_ids"]
+            # verbose=False: this check is the one warning; transformers would add its own "indexing errors" one
+            full = self.tokenizer(prompts, padding="longest", return_tensors="pt", verbose=False)["input_ids"]
             if full.shape[1] > max_length:
                 logger.warning("A prompt is longer than the tokenizer's limit of %d tokens and was truncated.", max_length)
                 self._warned_truncation = True

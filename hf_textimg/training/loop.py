@@ -12,13 +12,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 from accelerate import Accelerator
-from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_seed
+from accelerate.utils import DataLoaderConfiguration, DistributedType, ProjectConfiguration, set_seed
 from tqdm.auto import tqdm
 
-from ..data.loading import ImageTextCollator, load_image_text_dataset, square_image
+from ..data.loading import ImageTextCollator, decode_images, load_image_text_dataset
 from .checkpointing import load_checkpoint, resolve_resume_path, save_checkpoint
 from .config import TrainConfig, config_to_dict
 
@@ -26,6 +25,8 @@ logger = logging.getLogger(__name__)
 
 
 def build_accelerator(cfg: TrainConfig) -> Accelerator:
+    if cfg.resume_from_checkpoint not in (None, "latest"):
+        resolve_resume_path(cfg.resume_from_checkpoint, cfg.output_dir)  # a wrong path fails now, before any work
     os.makedirs(cfg.output_dir, exist_ok=True)
     accelerator = Accelerator(
         gradient_accumulation_steps=cfg.gradient_accumulation_steps,
@@ -35,6 +36,12 @@ def build_accelerator(cfg: TrainConfig) -> Accelerator:
         # Data order = f(seed, epoch), so a resumed run sees the same batches.
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=cfg.seed),
     )
+    if accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED):
+        raise ValueError(
+            f"accelerate is configured for {accelerator.distributed_type.value}, which shards weights or optimizer states "
+            "across processes; these training scripts save full safetensors checkpoints from the main process, so they "
+            "support one process or DDP only (`accelerate launch --multi_gpu`). The models fit on one GPU: use DDP."
+        )
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO if accelerator.is_main_process else logging.WARNING)
     set_seed(cfg.seed)
     return accelerator
@@ -53,11 +60,24 @@ class TensorImageTextDataset(torch.utils.data.Dataset):
 
     @classmethod
     def from_dataset(cls, data, resolution: int, image_column: str, caption_column: str | None):
-        images = np.empty((len(data), resolution, resolution, 3), dtype=np.uint8)  # (N, R, R, 3)
-        for i, image in enumerate(data[image_column]):
-            images[i] = np.asarray(square_image(image, resolution))
-        images = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()  # (N, 3, R, R)
-        captions = data[caption_column] if caption_column else None
+        """Decode `data`. An image that cannot be decoded (corrupt or truncated file, not an image) is skipped
+        with its caption, and the run goes on: one warning gives the count, the first rows and the first error.
+        If no image decodes, a ValueError says so."""
+        images, skipped, first_error = decode_images(data, image_column, resolution)  # (N_ok, R, R, 3)
+        if skipped:
+            if len(images) == 0:
+                raise ValueError(f"None of the {len(data)} images in column {image_column!r} could be decoded ({first_error}); check --image_column and the files.")
+            logger.warning(
+                "Skipped %d of %d images in column %r that could not be decoded (rows %s%s; %s).",
+                len(skipped), len(data), image_column, skipped[:10], ", ..." if len(skipped) > 10 else "", first_error,
+            )
+        images = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()  # (N_ok, 3, R, R)
+        captions = None
+        if caption_column:
+            captions = list(data[caption_column])
+            if skipped:
+                bad = set(skipped)
+                captions = [c for i, c in enumerate(captions) if i not in bad]
         return cls(images, captions)
 
     def __len__(self) -> int:
@@ -191,6 +211,14 @@ def train_loop(
     each real optimizer step (e.g. EMA update, clamping); `evaluate(state)` returns metrics
     logged every `cfg.validation_steps` and at the end.
     """
+    if len(dataloader) == 0:
+        raise ValueError(
+            f"The training set ({len(dataloader.dataset)} examples) is smaller than one batch of --train_batch_size "
+            f"{cfg.train_batch_size} x {accelerator.num_processes} processes; lower --train_batch_size or add data."
+        )
+    # Model initialisation used the shared seed (identical on every process); from here each process draws its own
+    # noise, dropout and caption choices (seed + process index), or every GPU would repeat the same random numbers.
+    set_seed(cfg.seed, device_specific=True)
     state = TrainState()
     checkpoint_models = lambda: {**models, **(extra_checkpoint_models() if extra_checkpoint_models else {})}  # noqa: E731
     resume = resolve_resume_path(cfg.resume_from_checkpoint, cfg.output_dir)
@@ -235,6 +263,10 @@ def train_loop(
             accelerator.log(logs, step=state.global_step)
 
             out_of_time = cfg.max_train_minutes is not None and state.elapsed_seconds >= 60 * cfg.max_train_minutes
+            if cfg.max_train_minutes is not None and accelerator.num_processes > 1:
+                # Each process has its own clock: stop all at the same step, as soon as any is out of time, or the
+                # ones that carry on wait forever in the next all-reduce.
+                out_of_time = accelerator.reduce(torch.tensor(float(out_of_time), device=accelerator.device), reduction="sum").item() > 0
             done = state.global_step >= cfg.max_train_steps or out_of_time
             if evaluate is not None and (state.global_step % cfg.validation_steps == 0 or done):
                 state.metrics = evaluate(state)
@@ -242,10 +274,14 @@ def train_loop(
                 accelerator.log(state.metrics, step=state.global_step)
                 logger.info("step %d: %s", state.global_step, {k: round(v, 4) for k, v in state.metrics.items()})
             if state.global_step % cfg.checkpointing_steps == 0:
-                save_checkpoint(
+                checkpoint = save_checkpoint(
                     accelerator, cfg.output_dir, state.global_step, checkpoint_models(), optimizer, lr_scheduler,
                     {**_state_dict(state), "config": config_to_dict(cfg)}, limit=cfg.checkpoints_total_limit,
                 )
+                if cfg.push_to_hub and accelerator.is_main_process:
+                    from ..hub import push_checkpoint
+
+                    push_checkpoint(cfg, checkpoint, state.global_step)  # as last-checkpoint/, with output_dir so far
             if done:
                 break
         else:
