@@ -78,6 +78,12 @@ class TrainConfig:
     report_to: str | None = field(default=None, metadata={"help": 'Tracker for accelerate ("tensorboard", "wandb", ...).'})
     logging_dir: str = field(default="logs", metadata={"help": "Tracker folder, relative to output_dir."})
 
+    # Sharing on the Hub (hf_textimg.hub): the model card is written to output_dir/README.md either way
+    push_to_hub: bool = field(default=False, metadata={"help": "Upload output_dir to the Hub at every checkpoint and at the end."})
+    hub_model_id: str | None = field(default=None, metadata={"help": 'Repo to push to, "name" or "namespace/name" (default: the output_dir folder name).'})
+    hub_token: str | None = field(default=None, metadata={"help": "Hub token (default: HF_TOKEN or `hf auth login`); never written to any file."})
+    hub_private_repo: bool = field(default=False, metadata={"help": "Create the repo as private."})
+
     @property
     def uses_shapes(self) -> bool:
         """Training on the built-in Shapes world (so the Shapes scorer and splits apply)."""
@@ -96,6 +102,8 @@ class TrainConfig:
             raise ValueError(f"--learning_rate must be > 0, got {self.learning_rate}.")
         if self.checkpoints_total_limit is not None and self.checkpoints_total_limit < 1:
             raise ValueError(f"--checkpoints_total_limit must be >= 1 or unset, got {self.checkpoints_total_limit}.")
+        if self.hub_model_id is not None and (self.hub_model_id.count("/") > 1 or "" in self.hub_model_id.split("/")):
+            raise ValueError(f"--hub_model_id must be 'name' or 'namespace/name', got {self.hub_model_id!r}.")
         parent = os.path.dirname(os.path.abspath(self.output_dir))
         probe = self.output_dir if os.path.isdir(self.output_dir) else parent
         while not os.path.exists(probe):
@@ -112,4 +120,5 @@ def parse_args(config_cls: type[TrainConfig], argv: list[str] | None = None) -> 
 
 
 def config_to_dict(cfg: TrainConfig) -> dict:
-    return {f.name: getattr(cfg, f.name) for f in fields(cfg)}
+    """The config as a dict for checkpoints, trackers and eval_results.json; the Hub token is left out."""
+    return {f.name: None if f.name == "hub_token" else getattr(cfg, f.name) for f in fields(cfg)}
