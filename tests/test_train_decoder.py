@@ -54,17 +54,20 @@ def mean_loss(result, sl):
 
 @pytest.mark.parametrize("objective", ["reconstruct", "consistency", "both"])
 def test_each_objective_lowers_its_loss(concept_dir, tmp_path, objective):
-    result = run(concept_dir, tmp_path, "--objective", objective, "--noise_dim", "4", "--noise_samples", "2")
+    result = run(concept_dir, tmp_path, "--objective", objective, "--noise_dim", "4", "--kl_weight", "1e-3", "--checkpointing_steps", "12")
     assert result["global_step"] == 12
     assert mean_loss(result, slice(-3, None)) < 0.8 * mean_loss(result, slice(0, 3))
-    terms = {"reconstruct": {"reconstruct"}, "consistency": {"consistency", "pixel"}, "both": {"reconstruct", "consistency", "pixel"}}
+    terms = {"reconstruct": {"reconstruct", "kl_reconstruct"}, "consistency": {"consistency", "pixel", "kl"},
+             "both": {"reconstruct", "kl_reconstruct", "consistency", "pixel", "kl"}}
     assert {f"val_{term}" for term in terms[objective]} <= set(result["metrics"])
+    # the training-only posterior encoder is checkpointed (resume) but is not part of the pipeline
+    assert (tmp_path / "checkpoint-12" / "posterior.safetensors").is_file() and not (tmp_path / "posterior").exists()
 
 
 def test_consistency_keeps_the_image_encoder_frozen_and_saves_a_pipeline(concept_dir, tmp_path, monkeypatch):
     captured = {}
     result = run(concept_dir, tmp_path, "--objective", "consistency", "--train_text_encoder", "--pixel_weight", "0.5",
-                 "--noise_dim", "4", "--noise_samples", "3", "--num_eval_prompts", "2", capture=captured, monkeypatch=monkeypatch)
+                 "--noise_dim", "4", "--noise_objective", "imle", "--noise_samples", "3", "--num_eval_prompts", "2", capture=captured, monkeypatch=monkeypatch)
     assert mean_loss(result, slice(-3, None)) < mean_loss(result, slice(0, 3))
 
     # The image encoder the loss back-propagated through is bit-identical to the saved one ...
@@ -97,7 +100,7 @@ def test_reconstruct_through_an_autoencoder_encoder(concept_dir, tmp_path):
     "extra, flag",
     [
         ([], "--concept_model_path"),
-        (["--noise_dim", "0", "--noise_samples", "4"], "--noise_dim"),
+        (["--noise_objective", "imle", "--noise_dim", "0", "--noise_samples", "4"], "--noise_dim"),
         (["--caption_column", ""], "--caption_column"),
         (["--max_length", "32"], "--max_length"),
         (["--pixel_weight", "-1"], "--pixel_weight"),

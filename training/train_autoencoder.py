@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import torch
 
 from hf_textimg.autoencoder import ConceptAutoencoder, reconstruction_loss
+from hf_textimg.hub import write_card_and_push
 from hf_textimg.training import (
     TensorImageTextDataset,
     TrainConfig,
@@ -111,6 +112,7 @@ def main(argv: list[str] | None = None) -> dict:
     if accelerator.is_main_process:
         accelerator.unwrap_model(model).save_pretrained(cfg.output_dir)
         write_eval_results(cfg, result)
+        write_card_and_push(cfg, argv, __file__)  # README.md model card; --push_to_hub uploads
     accelerator.end_training()
     return result
 

@@ -22,6 +22,7 @@ import torch
 
 from hf_textimg.concept import ConceptConfig, ConceptModel, ConceptVisionModel, regression_loss
 from hf_textimg.evaluation.concept_eval import retrieval_recall, shapes_zero_shot
+from hf_textimg.hub import write_card_and_push
 from hf_textimg.tokenization import tokenize_captions
 from hf_textimg.training import (
     TensorImageTextDataset,
@@ -196,6 +197,7 @@ def main(argv: list[str] | None = None) -> dict:
         unwrapped.save_pretrained(cfg.output_dir)
         tokenizer.save_pretrained(cfg.output_dir)
         write_eval_results(cfg, result)
+        write_card_and_push(cfg, argv, __file__)  # README.md model card; --push_to_hub uploads
     accelerator.end_training()
     return result
 

@@ -16,10 +16,17 @@ encoder with `--autoencoder_path`, and never changes:
   text tower learns only through the decoder's input, never by moving the target to what the decoder makes.
 - `both`: the sum of the two.
 
-The pixel loss is MSE (+ `--l1_weight` * L1). With `--noise_dim N` the decoder also reads N standard-normal numbers, and
-`--noise_samples K > 1` makes the text path's pixel loss "best of K": K noise draws are decoded and only the closest
-one to the real image is trained (implicit maximum likelihood). A caption that does not say where an object goes is
-then not pulled towards the blurred average of every place it could go; each noise learns its own place.
+The pixel loss is MSE (+ `--l1_weight` * L1). With `--noise_dim N` the decoder also reads N numbers that the pipeline
+draws from a standard normal. A caption leaves things open (where "a red circle" goes, how big it is); trained with a
+plain pixel loss the decoder draws the average of every answer, faint copies in every cell. `--noise_objective`
+decides how the noise learns to pick one answer instead:
+
+- `vae` (default; a conditional VAE, https://arxiv.org/abs/1312.6114): a small training-only posterior encoder reads
+  the real image and the code and proposes the noise (mean, log-variance); the decoder reconstructs from the code plus that noise,
+  and `--kl_weight` * KL(posterior || N(0, I)) keeps the noise close to the standard normal the pipeline draws. The
+  posterior also reads the code, so the noise carries only what the code does not say (layout, size).
+- `imle` (implicit maximum likelihood): `--noise_samples K` draws are decoded and only the one closest to the real
+  image is trained.
 
 A text tower trained with `train_concept.py --objective regress` plugs in the same way: its folder holds the regressed
 text tower and the frozen image tower it was taught to predict.
@@ -38,9 +45,10 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-from hf_textimg.autoencoder import ConceptAutoencoder, ConceptDecoder, reconstruction_loss
+from hf_textimg.autoencoder import ConceptAutoencoder, ConceptDecoder, ConceptImageEncoder, reconstruction_loss
 from hf_textimg.concept import ConceptTextModel, ConceptVisionModel
 from hf_textimg.data.loading import ImageTextCollator
+from hf_textimg.hub import write_card_and_push
 from hf_textimg.pipelines.pipeline_decoder import DecoderPipeline
 from hf_textimg.training import (
     TensorImageTextDataset,
@@ -83,7 +91,14 @@ class DecoderTrainConfig(TrainConfig):
         default=0.0, metadata={"help": "Pixels that are not white in the target weigh (1 + this) times in the pixel loss."}
     )
     noise_dim: int = field(default=16, metadata={"help": "Decoder noise inputs (0: one deterministic image per prompt)."})
-    noise_samples: int = field(default=4, metadata={"help": "consistency: the pixel loss is the best of this many noise draws (> 1 needs --noise_dim)."})
+    noise_objective: Literal["vae", "imle"] = field(
+        default="vae", metadata={"help": "How the noise learns what captions leave open: vae (posterior encoder + KL) or imle (best of --noise_samples)."}
+    )
+    kl_weight: float = field(default=1e-2, metadata={"help": "vae: weight of KL(posterior || N(0, I)), in nats per image, against the mean pixel loss."})
+    posterior_block_out_channels: list[int] = field(
+        default_factory=lambda: [16, 32, 64, 64], metadata={"help": "vae: width per level of the training-only posterior encoder."}
+    )
+    noise_samples: int = field(default=4, metadata={"help": "imle: the pixel loss is the best of this many noise draws (> 1 needs --noise_dim)."})
     decoder_block_out_channels: list[int] = field(
         default_factory=lambda: [128, 64, 32, 16], metadata={"help": "Decoder width per level, lowest resolution first."}
     )
@@ -97,12 +112,12 @@ class DecoderTrainConfig(TrainConfig):
             raise ValueError("Pass --concept_model_path (a train_concept.py output folder): the pipeline needs its text tower and tokenizer.")
         if not self.caption_column:
             raise ValueError("--caption_column is empty, but the decoder pipeline is text-to-image: name the caption column.")
-        for name in ("reconstruct_weight", "consistency_weight", "pixel_weight", "l1_weight", "foreground_weight", "noise_dim"):
+        for name in ("reconstruct_weight", "consistency_weight", "pixel_weight", "l1_weight", "foreground_weight", "noise_dim", "kl_weight"):
             if getattr(self, name) < 0:
                 raise ValueError(f"--{name} must be >= 0, got {getattr(self, name)}.")
         if self.noise_samples < 1:
             raise ValueError(f"--noise_samples must be >= 1, got {self.noise_samples}.")
-        if self.noise_samples > 1 and self.noise_dim == 0:
+        if self.noise_objective == "imle" and self.noise_samples > 1 and self.noise_dim == 0:
             raise ValueError("--noise_samples > 1 picks the best of several noise draws; it needs --noise_dim > 0.")
         if self.num_eval_prompts < 1:
             raise ValueError(f"--num_eval_prompts must be >= 1, got {self.num_eval_prompts}.")
@@ -147,6 +162,32 @@ def build_decoder(cfg: DecoderTrainConfig, code_dim: int) -> ConceptDecoder:
     )
 
 
+class NoisePosterior(torch.nn.Module):
+    """vae: (real image, the code being decoded) -> mean and log-variance of the decoder noise (B, 2 * noise_dim).
+
+    It reads the code too, so the noise needs to carry only what the code leaves open: a caption that names the
+    position keeps it in the code (free), one that does not leaves it to the noise (paid for in KL). Used in
+    training only; the pipeline draws the noise from N(0, I).
+    """
+
+    def __init__(self, image_size: int, code_dim: int, noise_dim: int, block_out_channels: tuple[int, ...], hidden_dim: int = 128):
+        super().__init__()
+        self.image_features = ConceptImageEncoder(
+            image_size=image_size, code_dim=hidden_dim, block_out_channels=block_out_channels,
+            norm_num_groups=min(8, *block_out_channels), normalize_code=False,
+        )
+        self.head = torch.nn.Sequential(torch.nn.Linear(hidden_dim + code_dim, hidden_dim), torch.nn.SiLU(), torch.nn.Linear(hidden_dim, 2 * noise_dim))
+
+    def forward(self, pixel_values: torch.Tensor, code: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.cat([self.image_features(pixel_values), code], dim=-1))  # (B, 2 * noise_dim)
+
+
+def build_posterior(cfg: DecoderTrainConfig, code_dim: int) -> NoisePosterior | None:
+    if cfg.noise_objective != "vae" or cfg.noise_dim == 0:
+        return None
+    return NoisePosterior(cfg.resolution, code_dim, cfg.noise_dim, tuple(cfg.posterior_block_out_channels))
+
+
 def code_dim_of(encoder: torch.nn.Module) -> int:
     return encoder.config.code_dim if hasattr(encoder.config, "code_dim") else encoder.config.projection_dim
 
@@ -170,10 +211,27 @@ def best_noise(cfg: DecoderTrainConfig, decoder, code: torch.Tensor, target: tor
     return candidates[best, torch.arange(batch_size, device=code.device)]  # (B, N)
 
 
-def make_loss_fn(cfg: DecoderTrainConfig, text_encoder, image_encoder, decoder):
+def posterior_noise(posterior, target: torch.Tensor, code: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Reparameterised noise drawn from the posterior of each (image, code), and its KL to N(0, I) (mean over the batch)."""
+    mean, log_var = posterior(target, code.detach()).float().chunk(2, dim=-1)  # (B, N) each
+    log_var = log_var.clamp(-10.0, 10.0)
+    noise = mean + torch.randn_like(mean) * (0.5 * log_var).exp()
+    kl = 0.5 * (mean.pow(2) + log_var.exp() - 1.0 - log_var).sum(dim=-1).mean()
+    return noise, kl
+
+
+def make_loss_fn(cfg: DecoderTrainConfig, text_encoder, image_encoder, decoder, posterior=None):
     """batch -> (weighted total, {term: value}) for the configured objective."""
     use_reconstruct = cfg.objective in ("reconstruct", "both")
     use_consistency = cfg.objective in ("consistency", "both")
+    pixel_loss = lambda sample, target: reconstruction_loss(sample, target, cfg.l1_weight, foreground_weight=cfg.foreground_weight)  # noqa: E731
+
+    def noise_for(code, target, terms, name):
+        if posterior is None:
+            return None
+        noise, kl = posterior_noise(posterior, target, code)
+        terms[name] = (cfg.kl_weight, kl)
+        return noise
 
     def compute_loss(batch):
         target = batch["pixel_values"]  # (B, 3, R, R) in [-1, 1]
@@ -181,18 +239,20 @@ def make_loss_fn(cfg: DecoderTrainConfig, text_encoder, image_encoder, decoder):
         if use_reconstruct:
             with torch.no_grad():
                 code = image_encoder.get_image_features(target)  # (B, D), frozen
-            sample = decoder(code, draw_noise(cfg, len(code), code.device))
-            terms["reconstruct"] = (cfg.reconstruct_weight, reconstruction_loss(sample, target, cfg.l1_weight, foreground_weight=cfg.foreground_weight))
+            noise = noise_for(code, target, terms, "kl_reconstruct") if posterior is not None else draw_noise(cfg, len(code), code.device)
+            sample = decoder(code, noise)
+            terms["reconstruct"] = (cfg.reconstruct_weight, pixel_loss(sample, target))
         if use_consistency:
             with torch.set_grad_enabled(cfg.train_text_encoder and torch.is_grad_enabled()):
                 code1 = text_encoder(batch["input_ids"], attention_mask=batch["attention_mask"]).text_embeds  # (B, D)
-            generated = decoder(code1, best_noise(cfg, decoder, code1, target))  # (B, 3, R, R)
+            noise = noise_for(code1, target, terms, "kl") if posterior is not None else best_noise(cfg, decoder, code1, target)
+            generated = decoder(code1, noise)  # (B, 3, R, R)
             code2 = image_encoder.get_image_features(generated)  # (B, D); frozen weights, gradient flows to the image
             # code 1 is the target, so it is detached: a trained text tower pulled towards whatever the decoder makes
             # collapses every caption onto the code of one average image.
             terms["consistency"] = (cfg.consistency_weight, 1 - F.cosine_similarity(code1.detach(), code2, dim=-1).mean())
             if cfg.pixel_weight:
-                terms["pixel"] = (cfg.pixel_weight, reconstruction_loss(generated, target, cfg.l1_weight, foreground_weight=cfg.foreground_weight))
+                terms["pixel"] = (cfg.pixel_weight, pixel_loss(generated, target))
         total = sum(weight * value for weight, value in terms.values())
         return total, {name: value.detach() for name, (_, value) in terms.items()}
 
@@ -263,7 +323,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     train_data = load_split(cfg, "train", cfg.max_train_samples)
     dataloader = build_train_dataloader(cfg, train_data, tokenizer)
-    trained = {"decoder": decoder} | ({"text_encoder": text_encoder} if cfg.train_text_encoder else {})
+    posterior = build_posterior(cfg, code_dim)
+    trained = {"decoder": decoder} | ({"text_encoder": text_encoder} if cfg.train_text_encoder else {}) | ({"posterior": posterior} if posterior else {})
     optimizer, lr_scheduler = build_optimizer(cfg, [p for model in trained.values() for p in model.parameters()])
     prepared = accelerator.prepare(*trained.values(), optimizer, dataloader, lr_scheduler)
     trained = dict(zip(trained, prepared[: len(trained)]))
@@ -271,7 +332,7 @@ def main(argv: list[str] | None = None) -> dict:
     decoder = trained["decoder"]
     text_encoder = trained.get("text_encoder", text_encoder.to(accelerator.device))
 
-    compute_loss = make_loss_fn(cfg, text_encoder, image_encoder, decoder)
+    compute_loss = make_loss_fn(cfg, text_encoder, image_encoder, decoder, trained.get("posterior"))
     evaluate = make_evaluator(cfg, accelerator, tokenizer, text_encoder, decoder, compute_loss)
     if accelerator.is_main_process:
         accelerator.init_trackers("train_decoder", config=tracker_config(cfg))
@@ -283,6 +344,7 @@ def main(argv: list[str] | None = None) -> dict:
         )
         pipeline.save_pretrained(cfg.output_dir)
         write_eval_results(cfg, result)
+        write_card_and_push(cfg, argv, __file__)  # README.md model card; --push_to_hub uploads
     accelerator.end_training()
     return result
 

@@ -33,7 +33,8 @@ from diffusers import DDPMScheduler, DPMSolverMultistepScheduler, UNet2DConditio
 from diffusers.training_utils import EMAModel, compute_snr
 
 from hf_textimg.concept import ConceptTextConfig, ConceptTextModel
-from hf_textimg.diffusion import DEFAULT_BLOCK_OUT_CHANNELS, build_unet, encode_concept
+from hf_textimg.diffusion import DEFAULT_BLOCK_OUT_CHANNELS, build_unet, encode_concept, unet_input
+from hf_textimg.hub import write_card_and_push
 from hf_textimg.pipelines.pipeline_diffusion import ConceptDiffusionPipeline
 from hf_textimg.tokenization import tokenize_captions
 from hf_textimg.training import (
@@ -73,6 +74,9 @@ class DiffusionTrainConfig(TrainConfig):
     )
     unet_attention_head_dim: int = 16
     unet_norm_num_groups: int = 16
+    unet_coordinate_channels: bool = field(
+        default=True, metadata={"help": "Give the U-Net each pixel's x, y as two extra input channels (see hf_textimg.diffusion.unet)."}
+    )
     # Noise schedule and loss
     prediction_type: Literal["epsilon", "v_prediction", "sample"] = field(
         default="v_prediction", metadata={"help": "U-Net target: the noise, v (https://arxiv.org/abs/2202.00512) or the clean image (sample)."}
@@ -142,6 +146,7 @@ def build_model(cfg: DiffusionTrainConfig, text_encoder: ConceptTextModel) -> UN
         attention_levels=attention_levels,
         attention_head_dim=cfg.unet_attention_head_dim,
         norm_num_groups=cfg.unet_norm_num_groups,
+        coordinate_channels=cfg.unet_coordinate_channels,
     )
 
 
@@ -189,6 +194,8 @@ def diffusion_loss(model_output: torch.Tensor, target: torch.Tensor, timesteps: 
 
 
 def make_compute_loss(cfg, accelerator, unet, text_encoder, noise_scheduler, empty: dict):
+    unet_config_source = accelerator.unwrap_model(unet)  # `unet` may be wrapped (DDP) and have no .config
+
     def compute_loss(batch):
         pixels = batch["pixel_values"]  # (B, 3, R, R) in [-1, 1]
         input_ids, attention_mask = drop_captions(batch, empty, cfg.cond_dropout)
@@ -200,7 +207,7 @@ def make_compute_loss(cfg, accelerator, unet, text_encoder, noise_scheduler, emp
         target = {"epsilon": noise, "sample": pixels}.get(cfg.prediction_type)
         if target is None:
             target = noise_scheduler.get_velocity(pixels, noise, timesteps)
-        model_output = unet(noisy, timesteps, **cond.unet_kwargs()).sample
+        model_output = unet(unet_input(unet_config_source, noisy), timesteps, **cond.unet_kwargs()).sample
         return diffusion_loss(model_output, target, timesteps, noise_scheduler, cfg.snr_gamma), {}
 
     return compute_loss
@@ -387,6 +394,7 @@ def main(argv: list[str] | None = None) -> dict:
     if accelerator.is_main_process:
         save_pipeline(cfg, tokenizer, text_encoder, unet, noise_scheduler, emas)
         write_eval_results(cfg, result)
+        write_card_and_push(cfg, argv, __file__)  # README.md model card; --push_to_hub uploads
     accelerator.end_training()
     return result
 

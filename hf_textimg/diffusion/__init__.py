@@ -10,9 +10,11 @@ from .unet import (
     SUPPORTED_RESOLUTIONS,
     ConceptPromptEmbeds,
     build_unet,
+    coordinate_grid,
     downsample_factor,
     encode_concept,
     unet_config,
+    unet_input,
 )
 
 __all__ = [
@@ -20,7 +22,9 @@ __all__ = [
     "SUPPORTED_RESOLUTIONS",
     "ConceptPromptEmbeds",
     "build_unet",
+    "coordinate_grid",
     "downsample_factor",
     "encode_concept",
     "unet_config",
+    "unet_input",
 ]

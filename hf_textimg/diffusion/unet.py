@@ -10,6 +10,13 @@ No custom U-Net: diffusers' `UNet2DConditionModel` already takes both conditioni
   each spatial position can attend to the words that concern it ("left of", "top right").
 
 The model works on RGB pixels in [-1, 1] (no VAE: at 32/64 px a latent space buys nothing).
+
+Where things are: convolutions are translation-equivariant and diffusers' attention blocks carry
+no positional embedding, so a plain U-Net knows where it is only through zero padding, and it
+learns "at the top left" or "left of" slowly. With `coordinate_channels=True` the U-Net takes two
+extra input channels, the pixel's x and y in [-1, 1] ("CoordConv", https://arxiv.org/abs/1807.03247),
+appended by `unet_input` in training and in the pipeline, as diffusers' inpainting U-Nets take mask
+channels beside the latents: `in_channels = out_channels + 2` marks such a U-Net.
 """
 
 from __future__ import annotations
@@ -20,6 +27,8 @@ import torch
 from diffusers import UNet2DConditionModel
 
 SUPPORTED_RESOLUTIONS = (32, 64)
+IMAGE_CHANNELS = 3  # RGB pixels: what the U-Net denoises and predicts
+COORDINATE_CHANNELS = 2  # x and y, appended to the input by `unet_input` when configured
 
 # Width per level, one entry per level; each level after the first halves the resolution, so
 # the lowest level is 8x8 at both sizes. Sized for 2 CPU cores: 3.3M parameters at 32 px,
@@ -36,6 +45,7 @@ def unet_config(
     attention_levels: tuple[bool, ...] | None = None,
     attention_head_dim: int = 16,
     norm_num_groups: int = 16,
+    coordinate_channels: bool = False,
 ) -> dict:
     """The config dict of a small pixel-space `UNet2DConditionModel`.
 
@@ -50,6 +60,7 @@ def unet_config(
             (also 8x8) always has attention.
         attention_head_dim: channels per attention head.
         norm_num_groups: GroupNorm groups; must divide every width.
+        coordinate_channels: take the pixel coordinates as two extra input channels (see the module docstring).
     """
     if resolution not in SUPPORTED_RESOLUTIONS:
         raise ValueError(f"resolution must be one of {SUPPORTED_RESOLUTIONS}, got {resolution}.")
@@ -64,8 +75,8 @@ def unet_config(
             raise ValueError(f"every width in {widths} must be divisible by norm_num_groups ({norm_num_groups}) and attention_head_dim ({attention_head_dim}).")
     return dict(
         sample_size=resolution,
-        in_channels=3,
-        out_channels=3,
+        in_channels=IMAGE_CHANNELS + (COORDINATE_CHANNELS if coordinate_channels else 0),
+        out_channels=IMAGE_CHANNELS,
         down_block_types=tuple("CrossAttnDownBlock2D" if a else "DownBlock2D" for a in levels),
         up_block_types=tuple("CrossAttnUpBlock2D" if a else "UpBlock2D" for a in reversed(levels)),
         mid_block_type="UNetMidBlock2DCrossAttn",
@@ -83,6 +94,24 @@ def unet_config(
 def build_unet(**kwargs) -> UNet2DConditionModel:
     """`UNet2DConditionModel(**unet_config(**kwargs))`."""
     return UNet2DConditionModel(**unet_config(**kwargs))
+
+
+def coordinate_grid(batch_size: int, height: int, width: int, device=None, dtype=None) -> torch.Tensor:
+    """(B, 2, H, W): x then y of each pixel centre, from -1 (left / top) to 1 (right / bottom)."""
+    y, x = torch.meshgrid(torch.linspace(-1, 1, height, device=device, dtype=dtype), torch.linspace(-1, 1, width, device=device, dtype=dtype), indexing="ij")
+    return torch.stack([x, y]).expand(batch_size, -1, -1, -1)
+
+
+def unet_input(unet: UNet2DConditionModel, sample: torch.Tensor) -> torch.Tensor:
+    """What the U-Net reads for a noisy image (B, 3, H, W): the image, plus the coordinate channels when
+    the U-Net was built with them (`in_channels == out_channels + 2`)."""
+    extra = unet.config.in_channels - unet.config.out_channels
+    if extra == 0:
+        return sample
+    if extra != COORDINATE_CHANNELS:
+        raise ValueError(f"U-Net has in_channels {unet.config.in_channels} and out_channels {unet.config.out_channels}; expected equal, or {COORDINATE_CHANNELS} more inputs (coordinate channels).")
+    b, _, h, w = sample.shape
+    return torch.cat([sample, coordinate_grid(b, h, w, sample.device, sample.dtype)], dim=1)
 
 
 def downsample_factor(unet: UNet2DConditionModel) -> int:

@@ -30,7 +30,7 @@ from diffusers.pipelines.pipeline_utils import ImagePipelineOutput
 from diffusers.utils.torch_utils import randn_tensor
 
 from ..concept import ConceptTextModel
-from ..diffusion.unet import ConceptPromptEmbeds, downsample_factor, encode_concept
+from ..diffusion.unet import ConceptPromptEmbeds, downsample_factor, encode_concept, unet_input
 from .pipeline_utils import TextToImageMixin, register_with_diffusers
 
 
@@ -111,7 +111,7 @@ class ConceptDiffusionPipeline(TextToImageMixin, DiffusionPipeline):
             if not isinstance(value, int) or value < factor or value % factor:
                 raise ValueError(f"`{name}` must be a positive multiple of {factor} for this U-Net (trained at {self.unet.config.sample_size}), got {value!r}.")
         self.check_common_inputs(batch_size, num_images_per_prompt, generator, output_type)
-        expected = (batch_size * num_images_per_prompt, self.unet.config.in_channels, height, width)
+        expected = (batch_size * num_images_per_prompt, self.unet.config.out_channels, height, width)
         if latents is not None and tuple(latents.shape) != expected:
             raise ValueError(f"`latents` must have shape {expected} (images, channels, height, width), got {tuple(latents.shape)}.")
         unknown = [k for k in callback_on_step_end_tensor_inputs or [] if k not in self._callback_tensor_inputs]
@@ -152,7 +152,7 @@ class ConceptDiffusionPipeline(TextToImageMixin, DiffusionPipeline):
 
     def prepare_latents(self, num_images: int, height: int, width: int, generator, latents: torch.Tensor | None) -> torch.Tensor:
         """Starting noise (num_images, 3, height, width); with a list of generators, image i is drawn from generator i."""
-        shape = (num_images, self.unet.config.in_channels, height, width)
+        shape = (num_images, self.unet.config.out_channels, height, width)
         if latents is None:
             latents = randn_tensor(shape, generator=generator, device=self._execution_device, dtype=self.unet.dtype)
         return latents.to(device=self._execution_device, dtype=self.unet.dtype) * self.scheduler.init_noise_sigma
@@ -164,9 +164,9 @@ class ConceptDiffusionPipeline(TextToImageMixin, DiffusionPipeline):
     def predict(self, latents: torch.Tensor, t: torch.Tensor, prompt_embeds: ConceptPromptEmbeds, negative_prompt_embeds: ConceptPromptEmbeds | None) -> torch.Tensor:
         """The (guided) model output at timestep `t`, same shape as `latents`."""
         if not self.do_classifier_free_guidance or negative_prompt_embeds is None:
-            model_input = self.scheduler.scale_model_input(latents, t)
+            model_input = unet_input(self.unet, self.scheduler.scale_model_input(latents, t))
             return self.unet(model_input, t, **prompt_embeds.unet_kwargs()).sample
-        model_input = self.scheduler.scale_model_input(torch.cat([latents, latents]), t)  # (2B, 3, H, W)
+        model_input = unet_input(self.unet, self.scheduler.scale_model_input(torch.cat([latents, latents]), t))  # (2B, 3[+2], H, W)
         both = ConceptPromptEmbeds.cat([negative_prompt_embeds, prompt_embeds])
         pred_uncond, pred_cond = self.unet(model_input, t, **both.unet_kwargs()).sample.chunk(2)
         return self.guide(pred_uncond, pred_cond)
