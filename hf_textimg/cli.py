@@ -1,18 +1,287 @@
 """The `hf-textimg` command line.
 
-    hf-textimg data shapes --size 32 --out data/shapes32          # datasets.load_from_disk folder
+    hf-textimg generate "a red circle at the top left" "two blue squares" --num-images 4 --out outputs/grid.png
+    hf-textimg evaluate --model outputs/diffusion-shapes --benchmark shapes --json outputs/eval.json
+    hf-textimg demo --out outputs/demo                               # the shipped model on 8 prompts
+    hf-textimg data shapes --size 32 --out data/shapes32             # datasets.load_from_disk folder
     hf-textimg data emoji --size 64 --out data/emoji64 --imagefolder
-    hf-textimg demo --out outputs/demo
 
+`--model` takes a pipeline folder (what `save_pretrained` and the training scripts write), the
+name of a shipped model, or a Hugging Face Hub repo id; by default the shipped Shapes model.
 Run `hf-textimg <command> --help` for each command's options.
 """
 
 from __future__ import annotations
 
 import argparse
+import inspect
+import json
+import re
 import sys
+import textwrap
 import time
 from pathlib import Path
+
+from .pretrained import DEFAULT_MODEL, available_models, pretrained_path
+
+DEFAULT_STEPS = 20
+DEFAULT_GUIDANCE = 4.0
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
+_REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")  # org/name, as the Hub spells repo ids
+_DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+
+# One prompt per Shapes benchmark category; the last two use held-out colour-shape pairs,
+# which never appear in training.
+DEMO_PROMPTS = (
+    ("single", "a large orange square"),
+    ("color", "a pink circle"),
+    ("position", "a green circle at the top left"),
+    ("count", "three blue squares"),
+    ("pair", "a red triangle and a yellow circle"),
+    ("relation", "a purple square left of an orange circle"),
+    ("heldout", "a blue circle"),
+    ("heldout", "a red plus"),
+)
+
+
+# -- argument types: bad values become argparse errors (usage + one line, exit 2) -----------------
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value >= 0:  # also rejects nan
+        raise argparse.ArgumentTypeError(f"must be >= 0 (1 or less turns guidance off), got {text}")
+    return value
+
+
+def prompt_text(text: str) -> str:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("a prompt must not be empty")
+    return text
+
+
+def model_arg(text: str) -> str:
+    """A pipeline folder, a shipped model's name, or a Hub repo id (passed on to from_pretrained)."""
+    path = Path(text).expanduser()
+    if path.exists():
+        if not (path / "model_index.json").is_file():
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is not a pipeline folder: it has no model_index.json (pipe.save_pretrained and the "
+                "training scripts' --output_dir write one)"
+            )
+        return str(path)
+    if text in available_models():
+        return str(pretrained_path(text))
+    if _REPO_ID.fullmatch(text):
+        return text  # not here: a Hub repo id
+    raise argparse.ArgumentTypeError(f"{text!r} does not exist, and is not a Hub repo id like 'org/name'")
+
+
+def image_path(text: str) -> Path:
+    path = Path(text).expanduser()
+    if path.suffix.lower() not in IMAGE_SUFFIXES:
+        raise argparse.ArgumentTypeError(f"{text!r} must be an image file name ending in {', '.join(IMAGE_SUFFIXES)}, e.g. grid.png")
+    return path
+
+
+def device_arg(text: str) -> str:
+    if not _DEVICE.fullmatch(text):
+        raise argparse.ArgumentTypeError(f"expected auto, cpu, cuda, cuda:N or mps, got {text!r}")
+    return text
+
+
+# -- loading and generating ----------------------------------------------------------------------
+
+
+def resolve_device(name: str) -> str:
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"--device {name}: no CUDA GPU is available here; use --device cpu (or auto)")
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise ValueError("--device mps: MPS is not available here; use --device cpu (or auto)")
+    return name
+
+
+def load_pipeline(model: str | None, device: str = "auto"):
+    """`DiffusionPipeline.from_pretrained(model)` on `device`; `model=None` is the shipped default."""
+    from diffusers import DiffusionPipeline
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    import hf_textimg  # noqa: F401  (registers the pipelines with diffusers)
+
+    model = str(pretrained_path()) if model is None else model
+    device = resolve_device(device)
+    bars = diffusers_logging.is_progress_bar_enabled(), transformers_logging.is_progress_bar_enabled()
+    diffusers_logging.disable_progress_bar()  # no "Loading pipeline components" bars
+    transformers_logging.disable_progress_bar()
+    try:
+        pipe = DiffusionPipeline.from_pretrained(model)
+    except (OSError, ValueError) as err:  # missing files, unknown or unreachable Hub repo
+        raise ValueError(_load_error(model, err)) from err
+    finally:
+        if bars[0]:
+            diffusers_logging.enable_progress_bar()
+        if bars[1]:
+            transformers_logging.enable_progress_bar()
+    return pipe.to(device)
+
+
+def _load_error(model: str, err: Exception) -> str:
+    from huggingface_hub.constants import is_offline_mode
+
+    if Path(model).exists():
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        return f"could not load the pipeline folder {model!r}: {reason}"
+    if is_offline_mode():
+        reason = "HF_HUB_OFFLINE is set and it is not in the local Hub cache"
+    else:
+        reason = f"no such repo on the Hub, or the Hub could not be reached ({type(err).__name__})"
+    return f"could not load --model {model!r}: it is not a local folder, and it could not be downloaded as a Hub repo: {reason}"
+
+
+def call_kwargs(pipe, steps: int | None, guidance: float | None) -> dict:
+    """Sampling options this pipeline's `__call__` takes. The one-shot DecoderPipeline has no
+    steps or guidance: those are left out, with a note when they were asked for."""
+    accepted = inspect.signature(pipe.__call__).parameters
+    asked = {"num_inference_steps": ("--steps", steps, DEFAULT_STEPS), "guidance_scale": ("--guidance", guidance, DEFAULT_GUIDANCE)}
+    kwargs, ignored = {}, []
+    for name, (flag, value, default) in asked.items():
+        if name in accepted:
+            kwargs[name] = default if value is None else value
+        elif value is not None:
+            ignored.append(flag)
+    if ignored:
+        print(f"note: {type(pipe).__name__} generates in one pass and takes no {' or '.join(ignored)}; ignored", file=sys.stderr)
+    return kwargs
+
+
+def generate_images(pipe, prompts: list[str], num_images: int, seed: int, **kwargs) -> list:
+    """`num_images` PIL images per prompt (prompt 0's first); the same seed gives the same images."""
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)  # on the CPU, so a seed means the same noise on any device
+    return pipe(prompts, num_images_per_prompt=num_images, generator=generator, **kwargs).images
+
+
+def save_grid(images: list, captions: list[str], path: Path, cols: int):
+    from .utils import make_captioned_grid
+
+    grid = make_captioned_grid(images, captions, cols=min(cols, 8), scale=max(1, 128 // images[0].width))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    grid.save(path)
+    return grid
+
+
+def model_name(args) -> str:
+    return args.model or f"{DEFAULT_MODEL} (shipped)"
+
+
+# -- commands ------------------------------------------------------------------------------------
+
+
+def run_generate(args) -> int:
+    start = time.perf_counter()
+    pipe = load_pipeline(args.model, args.device)
+    pipe.set_progress_bar_config(disable=args.quiet)
+    kwargs = call_kwargs(pipe, args.steps, args.guidance)
+    images = generate_images(pipe, args.prompt, args.num_images, args.seed, **kwargs)
+    captions = [p for p in args.prompt for _ in range(args.num_images)]
+    save_grid(images, captions, args.out, cols=args.num_images)
+    if args.individual:
+        for k, image in enumerate(images):
+            image.save(args.out.with_name(f"{args.out.stem}-{k // args.num_images:02d}-{k % args.num_images:02d}{args.out.suffix}"))
+    settings = ", ".join(f"{k}={v}" for k, v in kwargs.items())
+    print(
+        f"Generated {len(images)} images ({len(args.prompt)} prompts x {args.num_images}, seed {args.seed}"
+        f"{', ' + settings if settings else ''}) with {model_name(args)} in {time.perf_counter() - start:.1f}s"
+    )
+    if args.individual:
+        print(f"One PNG per image: {args.out.with_name(args.out.stem + '-PP-II' + args.out.suffix)} (PP = prompt, II = image)")
+    print(f"Grid: {args.out}")
+    return 0
+
+
+def run_evaluate(args) -> int:
+    import torch
+
+    from .data.shapes import BENCHMARK_CATEGORIES
+    from .evaluation import ShapesScorer
+
+    start = time.perf_counter()
+    pipe = load_pipeline(args.model, args.device)
+    pipe.set_progress_bar_config(disable=True)
+    kwargs = call_kwargs(pipe, args.steps, args.guidance)
+    # One generator across batches, as training's evaluation does, so the defaults reproduce eval_results.json.
+    generator = torch.Generator().manual_seed(args.seed)
+    total = len(BENCHMARK_CATEGORIES) * args.prompts_per_category
+    done = 0
+
+    def generate(batch: list[str]):
+        nonlocal done
+        images = pipe(batch, generator=generator, output_type="np", **kwargs).images
+        done += len(batch)
+        if not args.quiet:
+            print(f"  generated {done}/{total} images ({time.perf_counter() - start:.0f}s)", file=sys.stderr)
+        return images
+
+    report = ShapesScorer().evaluate_pipeline(generate, n_per_category=args.prompts_per_category, batch_size=args.batch_size)
+    result = {
+        "benchmark": args.benchmark,
+        "model": args.model or DEFAULT_MODEL,
+        **report.to_dict(),
+        "settings": {"prompts_per_category": args.prompts_per_category, "seed": args.seed, "batch_size": args.batch_size, **kwargs},
+        "seconds": round(time.perf_counter() - start, 1),
+    }
+    print(f"Shapes benchmark, {model_name(args)}: {args.prompts_per_category} prompts per category, seed {args.seed}")
+    print(report.format_table())
+    print("(overall = mean of single, color, position, count, pair, relation; heldout is reported beside it)")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+        print(f"Wrote {args.json}")
+    print(json.dumps(result))
+    return 0
+
+
+def run_demo(args) -> int:
+    """The shipped model on one prompt per Shapes category, as a captioned grid, each image scored."""
+    from .evaluation import ShapesScorer
+
+    start = time.perf_counter()
+    pipe = load_pipeline(args.model, args.device)
+    pipe.set_progress_bar_config(disable=True)
+    prompts = [prompt for _, prompt in DEMO_PROMPTS]
+    images = generate_images(pipe, prompts, args.num_images, args.seed, **call_kwargs(pipe, args.steps, args.guidance))
+    path = Path(args.out) / "shapes_demo.png"
+    save_grid(images, [p for p in prompts for _ in range(args.num_images)], path, cols=args.num_images)
+
+    scorer = ShapesScorer()
+    print(f"{'category':<9} {'prompt':<42} matches")
+    for k, (category, prompt) in enumerate(DEMO_PROMPTS):
+        own = images[k * args.num_images : (k + 1) * args.num_images]
+        hits = sum(scorer.score(image, prompt)[category] for image in own)
+        print(f"{category:<9} {prompt:<42} {hits}/{len(own)}")
+    print("(matches: the Shapes scorer's verdict; heldout rows use colour-shape pairs never seen in training)")
+    print(f"Generated {len(images)} images with {model_name(args)} in {time.perf_counter() - start:.1f}s")
+    print(f"Grid: {path}")
+    return 0
 
 
 def _build_dataset(args):
@@ -51,30 +320,96 @@ def run_data(args) -> int:
     return 0
 
 
-def run_demo(args) -> int:
-    """Until a trained default model ships, the demo previews the Shapes world."""
-    from .data.shapes import build_shapes_dataset
-    from .utils import make_captioned_grid
-
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    data = build_shapes_dataset(size=args.size, num_train=args.num_images, num_validation=0, num_heldout=8, seed=args.seed)
-    rows = list(data["train"]) + list(data["heldout"])
-    grid = make_captioned_grid([r["image"] for r in rows], [r["text"] for r in rows], cols=8, scale=max(1, 128 // args.size))
-    path = out / "shapes_preview.png"
-    grid.save(path)
-    print(f"Wrote a preview of {len(rows)} Shapes images with their captions (last row: held-out pairs) to {path}")
-    return 0
+def _add_model_args(parser: argparse.ArgumentParser) -> None:
+    """--model, --device and the sampling options shared by generate, evaluate and demo."""
+    add = parser.add_argument
+    add("--model", type=model_arg, default=None, metavar="PATH_OR_REPO",
+        help=f"pipeline folder, shipped model name or Hub repo id (default: the shipped {DEFAULT_MODEL})")
+    add("--steps", type=positive_int, default=None, help=f"denoising steps (default: {DEFAULT_STEPS}; one-shot pipelines ignore it)")
+    add("--guidance", type=non_negative_float, default=None,
+        help=f"classifier-free guidance scale, <= 1 turns it off (default: {DEFAULT_GUIDANCE:g}; one-shot pipelines ignore it)")
+    add("--seed", type=int, default=0, help="random seed: the same seed gives the same images (default: 0)")
+    add("--device", type=device_arg, default="auto", help="auto (cuda when available, else cpu), cpu, cuda, cuda:N or mps (default: auto)")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="hf-textimg", description="Train and run small text-to-image models the Hugging Face way.")
+    examples = argparse.RawDescriptionHelpFormatter  # keeps the examples' lines as written
+    parser = argparse.ArgumentParser(
+        prog="hf-textimg",
+        description="Train and run small text-to-image models the Hugging Face way.",
+        formatter_class=examples,
+        epilog="""examples:
+  hf-textimg demo                                  # the shipped model on 8 prompts -> outputs/demo/shapes_demo.png
+  hf-textimg generate "a red circle at the top left" "two blue squares" --out outputs/grid.png
+  hf-textimg evaluate --benchmark shapes --json outputs/eval.json
+  hf-textimg data shapes --size 32 --out data/shapes32
+
+Run `hf-textimg COMMAND --help` for a command's options and examples.""",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    generate = sub.add_parser(
+        "generate",
+        help="generate images for prompts and save them as a captioned grid",
+        description=textwrap.fill("Generate images for one or more prompts with a text-to-image pipeline and save them as a captioned grid (one row per prompt)."),
+        formatter_class=examples,
+        epilog=f"""examples:
+  hf-textimg generate "a red circle at the top left" "two blue squares"
+  hf-textimg generate "a green plus left of a pink triangle" --num-images 8 --seed 1 --out outputs/plus.png
+  hf-textimg generate "a blue circle" --model outputs/diffusion-shapes --steps 50 --guidance 6 --individual
+  hf-textimg generate "a yellow star" --model your-org/your-model --device cuda
+
+The shipped model ({DEFAULT_MODEL}) knows the Shapes world: 8 colours (red, orange, yellow,
+green, cyan, blue, purple, pink), 4 shapes (circle, square, triangle, plus), small/large,
+positions (top left ... bottom right), counts (two/three/four), pairs and relations
+(left of, right of, above, below).""",
+    )
+    generate.add_argument("prompt", nargs="+", type=prompt_text, help="one or more prompts (quote each one)")
+    generate.add_argument("--num-images", type=positive_int, default=4, help="images per prompt (default: 4)")
+    generate.add_argument("--out", type=image_path, default=Path("outputs/grid.png"), help="where to write the grid (default: outputs/grid.png)")
+    generate.add_argument("--individual", action="store_true", help="also save each image as OUT-<prompt>-<image>.png next to the grid")
+    generate.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_model_args(generate)
+    generate.set_defaults(func=run_generate)
+
+    evaluate = sub.add_parser(
+        "evaluate",
+        help="score a model on the Shapes benchmark (per-category table + JSON)",
+        description=textwrap.fill(
+            "Generate the Shapes benchmark prompts (never seen in training) with a model and score each image with "
+            "the rule-based Shapes scorer. Prints a per-category table and a JSON line; --json also writes it to a file."
+        ),
+        formatter_class=examples,
+        epilog="""examples:
+  hf-textimg evaluate                    # the shipped model; the defaults reproduce its eval_results.json
+  hf-textimg evaluate --model outputs/diffusion-shapes --json outputs/eval.json
+  hf-textimg evaluate --model outputs/decoder-shapes --prompts-per-category 100
+
+Categories: single, color, position, count, pair, relation, heldout (colour-shape pairs held
+out of training). overall = mean of the first six. 40 prompts per category (280 images,
+20 steps with guidance) take 3-5 minutes on 2 CPU cores.""",
+    )
+    evaluate.add_argument("--benchmark", choices=["shapes"], default="shapes", help="which benchmark (default: shapes)")
+    evaluate.add_argument("--prompts-per-category", type=positive_int, default=40, help="benchmark prompts per category, one image each (default: 40)")
+    evaluate.add_argument("--batch-size", type=positive_int, default=128, help="prompts per generation batch (default: 128, as in training)")
+    evaluate.add_argument("--json", type=Path, default=None, metavar="PATH", help="also write the results to this JSON file")
+    evaluate.add_argument("--quiet", action="store_true", help="no progress lines")
+    _add_model_args(evaluate)
+    evaluate.set_defaults(func=run_evaluate)
 
     data = sub.add_parser(
         "data",
         help="build a built-in data set (shapes or emoji) to a folder",
         description="Build a built-in data set and save it as a datasets folder (load_from_disk) or an imagefolder.",
+        formatter_class=examples,
+        epilog="""examples:
+  hf-textimg data shapes --size 32 --out data/shapes32                # then datasets.load_from_disk("data/shapes32")
+  hf-textimg data shapes --size 64 --num-train 50000 --seed 1 --out data/shapes64
+  hf-textimg data emoji --size 64 --out data/emoji64 --imagefolder   # PNGs + metadata.jsonl per split
+
+Splits: shapes -> train / validation / heldout (colour-shape pairs never in train);
+emoji -> train / validation / heldout_variants. The emoji set needs Debian's
+fonts-noto-color-emoji, unicode-data and unicode-cldr-core packages.""",
     )
     data.add_argument("dataset", choices=["shapes", "emoji"], help="which data set to build")
     data.add_argument("--size", type=int, default=32, choices=[32, 64], help="image side in pixels (default: 32)")
@@ -88,11 +423,23 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--cache-dir", default=None, help="emoji: cache folder (default: $HF_TEXTIMG_CACHE or ~/.cache/hf_textimg)")
     data.set_defaults(func=run_data)
 
-    demo = sub.add_parser("demo", help="run the demo (writes a PNG grid)", description="Write a preview grid of the Shapes world.")
+    demo = sub.add_parser(
+        "demo",
+        help="generate a captioned grid with the shipped model (well under a minute on a CPU)",
+        description=textwrap.fill(
+            f"Generate images for {len(DEMO_PROMPTS)} prompts, one per Shapes benchmark category plus a second held-out "
+            "colour-shape pair, with the shipped model (or --model), save them as a captioned grid and print how many "
+            "the Shapes scorer accepts."
+        ),
+        formatter_class=examples,
+        epilog="""examples:
+  hf-textimg demo                       # writes outputs/demo/shapes_demo.png
+  hf-textimg demo --num-images 8 --seed 1
+  hf-textimg demo --model outputs/diffusion-shapes --out outputs/demo-mine""",
+    )
     demo.add_argument("--out", default="outputs/demo", help="output folder (default: outputs/demo)")
-    demo.add_argument("--size", type=int, default=32, choices=[32, 64])
-    demo.add_argument("--num-images", type=int, default=24)
-    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--num-images", type=positive_int, default=4, help="images per prompt (default: 4)")
+    _add_model_args(demo)
     demo.set_defaults(func=run_demo)
     return parser
 

@@ -1,10 +1,164 @@
+import json
+
 import datasets
+import numpy as np
 import pytest
+import torch
+from diffusers import DPMSolverMultistepScheduler
 from PIL import Image
 
-from hf_textimg.cli import main
+import hf_textimg.pretrained as pretrained
+from hf_textimg.autoencoder import ConceptDecoder
+from hf_textimg.cli import DEMO_PROMPTS, main
+from hf_textimg.concept import ConceptTextConfig, ConceptTextModel
+from hf_textimg.data.shapes import BENCHMARK_CATEGORIES
+from hf_textimg.diffusion import build_unet
+from hf_textimg.pipelines import ConceptDiffusionPipeline, DecoderPipeline
+from hf_textimg.tokenization import train_tokenizer
 
 SMALL = ["--num-train", "12", "--num-validation", "4", "--num-heldout", "4"]
+PROMPTS = ["a red circle at the top left", "two blue squares"]
+
+
+def grid_width(cols: int, side: int = 32, scale: int = 4, pad: int = 4) -> int:
+    return cols * (side * scale + pad) + pad  # make_captioned_grid's layout
+
+
+@pytest.fixture(scope="module")
+def tiny_models(tmp_path_factory):
+    """A tiny random ConceptDiffusionPipeline and DecoderPipeline, saved with save_pretrained."""
+    torch.manual_seed(0)
+    tokenizer = train_tokenizer(PROMPTS + ["a green plus left of a pink triangle"], vocab_size=100, model_max_length=16)
+    config = ConceptTextConfig(vocab_size=len(tokenizer), hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64,
+                               max_position_embeddings=16, projection_dim=32)
+    unet = build_unet(cross_attention_dim=32, concept_dim=32, block_out_channels=(16, 32), attention_head_dim=8, norm_num_groups=8)
+    scheduler = DPMSolverMultistepScheduler(prediction_type="v_prediction", thresholding=True, sample_max_value=1.0)
+    decoder = ConceptDecoder(code_dim=32, noise_dim=4, block_out_channels=(16, 16, 8, 8), norm_num_groups=4)
+    folders = {"diffusion": tmp_path_factory.mktemp("diffusion"), "decoder": tmp_path_factory.mktemp("decoder")}
+    ConceptDiffusionPipeline(tokenizer, ConceptTextModel(config).eval(), unet, scheduler).save_pretrained(folders["diffusion"])
+    DecoderPipeline(tokenizer=tokenizer, text_encoder=ConceptTextModel(config).eval(), decoder=decoder.eval()).save_pretrained(folders["decoder"])
+    return {name: str(folder) for name, folder in folders.items()}
+
+
+def pixels(path) -> np.ndarray:
+    return np.asarray(Image.open(path).convert("RGB"))
+
+
+# -- generate ------------------------------------------------------------------------------------
+
+
+def test_generate_writes_a_grid_and_one_png_per_image(tiny_models, tmp_path, capsys):
+    out = tmp_path / "grid.png"
+    argv = ["generate", *PROMPTS, "--model", tiny_models["diffusion"], "--num-images", "3", "--steps", "2", "--out", str(out), "--quiet"]
+    assert main([*argv, "--individual"]) == 0
+    grid = Image.open(out)
+    assert grid.width == grid_width(3) and grid.height > 2 * 128  # one row of 3 per prompt, captions below
+    assert f"Grid: {out}" in capsys.readouterr().out
+    singles = sorted(p.name for p in tmp_path.glob("grid-*.png"))
+    assert singles == [f"grid-{p:02d}-{i:02d}.png" for p in range(2) for i in range(3)]
+    assert Image.open(tmp_path / "grid-01-02.png").size == (32, 32)
+
+    # Same seed -> the same pixels; another seed -> other pixels.
+    main([*argv[:-3], "--out", str(tmp_path / "again.png"), "--quiet"])
+    main([*argv[:-3], "--out", str(tmp_path / "other.png"), "--seed", "1", "--quiet"])
+    assert np.array_equal(pixels(out), pixels(tmp_path / "again.png"))
+    assert not np.array_equal(pixels(out), pixels(tmp_path / "other.png"))
+
+
+def test_generate_with_a_one_shot_pipeline_ignores_steps_and_guidance(tiny_models, tmp_path, capsys):
+    argv = ["generate", PROMPTS[0], "--model", tiny_models["decoder"], "--num-images", "2", "--steps", "5", "--guidance", "3"]
+    assert main([*argv, "--out", str(tmp_path / "a.png")]) == 0
+    assert "takes no --steps or --guidance; ignored" in capsys.readouterr().err
+    assert main([*argv, "--out", str(tmp_path / "b.png")]) == 0
+    assert Image.open(tmp_path / "a.png").width == grid_width(2)
+    assert np.array_equal(pixels(tmp_path / "a.png"), pixels(tmp_path / "b.png"))
+
+
+# -- evaluate ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["diffusion", "decoder"])
+def test_evaluate_prints_a_table_and_writes_json(tiny_models, tmp_path, capsys, kind):
+    out = tmp_path / "eval.json"
+    argv = ["evaluate", "--model", tiny_models[kind], "--benchmark", "shapes", "--prompts-per-category", "2", "--json", str(out), "--quiet"]
+    assert main([*argv, *(["--steps", "1"] if kind == "diffusion" else [])]) == 0
+    stdout = capsys.readouterr().out
+    result = json.loads(out.read_text())
+    assert set(result["accuracy"]) == set(BENCHMARK_CATEGORIES)
+    assert result["counts"] == {c: 2 for c in BENCHMARK_CATEGORIES}
+    assert 0 <= result["overall"] <= 1 and result["heldout"] == result["accuracy"]["heldout"]
+    assert json.loads(stdout.strip().splitlines()[-1]) == result  # the same JSON as the last stdout line
+    for category in (*BENCHMARK_CATEGORIES, "overall"):
+        assert any(line.startswith(category) for line in stdout.splitlines())
+
+
+# -- the shipped model and the demo ----------------------------------------------------------------
+
+
+def test_shipped_model_is_small_safetensors_only():
+    folder = pretrained.pretrained_path()
+    files = [p for p in folder.rglob("*") if p.is_file()]
+    assert {p.suffix for p in files} <= {".json", ".safetensors", ".md", ".png"}
+    assert {"model_index.json", "unet", "text_encoder", "tokenizer", "scheduler"} <= {p.name for p in folder.iterdir()}
+    assert sum(p.stat().st_size for p in files) < 30 * 2**20
+
+
+def test_demo_with_the_shipped_model_writes_its_grid(tmp_path, capsys):
+    assert main(["demo", "--out", str(tmp_path), "--num-images", "1", "--steps", "2"]) == 0
+    grid = Image.open(tmp_path / "shapes_demo.png")
+    assert grid.width == grid_width(1) and grid.height > len(DEMO_PROMPTS) * 128
+    stdout = capsys.readouterr().out
+    assert f"Grid: {tmp_path / 'shapes_demo.png'}" in stdout
+    assert all(prompt in stdout for _, prompt in DEMO_PROMPTS)  # each prompt's scorer verdict
+
+
+def test_missing_shipped_model_says_how_to_train_one(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(pretrained, "PRETRAINED_DIR", tmp_path)
+    assert main(["demo", "--out", str(tmp_path / "demo")]) == 2
+    err = capsys.readouterr().err
+    assert "missing" in err and "train_diffusion.py" in err and "Traceback" not in err
+
+
+# -- bad input -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["generate"], "the following arguments are required: prompt"),
+        (["generate", "   "], "a prompt must not be empty"),
+        (["generate", "a red circle", "--num-images", "0"], "--num-images: must be at least 1"),
+        (["generate", "a red circle", "--steps", "two"], "--steps: expected a whole number"),
+        (["generate", "a red circle", "--guidance", "-1"], "--guidance: must be >= 0"),
+        (["generate", "a red circle", "--model", "./no/such/folder"], "--model: './no/such/folder' does not exist"),
+        (["generate", "a red circle", "--out", "grid.txt"], "--out: 'grid.txt' must be an image file name"),
+        (["generate", "a red circle", "--device", "gpu"], "--device: expected auto, cpu, cuda"),
+        (["evaluate", "--benchmark", "coco"], "invalid choice: 'coco'"),
+        (["evaluate", "--prompts-per-category", "0"], "--prompts-per-category: must be at least 1"),
+    ],
+)
+def test_bad_arguments_are_argparse_errors(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and "usage: hf-textimg" in err
+
+
+def test_a_folder_that_is_not_a_pipeline_is_rejected(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["generate", "a red circle", "--model", str(tmp_path)])
+    assert "has no model_index.json" in capsys.readouterr().err
+
+
+def test_a_hub_repo_that_cannot_be_fetched_is_one_clear_line(tmp_path, capsys):
+    # tests/conftest.py sets HF_HUB_OFFLINE=1, so the look-up fails at once.
+    assert main(["generate", "a red circle", "--model", "no-such-org/no-such-model", "--out", str(tmp_path / "g.png")]) == 2
+    err = capsys.readouterr().err
+    assert "could not load --model 'no-such-org/no-such-model'" in err and "Traceback" not in err
+
+
+# -- data ----------------------------------------------------------------------------------------
 
 
 def test_data_shapes_to_load_from_disk(tmp_path, capsys):
@@ -19,13 +173,6 @@ def test_data_shapes_imagefolder_loads_with_datasets(tmp_path):
     assert main(["data", "shapes", "--out", str(tmp_path / "f"), "--imagefolder", *SMALL]) == 0
     heldout = datasets.load_dataset("imagefolder", data_dir=str(tmp_path / "f" / "heldout"))["train"]
     assert len(heldout) == 4 and heldout[0]["text"]
-
-
-def test_demo_writes_a_grid(tmp_path, capsys):
-    assert main(["demo", "--out", str(tmp_path), "--num-images", "8"]) == 0
-    grid = Image.open(tmp_path / "shapes_preview.png")
-    assert grid.size[0] > 128 * 4
-    assert str(tmp_path / "shapes_preview.png") in capsys.readouterr().out
 
 
 def test_bad_size_is_rejected_by_the_parser(tmp_path, capsys):
