@@ -1,0 +1,169 @@
+"""Sampling throughput (images/s) at batch 1 and 64: one-shot pipeline, diffusion pipeline at 20 and 50 steps,
+and the upstream baseline at the same steps.
+
+    python -m benchmarks.sampling_throughput                                  # random weights, real sizes
+    python -m benchmarks.sampling_throughput --model outputs/diffusion-shapes --oneshot_model outputs/decoder-shapes \
+        --baseline_model outputs/baseline-shapes --threads 2
+
+Without a `--*model` folder each pipeline is built with random weights at its training route's real size
+(benchmarks/routes.py; throughput does not depend on the weights): `DecoderPipeline` (128-wide 2-layer text
+tower + the README decoder), `ConceptDiffusionPipeline` (same text tower + our default U-Net + the DPM-Solver++
+scheduler train_diffusion.py ships) and `BaselinePipeline` (CLIPTextModel + the SD-layout U-Net of matched
+size + upstream DPMSolverMultistep; `baseline+ourattention` has cross-attention only at the lowest resolution,
+as our U-Net). The diffusion pipelines use classifier-free guidance 4 (two U-Net rows per image). A call = prompts -> numpy images (`output_type="np"`), tokenisation and post-processing included.
+images/s = batch / median call time over `--repeats` calls after `--warmup`. Prints a table, then one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+import tempfile
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as `python benchmarks/sampling_throughput.py`: make the repository root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from benchmarks.common import add_common_args, emit, format_table, machine_info, median, parameter_count, print_machine, ratio, setup, time_calls  # noqa: E402
+from benchmarks.routes import ROUTES, baseline_argv  # noqa: E402
+
+
+PIPELINES = ["oneshot", "diffusion", "baseline", "baseline+ourattention"]
+
+
+def shapes_tokenizer(max_length: int, n: int = 2000):
+    """Our caption tokenizer trained on `n` Shapes captions (scenes sampled, not rendered)."""
+    from hf_textimg.data.shapes import caption_scene, sample_scene
+    from hf_textimg.tokenization import train_tokenizer
+
+    rng = np.random.default_rng(0)
+    return train_tokenizer([caption_scene(sample_scene(rng, size=32), rng) for _ in range(n)], model_max_length=max_length)
+
+
+def random_pipeline(name: str, quick: bool, workdir: str):
+    """Pipeline `name` (one of PIPELINES) with random weights at its training route's size."""
+    from hf_textimg.concept import ConceptTextConfig, ConceptTextModel
+    from hf_textimg.training import parse_args
+    from training import train_decoder, train_diffusion
+
+    from benchmarks import baseline
+
+    out = ["--output_dir", workdir]
+    # The diffusion+text route's text tower is the size of the concept model's (the README's 128 x 2 layers).
+    text_cfg = parse_args(train_diffusion.DiffusionTrainConfig, ROUTES["diffusion+text"].argv(quick, extra=out))
+    tokenizer = shapes_tokenizer(text_cfg.max_length)
+    if name.startswith("baseline"):
+        cfg = parse_args(baseline.BaselineTrainConfig, baseline_argv(name, quick, workdir))
+        scheduler = baseline.sampling_scheduler(baseline.build_noise_scheduler())
+        return baseline.BaselinePipeline(tokenizer, baseline.build_text_encoder(cfg, tokenizer), baseline.build_unet(cfg), scheduler)
+    text_encoder = ConceptTextModel(ConceptTextConfig(
+        vocab_size=len(tokenizer), hidden_size=text_cfg.text_hidden_size, num_layers=text_cfg.text_num_layers,
+        num_heads=text_cfg.text_num_heads, intermediate_size=4 * text_cfg.text_hidden_size,
+        max_position_embeddings=text_cfg.max_length, projection_dim=text_cfg.projection_dim,
+        pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+    ))
+    if name == "oneshot":
+        from hf_textimg.pipelines.pipeline_decoder import DecoderPipeline
+
+        cfg = parse_args(train_decoder.DecoderTrainConfig, ROUTES["decoder"].argv(quick, "unused", extra=out))
+        return DecoderPipeline(tokenizer=tokenizer, text_encoder=text_encoder, decoder=train_decoder.build_decoder(cfg, text_cfg.projection_dim))
+    from hf_textimg.pipelines.pipeline_diffusion import ConceptDiffusionPipeline
+
+    scheduler = train_diffusion.inference_scheduler(train_diffusion.build_noise_scheduler(text_cfg))
+    return ConceptDiffusionPipeline(tokenizer, text_encoder, train_diffusion.build_model(text_cfg, text_encoder), scheduler)
+
+
+def load_pipeline(name: str, quick: bool, workdir: str, path: str | None = None):
+    """Pipeline `name` from a saved folder, or with random weights at the real size; progress bar off."""
+    if path is None:
+        pipe = random_pipeline(name, quick, workdir)
+    elif name.startswith("baseline"):
+        from benchmarks.baseline import BaselinePipeline
+
+        pipe = BaselinePipeline.from_pretrained(path)
+    else:
+        import hf_textimg  # noqa: F401  (registers our pipelines with diffusers)
+        from diffusers import DiffusionPipeline
+
+        pipe = DiffusionPipeline.from_pretrained(path)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def generator_parameters(name: str, pipe) -> int:
+    return parameter_count(pipe.decoder if name == "oneshot" else pipe.unet)
+
+
+def measure(pipe, prompts: list[str], steps: int | None, warmup: int, repeats: int, autocast: bool) -> float:
+    """images/s of one pipeline call on `prompts` (median of `repeats`)."""
+    kwargs = {} if steps is None else {"num_inference_steps": steps, "guidance_scale": 4.0}
+    precision = torch.autocast("cpu", dtype=torch.bfloat16) if autocast else contextlib.nullcontext()
+
+    def call():
+        with precision:
+            pipe(prompts, generator=torch.Generator().manual_seed(0), output_type="np", **kwargs)
+
+    return len(prompts) / median(time_calls(call, warmup, repeats))
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = add_common_args(argparse.ArgumentParser(description=__doc__.splitlines()[0]))
+    parser.add_argument("--pipelines", nargs="+", default=PIPELINES, choices=PIPELINES)
+    parser.add_argument("--model", help="a trained ConceptDiffusionPipeline folder (default: random weights)")
+    parser.add_argument("--oneshot_model", help="a trained DecoderPipeline folder")
+    parser.add_argument("--baseline_model", help="a BaselinePipeline folder written by benchmarks/baseline.py (replaces `baseline`)")
+    parser.add_argument("--batch_sizes", type=int, nargs="+", default=[1, 64])
+    parser.add_argument("--steps", type=int, nargs="+", default=[20, 50], help="diffusion and baseline sampling steps")
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--autocast_bf16", action="store_true", help="run every pipeline under CPU bf16 autocast")
+    args = parser.parse_args(argv)
+    threads = setup(args)
+    if args.quick:
+        args.batch_sizes, args.steps, args.warmup, args.repeats = [1, 4], [2], 0, 1
+    info = machine_info()
+
+    from hf_textimg.evaluation.shapes_scorer import benchmark_prompts
+
+    pool = [p.prompt for p in benchmark_prompts(10)]  # 70 prompts, all categories
+    paths = {"oneshot": args.oneshot_model, "diffusion": args.model, "baseline": args.baseline_model}
+    # (row key, pipeline, steps): the one-shot pipeline has no steps; the others run at each of --steps.
+    rows = [(name, name, None) if name == "oneshot" else (f"{name}@{s}", name, s) for s in args.steps for name in args.pipelines]
+    rows = list(dict.fromkeys(rows))  # "oneshot" once
+    with tempfile.TemporaryDirectory(prefix="sampling-throughput-") as tmp, torch.inference_mode():
+        pipes = {name: load_pipeline(name, args.quick, tmp, paths.get(name)) for name in args.pipelines}
+        sizes = {name: generator_parameters(name, pipe) for name, pipe in pipes.items()}
+        results = {
+            key: {str(b): measure(pipes[name], [pool[i % len(pool)] for i in range(b)], steps, args.warmup, args.repeats, args.autocast_bf16)
+                  for b in args.batch_sizes}
+            for key, name, steps in rows
+        }
+    # ours / each baseline at the same steps and batch size
+    ratios = {
+        f"diffusion/{name}@{s}": {str(b): ratio(results[f"diffusion@{s}"][str(b)], results[f"{name}@{s}"][str(b)]) for b in args.batch_sizes}
+        for s in args.steps for name in args.pipelines if name.startswith("baseline") and "diffusion" in args.pipelines
+    }
+
+    print_machine(info)
+    print(f"images/s = batch / median of {args.repeats} calls; guidance 4 for diffusion and baselines; "
+          + ("bf16 autocast" if args.autocast_bf16 else "fp32") + "; generator parameters: "
+          + ", ".join(f"{name} {n:,}" for name, n in sizes.items()))
+    headers = ["pipeline", "steps", *(f"batch {b} img/s" for b in args.batch_sizes), *(f"ours ÷ this b{b}" for b in args.batch_sizes)]
+    table = []
+    for key, name, steps in rows:
+        r = ratios.get(f"diffusion/{key}", {})
+        table.append([name, steps or "one pass", *(results[key][str(b)] for b in args.batch_sizes), *(r.get(str(b)) for b in args.batch_sizes)])
+    print(format_table(headers, table))
+    return emit({
+        "benchmark": "sampling_throughput", "quick": args.quick, "threads": threads, "images_per_s": results, "ratios": ratios,
+        "parameters": sizes, "models": paths, "autocast_bf16": args.autocast_bf16, "repeats": args.repeats,
+        "machine": info, "load_1min_after": machine_info()["load_1min"],
+    })
+
+
+if __name__ == "__main__":
+    main()
