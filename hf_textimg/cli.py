@@ -156,6 +156,29 @@ def _load_error(model: str, err: Exception) -> str:
     return f"could not load --model {model!r}: it is not a local folder, and it could not be downloaded as a Hub repo: {reason}"
 
 
+# --scheduler choices: diffusers classes, each built with `from_config` from the pipeline's saved scheduler config.
+SCHEDULERS = {
+    "ddpm": ("DDPMScheduler", {}),
+    "ddim": ("DDIMScheduler", {}),
+    "dpm++": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++"}),
+    "euler": ("EulerDiscreteScheduler", {}),
+    "unipc": ("UniPCMultistepScheduler", {}),
+}
+
+
+def set_scheduler(pipe, name: str | None) -> None:
+    """Replace `pipe.scheduler` by the `--scheduler` choice (a no-op for None or a pipeline without one)."""
+    if name is None:
+        return
+    if not hasattr(pipe, "scheduler"):
+        print(f"note: {type(pipe).__name__} generates in one pass and has no scheduler; --scheduler ignored", file=sys.stderr)
+        return
+    import diffusers
+
+    cls_name, overrides = SCHEDULERS[name]
+    pipe.scheduler = getattr(diffusers, cls_name).from_config(pipe.scheduler.config, **overrides)
+
+
 def call_kwargs(pipe, steps: int | None, guidance: float | None) -> dict:
     """Sampling options this pipeline's `__call__` takes. The one-shot DecoderPipeline has no
     steps or guidance: those are left out, with a note when they were asked for."""
@@ -199,6 +222,7 @@ def model_name(args) -> str:
 def run_generate(args) -> int:
     start = time.perf_counter()
     pipe = load_pipeline(args.model, args.device)
+    set_scheduler(pipe, args.scheduler)
     pipe.set_progress_bar_config(disable=args.quiet)
     kwargs = call_kwargs(pipe, args.steps, args.guidance)
     images = generate_images(pipe, args.prompt, args.num_images, args.seed, **kwargs)
@@ -226,6 +250,7 @@ def run_evaluate(args) -> int:
 
     start = time.perf_counter()
     pipe = load_pipeline(args.model, args.device)
+    set_scheduler(pipe, args.scheduler)
     pipe.set_progress_bar_config(disable=True)
     kwargs = call_kwargs(pipe, args.steps, args.guidance)
     # One generator across batches, as training's evaluation does, so the defaults reproduce eval_results.json.
@@ -246,7 +271,8 @@ def run_evaluate(args) -> int:
         "benchmark": args.benchmark,
         "model": args.model or DEFAULT_MODEL,
         **report.to_dict(),
-        "settings": {"prompts_per_category": args.prompts_per_category, "seed": args.seed, "batch_size": args.batch_size, **kwargs},
+        "settings": {"prompts_per_category": args.prompts_per_category, "seed": args.seed, "batch_size": args.batch_size,
+                     "scheduler": type(getattr(pipe, "scheduler", None)).__name__ if hasattr(pipe, "scheduler") else None, **kwargs},
         "seconds": round(time.perf_counter() - start, 1),
     }
     print(f"Shapes benchmark, {model_name(args)}: {args.prompts_per_category} prompts per category, seed {args.seed}")
@@ -266,6 +292,7 @@ def run_demo(args) -> int:
 
     start = time.perf_counter()
     pipe = load_pipeline(args.model, args.device)
+    set_scheduler(pipe, args.scheduler)
     pipe.set_progress_bar_config(disable=True)
     prompts = [prompt for _, prompt in DEMO_PROMPTS]
     images = generate_images(pipe, prompts, args.num_images, args.seed, **call_kwargs(pipe, args.steps, args.guidance))
@@ -328,6 +355,9 @@ def _add_model_args(parser: argparse.ArgumentParser) -> None:
     add("--steps", type=positive_int, default=None, help=f"denoising steps (default: {DEFAULT_STEPS}; one-shot pipelines ignore it)")
     add("--guidance", type=non_negative_float, default=None,
         help=f"classifier-free guidance scale, <= 1 turns it off (default: {DEFAULT_GUIDANCE:g}; one-shot pipelines ignore it)")
+    add("--scheduler", choices=sorted(SCHEDULERS), default=None,
+        help="swap the diffusion pipeline's sampler (built with from_config from the saved one, so the training betas and "
+             "prediction type are kept): ddpm needs ~1000 steps, the others ~20-50 (default: the one the model was saved with)")
     add("--seed", type=int, default=0, help="random seed: the same seed gives the same images (default: 0)")
     add("--device", type=device_arg, default="auto", help="auto (cuda when available, else cpu), cpu, cuda, cuda:N or mps (default: auto)")
 

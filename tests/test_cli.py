@@ -65,6 +65,22 @@ def test_generate_writes_a_grid_and_one_png_per_image(tiny_models, tmp_path, cap
     assert not np.array_equal(pixels(out), pixels(tmp_path / "other.png"))
 
 
+@pytest.mark.parametrize("scheduler", ["ddpm", "ddim", "euler", "unipc"])
+def test_generate_with_another_scheduler_changes_the_sampler(tiny_models, tmp_path, scheduler):
+    base = ["generate", PROMPTS[0], "--model", tiny_models["diffusion"], "--num-images", "1", "--steps", "3", "--quiet"]
+    assert main([*base, "--out", str(tmp_path / "dpm.png")]) == 0
+    assert main([*base, "--scheduler", scheduler, "--out", str(tmp_path / "other.png")]) == 0
+    assert not np.array_equal(pixels(tmp_path / "dpm.png"), pixels(tmp_path / "other.png"))
+
+
+def test_evaluate_records_the_scheduler(tiny_models, tmp_path):
+    out = tmp_path / "eval.json"
+    argv = ["evaluate", "--model", tiny_models["diffusion"], "--prompts-per-category", "1", "--steps", "2", "--scheduler", "ddim",
+            "--json", str(out), "--quiet"]
+    assert main(argv) == 0
+    assert json.loads(out.read_text())["settings"]["scheduler"] == "DDIMScheduler"
+
+
 def test_generate_with_a_one_shot_pipeline_ignores_steps_and_guidance(tiny_models, tmp_path, capsys):
     argv = ["generate", PROMPTS[0], "--model", tiny_models["decoder"], "--num-images", "2", "--steps", "5", "--guidance", "3"]
     assert main([*argv, "--out", str(tmp_path / "a.png")]) == 0

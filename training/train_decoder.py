@@ -299,7 +299,7 @@ def shapes_metrics(pipeline: DecoderPipeline, num_prompts: int, seed: int) -> di
     pipeline.set_progress_bar_config(disable=True)
     generator = torch.Generator().manual_seed(seed)
     generate = lambda prompts: list(pipeline(prompts, generator=generator, output_type="np").images)  # noqa: E731
-    report = ShapesScorer().evaluate_pipeline(generate, n_per_category=num_prompts, seed=seed, batch_size=64)
+    report = ShapesScorer().evaluate_pipeline(generate, n_per_category=num_prompts, batch_size=64)  # the fixed benchmark prompt set
     metrics = {f"shapes_{category}": value for category, value in report.accuracy.items()}
     metrics["shapes_overall"] = report.overall
     return metrics

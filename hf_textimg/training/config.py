@@ -50,7 +50,7 @@ class TrainConfig:
     # Optimisation
     train_batch_size: int = field(default=64, metadata={"help": "Batch size per process."})
     max_train_steps: int = field(default=1000, metadata={"help": "Optimizer steps to train for."})
-    max_train_minutes: float | None = field(default=None, metadata={"help": "Stop (and save) after this many minutes."})
+    max_train_minutes: float | None = field(default=None, metadata={"help": "Stop (and save) after this many minutes of training (evaluation time excluded)."})
     learning_rate: float = field(default=1e-3, metadata={"help": "Peak learning rate."})
     lr_scheduler: str = field(
         default="cosine",

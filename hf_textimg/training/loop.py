@@ -269,7 +269,9 @@ def train_loop(
                 out_of_time = accelerator.reduce(torch.tensor(float(out_of_time), device=accelerator.device), reduction="sum").item() > 0
             done = state.global_step >= cfg.max_train_steps or out_of_time
             if evaluate is not None and (state.global_step % cfg.validation_steps == 0 or done):
+                eval_start = time.perf_counter()
                 state.metrics = evaluate(state)
+                start += time.perf_counter() - eval_start  # the clock (budget, curves) counts training, not evaluation
                 state.metrics_history.append((state.global_step, state.elapsed_seconds / 60, state.metrics))
                 accelerator.log(state.metrics, step=state.global_step)
                 logger.info("step %d: %s", state.global_step, {k: round(v, 4) for k, v in state.metrics.items()})
