@@ -185,7 +185,7 @@ def render_model_card(
 
     history = []
     for step, minutes, step_metrics in results.get("metrics_history", []):
-        history.append({"step": step, "minutes": round(minutes, 1), "metrics": step_metrics})
+        history.append({"step": step, "minutes": "-" if minutes is None else round(minutes, 1), "metrics": step_metrics})
     shapes_categories = [c for c in SHAPES_CATEGORIES if f"shapes_{c}" in metrics]
     eval_results = _eval_results(kind, metrics, dataset)
     tags = ["hf-textimg", "text-to-image" if kind in ("diffusion", "decoder") else kind, "safetensors"]

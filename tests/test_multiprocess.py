@@ -77,6 +77,10 @@ def runs(request, tmp_path_factory, concept_dir):
     script = request.param
     root = tmp_path_factory.mktemp(f"mp-{script}")
     args = COMMON + SCRIPT_ARGS[script] + (["--concept_model_path", str(concept_dir)] if script in NEEDS_CONCEPT_MODEL else [])
+    if script == "concept":
+        # Both runs read one tokenizer: a tokenizer trained separately by each run may number tied tokens differently
+        # (the tokenizers trainer is multi-threaded), and then the 2x B vs 1x 2B comparison would compare other models.
+        args += ["--tokenizer_name", str(concept_dir)]
     env = {"MP_FAKE_HUB": "1", **({"MP_GLOBAL_NOISE": "1"} if script == "diffusion" else {})}
     two = run(harness_command(script, root / "dump2", args + ["--train_batch_size", str(B), "--output_dir", str(root / "out2")], 2),
               LAUNCH_TIMEOUT, **env)

@@ -83,7 +83,12 @@ class DiffusionTrainConfig(TrainConfig):
     )
     num_train_timesteps: int = 1000
     beta_schedule: Literal["linear", "scaled_linear", "squaredcos_cap_v2"] = "squaredcos_cap_v2"
-    snr_gamma: float = field(default=5.0, metadata={"help": "Min-SNR loss weighting gamma (https://arxiv.org/abs/2303.09556); 0 = plain MSE on the target."})
+    snr_gamma: float = field(
+        default=0.0,
+        metadata={"help": "Min-SNR loss weighting gamma (https://arxiv.org/abs/2303.09556); 0 = plain MSE on the target (default). "
+                  "With v-prediction, gamma > 0 gives the high-noise steps, where layout (position, count, relations) is decided, "
+                  "almost no weight; see the README's Diffusion section."},
+    )
     cond_dropout: float = field(default=0.1, metadata={"help": "Fraction of captions replaced by the empty caption (classifier-free guidance)."})
     # EMA
     use_ema: bool = field(default=False, metadata={"help": "Keep an EMA of the trained weights; it is what gets evaluated and saved."})
