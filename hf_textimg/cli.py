@@ -118,8 +118,9 @@ def resolve_device(name: str) -> str:
     return name
 
 
-def load_pipeline(model: str | None, device: str = "auto"):
-    """`DiffusionPipeline.from_pretrained(model)` on `device`; `model=None` is the shipped default."""
+def load_pipeline(model: str | None, device: str = "auto", scheduler: str | None = None):
+    """`DiffusionPipeline.from_pretrained(model)` on `device`, with the `--scheduler` choice swapped in;
+    `model=None` is the shipped default."""
     from diffusers import DiffusionPipeline
     from diffusers.utils import logging as diffusers_logging
     from transformers.utils import logging as transformers_logging
@@ -140,6 +141,7 @@ def load_pipeline(model: str | None, device: str = "auto"):
             diffusers_logging.enable_progress_bar()
         if bars[1]:
             transformers_logging.enable_progress_bar()
+    set_scheduler(pipe, scheduler)
     return pipe.to(device)
 
 
@@ -221,8 +223,7 @@ def model_name(args) -> str:
 
 def run_generate(args) -> int:
     start = time.perf_counter()
-    pipe = load_pipeline(args.model, args.device)
-    set_scheduler(pipe, args.scheduler)
+    pipe = load_pipeline(args.model, args.device, args.scheduler)
     pipe.set_progress_bar_config(disable=args.quiet)
     kwargs = call_kwargs(pipe, args.steps, args.guidance)
     images = generate_images(pipe, args.prompt, args.num_images, args.seed, **kwargs)
@@ -249,8 +250,7 @@ def run_evaluate(args) -> int:
     from .evaluation import ShapesScorer
 
     start = time.perf_counter()
-    pipe = load_pipeline(args.model, args.device)
-    set_scheduler(pipe, args.scheduler)
+    pipe = load_pipeline(args.model, args.device, args.scheduler)
     pipe.set_progress_bar_config(disable=True)
     kwargs = call_kwargs(pipe, args.steps, args.guidance)
     # One generator across batches, as training's evaluation does, so the defaults reproduce eval_results.json.
@@ -291,8 +291,7 @@ def run_demo(args) -> int:
     from .evaluation import ShapesScorer
 
     start = time.perf_counter()
-    pipe = load_pipeline(args.model, args.device)
-    set_scheduler(pipe, args.scheduler)
+    pipe = load_pipeline(args.model, args.device, args.scheduler)
     pipe.set_progress_bar_config(disable=True)
     prompts = [prompt for _, prompt in DEMO_PROMPTS]
     images = generate_images(pipe, prompts, args.num_images, args.seed, **call_kwargs(pipe, args.steps, args.guidance))
