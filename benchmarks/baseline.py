@@ -50,7 +50,6 @@ from diffusers import DDPMScheduler, DiffusionPipeline, DPMSolverMultistepSchedu
 from diffusers.image_processor import VaeImageProcessor
 from diffusers.optimization import get_scheduler
 from diffusers.pipelines.pipeline_utils import ImagePipelineOutput
-from diffusers.training_utils import EMAModel
 from diffusers.utils.torch_utils import randn_tensor
 from transformers import CLIPTextConfig, CLIPTextModel
 
@@ -58,6 +57,8 @@ from hf_textimg.data.loading import ImageTextCollator, ImageTextTransform
 from hf_textimg.diffusion import DEFAULT_BLOCK_OUT_CHANNELS, build_unet as build_our_unet
 from hf_textimg.tokenization import tokenize_captions
 from hf_textimg.training import (
+    build_emas,
+    ema_weights,
     TrainConfig,
     build_accelerator,
     build_train_dataloader,
@@ -295,20 +296,16 @@ def make_evaluator(cfg: BaselineTrainConfig, pipeline_fn):
 def make_pipeline_fn(tokenizer, text_encoder, unet, noise_scheduler, emas: dict, trained: dict):
     @contextlib.contextmanager
     def pipeline_fn():
-        for name, ema in emas.items():
-            ema.store(trained[name].parameters())
-            ema.copy_to(trained[name].parameters())
-        unet.eval()
-        text_encoder.eval()
-        pipe = BaselinePipeline(tokenizer, text_encoder, unet, sampling_scheduler(noise_scheduler))
-        pipe.set_progress_bar_config(disable=True)
-        try:
-            yield pipe
-        finally:
-            unet.train()
-            text_encoder.train()
-            for name, ema in emas.items():
-                ema.restore(trained[name].parameters())
+        with ema_weights(emas, trained):
+            unet.eval()
+            text_encoder.eval()
+            pipe = BaselinePipeline(tokenizer, text_encoder, unet, sampling_scheduler(noise_scheduler))
+            pipe.set_progress_bar_config(disable=True)
+            try:
+                yield pipe
+            finally:
+                unet.train()
+                text_encoder.train()
 
     return pipeline_fn
 
@@ -341,11 +338,7 @@ def main(argv: list[str] | None = None) -> dict:
     models = dict(zip(trained, prepared[:2]))
     optimizer, dataloader, lr_scheduler = prepared[2:]
 
-    emas = {}
-    if cfg.use_ema:
-        for name, model in trained.items():
-            emas[name] = EMAModel(model.parameters(), decay=cfg.ema_decay, foreach=cfg.foreach_ema, model_cls=type(model), model_config=model.config)
-            emas[name].to(accelerator.device)
+    emas = build_emas(trained, cfg.ema_decay, accelerator.device, foreach=cfg.foreach_ema) if cfg.use_ema else {}
 
     def after_optimizer_step(state):
         for name, ema in emas.items():

@@ -30,7 +30,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 from diffusers import DDPMScheduler, DPMSolverMultistepScheduler, UNet2DConditionModel
-from diffusers.training_utils import EMAModel, compute_snr
+from diffusers.training_utils import compute_snr
 
 from hf_textimg.concept import ConceptTextConfig, ConceptTextModel
 from hf_textimg.diffusion import DEFAULT_BLOCK_OUT_CHANNELS, build_unet, encode_concept, unet_input
@@ -38,6 +38,9 @@ from hf_textimg.hub import write_card_and_push
 from hf_textimg.pipelines.pipeline_diffusion import ConceptDiffusionPipeline
 from hf_textimg.tokenization import tokenize_captions
 from hf_textimg.training import (
+    build_emas,
+    ema_checkpoint_modules,
+    ema_weights,
     TrainConfig,
     build_accelerator,
     build_optimizer,
@@ -218,58 +221,6 @@ def make_compute_loss(cfg, accelerator, unet, text_encoder, noise_scheduler, emp
     return compute_loss
 
 
-# ---- EMA --------------------------------------------------------------------------------
-class EMAWeights(torch.nn.Module):
-    """An `EMAModel` seen as a module, so `save_checkpoint` / `load_checkpoint` store it like the trained
-    models (safetensors): its shadow weights under the tracked model's parameter names, plus its step."""
-
-    def __init__(self, ema: EMAModel, names: list[str]):
-        super().__init__()
-        self.ema, self.names = ema, names
-
-    def state_dict(self, *args, **kwargs) -> dict[str, torch.Tensor]:
-        return {**dict(zip(self.names, self.ema.shadow_params)), "ema.optimization_step": torch.tensor(self.ema.optimization_step)}
-
-    def load_state_dict(self, state_dict: dict, strict: bool = True, assign: bool = False):
-        missing = [n for n in self.names if n not in state_dict]
-        if missing:
-            raise ValueError(f"EMA checkpoint lacks {len(missing)} weights, e.g. {missing[:3]}; was it saved from another model?")
-        for name, shadow in zip(self.names, self.ema.shadow_params):
-            shadow.copy_(state_dict[name])
-        self.ema.optimization_step = int(state_dict["ema.optimization_step"])
-
-
-def build_emas(cfg: DiffusionTrainConfig, trained: dict[str, torch.nn.Module], device) -> dict[str, EMAModel]:
-    """One EMA per trained model (the U-Net, and the text tower when it is trained). Every process keeps
-    its own copy, updated from the same synchronised weights after each optimizer step, so all copies
-    stay equal and the main process's checkpoint is everyone's."""
-    if not cfg.use_ema:
-        return {}
-    emas = {}
-    for name, model in trained.items():
-        emas[name] = EMAModel(model.parameters(), decay=cfg.ema_decay, foreach=True, model_cls=type(model), model_config=model.config)
-        emas[name].to(device)
-    return emas
-
-
-def ema_checkpoint_modules(emas: dict[str, EMAModel], trained: dict[str, torch.nn.Module]) -> dict[str, EMAWeights]:
-    """`ema_<name>` entries for the checkpoint (`ema_unet.safetensors`, ...)."""
-    return {f"ema_{name}": EMAWeights(ema, [n for n, _ in trained[name].named_parameters()]) for name, ema in emas.items()}
-
-
-@contextlib.contextmanager
-def ema_weights(emas: dict[str, EMAModel], trained: dict[str, torch.nn.Module]):
-    """Temporarily load the EMA weights into the (unwrapped) trained models."""
-    for name, ema in emas.items():
-        ema.store(trained[name].parameters())
-        ema.copy_to(trained[name].parameters())
-    try:
-        yield
-    finally:
-        for name, ema in emas.items():
-            ema.restore(trained[name].parameters())
-
-
 # ---- validation and evaluation ----------------------------------------------------------
 def default_validation_prompts(cfg: DiffusionTrainConfig, train_data) -> list[str]:
     if cfg.validation_prompts:
@@ -378,7 +329,7 @@ def main(argv: list[str] | None = None) -> dict:
         text_encoder.to(accelerator.device)
     text_model = models.get("text_encoder", text_encoder)
 
-    emas = build_emas(cfg, trained, accelerator.device)
+    emas = build_emas(trained, cfg.ema_decay, accelerator.device) if cfg.use_ema else {}
     ema_modules = ema_checkpoint_modules(emas, trained)
 
     def after_optimizer_step(state):
