@@ -12,6 +12,7 @@ Layout of an encoded caption: ``[BOS] tokens... [EOS] [PAD]...`` (lower-cased, N
 from __future__ import annotations
 
 import string
+from collections import Counter
 from collections.abc import Iterable, Iterator
 
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
@@ -20,7 +21,7 @@ from transformers import PreTrainedTokenizerFast
 PAD_TOKEN, BOS_TOKEN, EOS_TOKEN, UNK_TOKEN = "[PAD]", "[BOS]", "[EOS]", "[UNK]"
 SPECIAL_TOKENS = [PAD_TOKEN, BOS_TOKEN, EOS_TOKEN, UNK_TOKEN]  # ids 0..3, in this order
 
-TOKENIZER_MODELS = ("wordpiece", "bpe")
+TOKENIZER_MODELS = ("word", "wordpiece", "bpe")
 # Always in the vocabulary, so a prompt with a digit or punctuation unseen in training is not [UNK].
 ALPHABET = list(string.ascii_lowercase + string.digits + string.punctuation)
 
@@ -34,21 +35,54 @@ def _flatten(texts: Iterable[str | list[str]]) -> Iterator[str]:
             yield from text
 
 
+def _word_vocab(tokenizer: Tokenizer, texts: list[str], vocab_size: int, min_frequency: int) -> dict[str, int]:
+    """A deterministic WordPiece vocabulary: special tokens, single characters (word-initial and
+    ``##`` continuation), then whole words by count (ties alphabetical) up to `vocab_size`.
+
+    Written here because the `tokenizers` trainers break ties between equally frequent merges in hash
+    order, so the same captions give a different vocabulary (and token ids) in every process: two
+    ranks or two runs of a training script would disagree on what an id means. The captions of the
+    built-in sets use a few hundred to a few thousand words, so whole words fit a 4,096 vocabulary; a
+    word outside it (rare, or unseen) is spelled with the character pieces instead of becoming [UNK].
+    """
+    counts: Counter[str] = Counter()
+    for text in texts:
+        normalized = tokenizer.normalizer.normalize_str(text)
+        counts.update(word for word, _ in tokenizer.pre_tokenizer.pre_tokenize_str(normalized))
+    # Punctuation is split off as its own word by the pre-tokenizer, so only letters and digits
+    # (ASCII, plus any other character the captions use) need a continuation piece.
+    seen = sorted({c for word in counts for c in word} - set(ALPHABET))
+    continuation = [c for c in ALPHABET + seen if c.isalnum()]
+    pieces = SPECIAL_TOKENS + ALPHABET + seen + [f"##{c}" for c in continuation]
+    if vocab_size <= len(pieces):
+        raise ValueError(
+            f"vocab_size={vocab_size} is too small for model='word', which needs {len(pieces)} special and "
+            f"character tokens before any word; pass vocab_size > {len(pieces)} or model='wordpiece'."
+        )
+    known = set(pieces)
+    words = sorted((w for w, n in counts.items() if n >= min_frequency and w not in known), key=lambda w: (-counts[w], w))
+    pieces += words[: vocab_size - len(pieces)]
+    return {piece: i for i, piece in enumerate(pieces)}
+
+
 def train_tokenizer(
     texts: Iterable[str | list[str]],
     vocab_size: int = 4096,
-    model: str = "wordpiece",
+    model: str = "word",
     min_frequency: int = 1,
     model_max_length: int = 64,
 ) -> PreTrainedTokenizerFast:
-    """Train a lower-casing WordPiece (default) or BPE tokenizer on `texts`.
+    """Train a lower-casing tokenizer on `texts`.
 
     Args:
         texts: captions (strings, or lists of strings per example).
         vocab_size: upper bound of the vocabulary, special tokens included. The trained
             vocabulary is smaller when the captions need fewer tokens.
-        model: "wordpiece" or "bpe".
-        min_frequency: merges/pieces seen fewer times are not learned.
+        model: "word" (default): whole words, most frequent first, with a character fallback
+            (a WordPiece model; deterministic: the same captions always give the same ids).
+            "wordpiece" or "bpe": the `tokenizers` trainers (sub-word pieces; the vocabulary
+            can differ between runs on the same captions, see `_word_vocab`).
+        min_frequency: words (or merges/pieces) seen fewer times are not learned.
         model_max_length: the length captions are truncated/padded to by default.
 
     Returns:
@@ -60,9 +94,9 @@ def train_tokenizer(
     if vocab_size < len(SPECIAL_TOKENS) + 1:
         raise ValueError(f"vocab_size={vocab_size} is too small; it must exceed the {len(SPECIAL_TOKENS)} special tokens.")
 
-    if model == "wordpiece":
+    if model in ("word", "wordpiece"):
         tokenizer = Tokenizer(models.WordPiece(unk_token=UNK_TOKEN, max_input_chars_per_word=64))
-        trainer = trainers.WordPieceTrainer(
+        trainer = None if model == "word" else trainers.WordPieceTrainer(
             vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=SPECIAL_TOKENS, initial_alphabet=ALPHABET
         )
         tokenizer.decoder = decoders.WordPiece()
@@ -83,7 +117,12 @@ def train_tokenizer(
     texts = list(_flatten(texts))
     if not texts:
         raise ValueError("Cannot train a tokenizer on an empty list of captions; pass the caption column of a non-empty data set.")
-    tokenizer.train_from_iterator(texts, trainer=trainer, length=len(texts))
+    if trainer is None:
+        tokenizer.model = models.WordPiece(
+            _word_vocab(tokenizer, texts, vocab_size, min_frequency), unk_token=UNK_TOKEN, max_input_chars_per_word=64
+        )
+    else:
+        tokenizer.train_from_iterator(texts, trainer=trainer, length=len(texts))
 
     bos_id, eos_id = tokenizer.token_to_id(BOS_TOKEN), tokenizer.token_to_id(EOS_TOKEN)
     tokenizer.post_processor = processors.TemplateProcessing(

@@ -49,7 +49,7 @@ def tiny_text_encoder(tokenizer) -> ConceptTextModel:
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    return train_tokenizer(PROMPTS + ["a green plus left of a pink triangle"], vocab_size=100, model_max_length=16)
+    return train_tokenizer(PROMPTS + ["a green plus left of a pink triangle"], vocab_size=200, model_max_length=16)
 
 
 @pytest.fixture

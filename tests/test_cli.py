@@ -28,7 +28,7 @@ def grid_width(cols: int, side: int = 32, scale: int = 4, pad: int = 4) -> int:
 def tiny_models(tmp_path_factory):
     """A tiny random ConceptDiffusionPipeline and DecoderPipeline, saved with save_pretrained."""
     torch.manual_seed(0)
-    tokenizer = train_tokenizer(PROMPTS + ["a green plus left of a pink triangle"], vocab_size=100, model_max_length=16)
+    tokenizer = train_tokenizer(PROMPTS + ["a green plus left of a pink triangle"], vocab_size=200, model_max_length=16)
     config = ConceptTextConfig(vocab_size=len(tokenizer), hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64,
                                max_position_embeddings=16, projection_dim=32)
     unet = build_unet(cross_attention_dim=32, concept_dim=32, block_out_channels=(16, 32), attention_head_dim=8, norm_num_groups=8)

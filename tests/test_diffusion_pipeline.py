@@ -24,7 +24,7 @@ PROMPTS = ["a red circle at the top left", "two blue squares"]
 @pytest.fixture(scope="module")
 def pipe():
     torch.manual_seed(0)
-    tokenizer = train_tokenizer(PROMPTS + ["a green plus left of a pink triangle"], vocab_size=100, model_max_length=16)
+    tokenizer = train_tokenizer(PROMPTS + ["a green plus left of a pink triangle"], vocab_size=200, model_max_length=16)
     text_encoder = ConceptTextModel(
         ConceptTextConfig(vocab_size=len(tokenizer), hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64,
                           max_position_embeddings=16, projection_dim=32)
@@ -139,3 +139,19 @@ def test_prompt_or_embeds_exactly_once(pipe):
         generate(pipe, prompt_embeds=cond)
     with pytest.raises(ValueError, match="prompt_embeds"):
         generate(pipe, prompt=None)
+
+
+def test_prompt_sensitivity_probe(pipe):
+    from hf_textimg.evaluation.probes import predicted_x0, prompt_sensitivity
+
+    same = prompt_sensitivity(pipe, PROMPTS[0], PROMPTS[0], num_images=2)
+    other = prompt_sensitivity(pipe, PROMPTS[0], PROMPTS[1], num_images=2)
+    assert same.concept_distance == 0 and set(same.x0_difference.values()) == {0.0}
+    assert other.concept_distance > 0 and all(v > 0 for v in other.x0_difference.values())
+    assert list(other.x0_difference) == [950, 800, 500]
+    # x0 from a v-prediction: with v = sqrt(ab) * eps - sqrt(1 - ab) * x0 and x_t = sqrt(ab) * x0 + sqrt(1 - ab) * eps
+    x0, eps, ab = torch.randn(2, 3, 4, 4), torch.randn(2, 3, 4, 4), torch.tensor(0.3)
+    noisy, v = ab.sqrt() * x0 + (1 - ab).sqrt() * eps, ab.sqrt() * eps - (1 - ab).sqrt() * x0
+    assert torch.allclose(predicted_x0(pipe.scheduler.config, v, noisy, ab), x0, atol=1e-5)
+    with pytest.raises(ValueError, match="timesteps"):
+        prompt_sensitivity(pipe, PROMPTS[0], PROMPTS[1], timesteps=(1000,))

@@ -54,7 +54,7 @@ def test_imagefolder_export_round_trip(tmp_path):
 
 
 def test_transform_and_collator():
-    tok = train_tokenizer([f"picture number {i}" for i in range(6)], vocab_size=100, model_max_length=10)
+    tok = train_tokenizer([f"picture number {i}" for i in range(6)], vocab_size=200, model_max_length=10)
     data = _toy()["train"].with_transform(ImageTextTransform(32, image_column="img", caption_column="caption"))
     batch = ImageTextCollator(tok)([data[i] for i in range(3)])
     assert batch["pixel_values"].shape == (3, 3, 32, 32)

@@ -1,3 +1,6 @@
+import subprocess
+import sys
+
 import pytest
 from transformers import AutoTokenizer
 
@@ -12,7 +15,7 @@ CAPTIONS = [
 ]
 
 
-@pytest.mark.parametrize("model", ["wordpiece", "bpe"])
+@pytest.mark.parametrize("model", ["word", "wordpiece", "bpe"])
 def test_round_trip_and_special_tokens(tmp_path, model):
     tok = train_tokenizer(CAPTIONS, vocab_size=300, model=model)
     ids = tok("A Small RED circle at the top left")["input_ids"]
@@ -43,3 +46,27 @@ def test_list_captions_and_bad_arguments():
         train_tokenizer(CAPTIONS, model="unigram-ish")
     with pytest.raises(ValueError, match="empty"):
         train_tokenizer([])
+
+
+def test_word_vocabulary_is_the_same_in_every_process():
+    # The tokenizers trainers break ties in hash order, which changes per process; the default
+    # "word" model must give the same ids in two fresh interpreters (ranks, or two runs).
+    code = (
+        "import json; from hf_textimg.tokenization import train_tokenizer; "
+        f"print(json.dumps(sorted(train_tokenizer({CAPTIONS!r} * 3, vocab_size=150).get_vocab().items())))"
+    )
+    vocabs = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout for _ in range(2)]
+    assert vocabs[0] == vocabs[1] and "circle" in vocabs[0]
+
+
+def test_word_vocabulary_keeps_the_most_frequent_words_and_spells_the_rest():
+    captions = ["red circle"] * 3 + ["blue circle"] * 2 + ["green zebra"]
+    full = train_tokenizer(captions, vocab_size=4096).get_vocab()
+    n_words = 5  # red circle blue green zebra
+    tok = train_tokenizer(captions, vocab_size=len(full) - n_words + 2)  # room for two words
+    vocab = tok.get_vocab()
+    assert "circle" in vocab and "red" in vocab and "blue" not in vocab
+    assert tok.tokenize("blue zebra") == ["b", "##l", "##u", "##e", "z", "##e", "##b", "##r", "##a"]
+    assert tok.unk_token_id not in tok("a brand-new word, 42")["input_ids"]
+    with pytest.raises(ValueError, match="too small"):
+        train_tokenizer(captions, vocab_size=50)
