@@ -134,3 +134,16 @@ def test_flops_quick():
     r = record["routes"]["diffusion"]
     assert r["flops_per_step"] > 0 and 0 < r["percent_of_peak"]
     assert any("flash_attention_for_cpu" in op for op in r["flops_by_op"])  # CPU attention is counted
+
+
+def test_speedups_quick():
+    from benchmarks.speedups import SAMPLE_VARIANTS, TRAIN_VARIANTS, main
+
+    record = main(QUICK + ["--train", "diffusion", "--train_variants", "as README", "fp32", "channels_last", "adam_fused",
+                           "--sample", "fp32", "channels_last+bf16"])
+    variants = record["train"]["diffusion"]
+    assert set(variants) - {"as README, again"} <= set(TRAIN_VARIANTS) and variants["as README"]["ratio_to_readme"] == pytest.approx(1.0)
+    assert variants["as README"]["mixed_precision"] == "bf16" and variants["fp32"]["mixed_precision"] == "no"
+    assert all(v["images_per_s"] > 0 for v in variants.values())
+    assert set(record["sample"]) == {"fp32", "channels_last+bf16"} <= set(SAMPLE_VARIANTS)
+    assert record["sample"]["fp32"]["ratio_to_fp32"] == pytest.approx(1.0)

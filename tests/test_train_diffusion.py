@@ -143,3 +143,22 @@ def test_loss_is_the_same_x0_error_for_every_prediction_type(snr_gamma):
         assert losses["epsilon"] == pytest.approx(losses["sample"], rel=1e-3)
     else:  # unweighted, the three targets weight timesteps differently
         assert losses["epsilon"] > 10 * losses["sample"] and losses["v_prediction"] > 10 * losses["sample"]
+
+
+def test_speed_options_train_the_same_model(tmp_path, fresh_accelerator_state):
+    """--channels_last and --adam_fused change how the step runs (memory layout, optimizer kernel), not what it computes."""
+    from hf_textimg.training import TrainConfig, set_memory_format
+
+    conv = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.Linear(4, 4))
+    set_memory_format(TrainConfig(channels_last=True), conv)
+    assert conv[0].weight.is_contiguous(memory_format=torch.channels_last) and not conv[0].weight.is_contiguous()
+
+    runs = {}
+    for name, extra in {"plain": [], "fast": ["--channels_last", "--adam_fused"]}.items():
+        out = tmp_path / name
+        result = main(TINY + NEW_TEXT_TOWER + ["--output_dir", str(out), "--max_train_steps", "4", "--validation_steps", "4",
+                                               "--eval_prompts_per_category", "0", *extra])
+        runs[name] = load_file(out / "unet" / "diffusion_pytorch_model.safetensors"), result["loss_history"]
+    (plain, plain_losses), (fast, fast_losses) = runs["plain"], runs["fast"]
+    assert [loss for _, loss in fast_losses] == pytest.approx([loss for _, loss in plain_losses], rel=1e-3)
+    assert all(torch.allclose(plain[k], fast[k], atol=1e-4) for k in plain)

@@ -26,6 +26,7 @@ from hf_textimg.training import (
     load_split,
     parse_args,
     run_result,
+    set_memory_format,
     tracker_config,
     train_loop,
     write_eval_results,
@@ -96,6 +97,7 @@ def main(argv: list[str] | None = None) -> dict:
     train_data = load_split(cfg, "train", cfg.max_train_samples, caption_column=None)
     model = build_model(cfg)
     dataloader = build_train_dataloader(cfg, train_data, caption_column=None)
+    set_memory_format(cfg, model)
     optimizer, lr_scheduler = build_optimizer(cfg, model.parameters())
     model, optimizer, dataloader, lr_scheduler = accelerator.prepare(model, optimizer, dataloader, lr_scheduler)
 

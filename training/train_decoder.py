@@ -60,6 +60,7 @@ from hf_textimg.training import (
     load_split,
     parse_args,
     run_result,
+    set_memory_format,
     tracker_config,
     train_loop,
     write_eval_results,
@@ -325,6 +326,7 @@ def main(argv: list[str] | None = None) -> dict:
     dataloader = build_train_dataloader(cfg, train_data, tokenizer)
     posterior = build_posterior(cfg, code_dim)
     trained = {"decoder": decoder} | ({"text_encoder": text_encoder} if cfg.train_text_encoder else {}) | ({"posterior": posterior} if posterior else {})
+    set_memory_format(cfg, decoder, image_encoder)
     optimizer, lr_scheduler = build_optimizer(cfg, [p for model in trained.values() for p in model.parameters()])
     prepared = accelerator.prepare(*trained.values(), optimizer, dataloader, lr_scheduler)
     trained = dict(zip(trained, prepared[: len(trained)]))

@@ -49,6 +49,7 @@ from hf_textimg.training import (
     load_split,
     parse_args,
     run_result,
+    set_memory_format,
     tracker_config,
     train_loop,
     write_eval_results,
@@ -321,6 +322,7 @@ def main(argv: list[str] | None = None) -> dict:
     # optimizer states are fp32 and fp16 loss scaling never meets fp16 gradients.
     trained = {"unet": unet, **({"text_encoder": text_encoder} if cfg.train_text_encoder else {})}
     dataloader = build_train_dataloader(cfg, train_data, tokenizer)
+    set_memory_format(cfg, unet)
     optimizer, lr_scheduler = build_optimizer(cfg, [p for m in trained.values() for p in m.parameters()])
     prepared = accelerator.prepare(*trained.values(), optimizer, dataloader, lr_scheduler)
     models = dict(zip(trained, prepared[: len(trained)]))

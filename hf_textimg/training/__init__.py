@@ -12,6 +12,7 @@ from .loop import (
     load_or_train_tokenizer,
     load_split,
     run_result,
+    set_memory_format,
     tracker_config,
     write_eval_results,
     train_loop,

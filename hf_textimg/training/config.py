@@ -65,6 +65,8 @@ class TrainConfig:
     gradient_accumulation_steps: int = field(default=1, metadata={"help": "Micro-batches per optimizer step."})
     gradient_checkpointing: bool = field(default=False, metadata={"help": "Trade compute for memory."})
     mixed_precision: Literal["no", "fp16", "bf16"] = field(default="no", metadata={"help": "Autocast precision."})
+    channels_last: bool = field(default=False, metadata={"help": "Keep conv weights in channels-last memory format (NHWC)."})
+    adam_fused: bool = field(default=False, metadata={"help": "torch.optim.AdamW(fused=True) instead of foreach=True."})
     seed: int = field(default=0, metadata={"help": "Seed for model init, data order and noise."})
 
     # Checkpoints and output

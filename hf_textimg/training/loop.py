@@ -130,9 +130,9 @@ def build_train_dataloader(cfg: TrainConfig, data, tokenizer=None, caption_colum
 def load_or_train_tokenizer(cfg: TrainConfig, captions, accelerator: Accelerator | None = None, pretrained: str | None = None):
     """`--tokenizer_name`, else `pretrained` (e.g. the concept model folder), else one trained on `captions`.
 
-    `tokenizers` training is not reproducible from run to run, so a trained tokenizer is
-    written once to ``output_dir/tokenizer`` by the main process and every process loads that
-    copy; a resumed run reuses the copy beside its checkpoint.
+    A trained tokenizer (the deterministic "word" model of `train_tokenizer`) is written once to
+    ``output_dir/tokenizer`` by the main process and every process loads that copy; a resumed run
+    reuses the copy beside its checkpoint, so a changed data set cannot change the ids mid-run.
     """
     from transformers import AutoTokenizer
 
@@ -159,6 +159,14 @@ def tracker_config(cfg: TrainConfig) -> dict:
     return {k: v if isinstance(v, (bool, int, float, str)) else str(v) for k, v in config_to_dict(cfg).items() if v is not None}
 
 
+def set_memory_format(cfg: TrainConfig, *modules: torch.nn.Module) -> None:
+    """`--channels_last`: conv weights (4-d parameters) of `modules` in NHWC layout, before `accelerator.prepare`
+    (DDP then buckets the gradients in that layout). oneDNN convolutions then produce NHWC activations."""
+    if cfg.channels_last:
+        for module in modules:
+            module.to(memory_format=torch.channels_last)
+
+
 # ---- optimisation ------------------------------------------------------------------------
 def build_optimizer(cfg: TrainConfig, params, num_training_steps: int | None = None):
     from diffusers.optimization import get_scheduler
@@ -172,7 +180,7 @@ def build_optimizer(cfg: TrainConfig, params, num_training_steps: int | None = N
         betas=(cfg.adam_beta1, cfg.adam_beta2),
         weight_decay=cfg.adam_weight_decay,
         eps=cfg.adam_epsilon,
-        foreach=True,
+        **({"fused": True} if cfg.adam_fused else {"foreach": True}),
     )
     lr_scheduler = get_scheduler(
         cfg.lr_scheduler, optimizer, num_warmup_steps=cfg.lr_warmup_steps, num_training_steps=num_training_steps or cfg.max_train_steps
