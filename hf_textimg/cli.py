@@ -197,12 +197,25 @@ def call_kwargs(pipe, steps: int | None, guidance: float | None) -> dict:
     return kwargs
 
 
-def generate_images(pipe, prompts: list[str], num_images: int, seed: int, **kwargs) -> list:
+def autocast(pipe, mixed_precision: str):
+    """`--mixed-precision bf16`: the pipeline call under torch.autocast on its device (weights stay fp32), which
+    samples the shipped model 2.85x faster on a 2-core CPU (README "Performance"); "no": full fp32."""
+    import contextlib
+
+    import torch
+
+    if mixed_precision == "no":
+        return contextlib.nullcontext()
+    return torch.autocast(pipe._execution_device.type, dtype=torch.bfloat16)
+
+
+def generate_images(pipe, prompts: list[str], num_images: int, seed: int, mixed_precision: str = "no", **kwargs) -> list:
     """`num_images` PIL images per prompt (prompt 0's first); the same seed gives the same images."""
     import torch
 
     generator = torch.Generator().manual_seed(seed)  # on the CPU, so a seed means the same noise on any device
-    return pipe(prompts, num_images_per_prompt=num_images, generator=generator, **kwargs).images
+    with autocast(pipe, mixed_precision):
+        return pipe(prompts, num_images_per_prompt=num_images, generator=generator, **kwargs).images
 
 
 def save_grid(images: list, captions: list[str], path: Path, cols: int):
@@ -226,7 +239,7 @@ def run_generate(args) -> int:
     pipe = load_pipeline(args.model, args.device, args.scheduler)
     pipe.set_progress_bar_config(disable=args.quiet)
     kwargs = call_kwargs(pipe, args.steps, args.guidance)
-    images = generate_images(pipe, args.prompt, args.num_images, args.seed, **kwargs)
+    images = generate_images(pipe, args.prompt, args.num_images, args.seed, args.mixed_precision, **kwargs)
     captions = [p for p in args.prompt for _ in range(args.num_images)]
     save_grid(images, captions, args.out, cols=args.num_images)
     if args.individual:
@@ -260,7 +273,8 @@ def run_evaluate(args) -> int:
 
     def generate(batch: list[str]):
         nonlocal done
-        images = pipe(batch, generator=generator, output_type="np", **kwargs).images
+        with autocast(pipe, args.mixed_precision):
+            images = pipe(batch, generator=generator, output_type="np", **kwargs).images
         done += len(batch)
         if not args.quiet:
             print(f"  generated {done}/{total} images ({time.perf_counter() - start:.0f}s)", file=sys.stderr)
@@ -272,6 +286,7 @@ def run_evaluate(args) -> int:
         "model": args.model or DEFAULT_MODEL,
         **report.to_dict(),
         "settings": {"prompts_per_category": args.prompts_per_category, "seed": args.seed, "batch_size": args.batch_size,
+                     "mixed_precision": args.mixed_precision,
                      "scheduler": type(getattr(pipe, "scheduler", None)).__name__ if hasattr(pipe, "scheduler") else None, **kwargs},
         "seconds": round(time.perf_counter() - start, 1),
     }
@@ -294,7 +309,7 @@ def run_demo(args) -> int:
     pipe = load_pipeline(args.model, args.device, args.scheduler)
     pipe.set_progress_bar_config(disable=True)
     prompts = [prompt for _, prompt in DEMO_PROMPTS]
-    images = generate_images(pipe, prompts, args.num_images, args.seed, **call_kwargs(pipe, args.steps, args.guidance))
+    images = generate_images(pipe, prompts, args.num_images, args.seed, args.mixed_precision, **call_kwargs(pipe, args.steps, args.guidance))
     path = Path(args.out) / "shapes_demo.png"
     save_grid(images, [p for p in prompts for _ in range(args.num_images)], path, cols=args.num_images)
 
@@ -358,6 +373,9 @@ def _add_model_args(parser: argparse.ArgumentParser) -> None:
         help="swap the diffusion pipeline's sampler (built with from_config from the saved one, so the training betas and "
              "prediction type are kept): ddpm needs ~1000 steps, the others ~20-50 (default: the one the model was saved with)")
     add("--seed", type=int, default=0, help="random seed: the same seed gives the same images (default: 0)")
+    add("--mixed-precision", choices=["no", "bf16"], default="no",
+        help="bf16: sample under torch.autocast (about 2.9x faster on a recent CPU; scores in the README); "
+             "no: fp32, what the model cards' figures use (default: no)")
     add("--device", type=device_arg, default="auto", help="auto (cuda when available, else cpu), cpu, cuda, cuda:N or mps (default: auto)")
 
 

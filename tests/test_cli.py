@@ -73,6 +73,27 @@ def test_generate_with_another_scheduler_changes_the_sampler(tiny_models, tmp_pa
     assert not np.array_equal(pixels(tmp_path / "dpm.png"), pixels(tmp_path / "other.png"))
 
 
+def test_bf16_sampling_runs_under_autocast_and_is_recorded(tiny_models, tmp_path, monkeypatch):
+    import torch
+
+    seen = []
+    original = torch.autocast
+
+    def spy(device_type, dtype=None, **kwargs):
+        seen.append((device_type, dtype))
+        return original(device_type, dtype=dtype, **kwargs)
+
+    monkeypatch.setattr(torch, "autocast", spy)
+    base = ["generate", PROMPTS[0], "--model", tiny_models["diffusion"], "--num-images", "1", "--steps", "3", "--quiet"]
+    assert main([*base, "--out", str(tmp_path / "fp32.png")]) == 0 and seen == []
+    assert main([*base, "--mixed-precision", "bf16", "--out", str(tmp_path / "bf16.png")]) == 0
+    assert seen == [("cpu", torch.bfloat16)]
+    out = tmp_path / "eval.json"
+    assert main(["evaluate", "--model", tiny_models["diffusion"], "--prompts-per-category", "1", "--steps", "2",
+                 "--mixed-precision", "bf16", "--json", str(out), "--quiet"]) == 0
+    assert json.loads(out.read_text())["settings"]["mixed_precision"] == "bf16"
+
+
 def test_evaluate_records_the_scheduler(tiny_models, tmp_path):
     out = tmp_path / "eval.json"
     argv = ["evaluate", "--model", tiny_models["diffusion"], "--prompts-per-category", "1", "--steps", "2", "--scheduler", "ddim",
@@ -117,6 +138,20 @@ def test_shipped_model_is_small_safetensors_only():
     assert {p.suffix for p in files} <= {".json", ".safetensors", ".md", ".png"}
     assert {"model_index.json", "unet", "text_encoder", "tokenizer", "scheduler"} <= {p.name for p in folder.iterdir()}
     assert sum(p.stat().st_size for p in files) < 30 * 2**20
+
+
+def test_shipped_model_listens_to_position_words():
+    """Regression test of issue 5's diagnosis: the model shipped before snr_gamma 0 and the frozen concept tower
+    predicted the same clean image for "top left" and "bottom right" (x0 differed by 0.06 at t=800; colour: 1.7)."""
+    from diffusers import DiffusionPipeline
+
+    from hf_textimg.evaluation.probes import prompt_sensitivity
+
+    pipe = DiffusionPipeline.from_pretrained(pretrained.pretrained_path())
+    position = prompt_sensitivity(pipe, "a red circle at the top left", "a red circle at the bottom right")
+    colour = prompt_sensitivity(pipe, "a red circle at the top left", "a blue circle at the top left")
+    assert position.x0_difference[800] > 0.5 * colour.x0_difference[800]
+    assert position.concept_distance > 0.5
 
 
 def test_demo_with_the_shipped_model_writes_its_grid(tmp_path, capsys):
