@@ -58,7 +58,7 @@ from hf_textimg.diffusion import DEFAULT_BLOCK_OUT_CHANNELS, build_unet as build
 from hf_textimg.tokenization import tokenize_captions
 from hf_textimg.training import (
     build_emas,
-    ema_weights,
+    ema_eval_mode,
     TrainConfig,
     build_accelerator,
     build_train_dataloader,
@@ -296,16 +296,10 @@ def make_evaluator(cfg: BaselineTrainConfig, pipeline_fn):
 def make_pipeline_fn(tokenizer, text_encoder, unet, noise_scheduler, emas: dict, trained: dict):
     @contextlib.contextmanager
     def pipeline_fn():
-        with ema_weights(emas, trained):
-            unet.eval()
-            text_encoder.eval()
+        with ema_eval_mode(emas, trained, unet, text_encoder):
             pipe = BaselinePipeline(tokenizer, text_encoder, unet, sampling_scheduler(noise_scheduler))
             pipe.set_progress_bar_config(disable=True)
-            try:
-                yield pipe
-            finally:
-                unet.train()
-                text_encoder.train()
+            yield pipe
 
     return pipeline_fn
 

@@ -22,20 +22,20 @@ as a default only where this benchmark shows it (README "Performance"). Prints t
 from __future__ import annotations
 
 import argparse
-import contextlib
 import gc
 import os
 import sys
 import tempfile
 import time
 from pathlib import Path
+from unittest import mock
 
 if __package__ in (None, ""):  # run as `python benchmarks/speedups.py`: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from benchmarks.common import TimedLoop, add_common_args, emit, format_table, machine_info, median, print_machine, ratio, setup, time_calls  # noqa: E402
+from benchmarks.common import TimedLoop, add_common_args, emit, format_table, machine_info, median, print_machine, ratio, setup  # noqa: E402
 from benchmarks.routes import ROUTES, make_concept_model, run_route  # noqa: E402
 
 TRAIN_VARIANTS: dict[str, tuple[list[str], dict[str, str]]] = {
@@ -49,26 +49,12 @@ TRAIN_VARIANTS: dict[str, tuple[list[str], dict[str, str]]] = {
 SAMPLE_VARIANTS = ["fp32", "bf16", "channels_last", "channels_last+bf16", "compile", "compile+bf16"]
 
 
-@contextlib.contextmanager
-def environment(overrides: dict[str, str]):
-    saved = {k: os.environ.get(k) for k in overrides}
-    os.environ.update(overrides)
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
-
 def train_variant(route: str, variant: str, quick: bool, workdir: Path, concept_path: str, warmup: int, steps: int) -> dict:
     extra, env = TRAIN_VARIANTS[variant]
     out = str(workdir / f"{route}-{variant}".replace(" ", "_"))
     argv = ROUTES[route].argv(quick, concept_path, extra=[*extra, "--output_dir", out])
     loop = TimedLoop(max_steps=warmup + steps)
-    with environment(env):
+    with mock.patch.dict(os.environ, env):
         run_route(route, argv, loop)
     torch._dynamo.reset()  # a compiled graph must not leak into the next variant
     gc.collect()
@@ -80,32 +66,25 @@ def train_variant(route: str, variant: str, quick: bool, workdir: Path, concept_
 
 
 def sample_variant(variant: str, quick: bool, workdir: str, batch: int, steps: int, warmup: int, repeats: int) -> dict:
-    from benchmarks.sampling_throughput import random_pipeline
+    from benchmarks.sampling_throughput import measure, random_pipeline
     from hf_textimg.evaluation.shapes_scorer import benchmark_prompts
 
     pipe = random_pipeline("diffusion", quick, workdir)
     pipe.set_progress_bar_config(disable=True)
     if "channels_last" in variant:
         pipe.unet.to(memory_format=torch.channels_last)
-    compile_seconds = None
-    if "compile" in variant:
-        pipe.unet = torch.compile(pipe.unet)
-    prompts = [p.prompt for p in benchmark_prompts(10)][:batch]
-    prompts = (prompts * (batch // len(prompts) + 1))[:batch]
-    precision = torch.autocast("cpu", dtype=torch.bfloat16) if "bf16" in variant else contextlib.nullcontext()
-
-    def call():
-        with precision:
-            pipe(prompts, num_inference_steps=steps, guidance_scale=4.0, generator=torch.Generator().manual_seed(0), output_type="np")
-
+    pool = [p.prompt for p in benchmark_prompts(10)]
+    prompts = [pool[i % len(pool)] for i in range(batch)]
+    bf16, compile_seconds = "bf16" in variant, None
     with torch.inference_mode():
         if "compile" in variant:
+            pipe.unet = torch.compile(pipe.unet)
             start = time.perf_counter()
-            call()  # compiles
+            measure(pipe, prompts, steps, warmup=0, repeats=1, autocast=bf16)  # the first call compiles
             compile_seconds = time.perf_counter() - start
-        seconds = median(time_calls(call, warmup, repeats))
+        images_per_s = measure(pipe, prompts, steps, warmup, repeats, autocast=bf16)
     torch._dynamo.reset()
-    return {"images_per_s": batch / seconds, "call_seconds": seconds, "compile_seconds": compile_seconds}
+    return {"images_per_s": images_per_s, "call_seconds": batch / images_per_s, "compile_seconds": compile_seconds}
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -40,7 +40,7 @@ from hf_textimg.tokenization import tokenize_captions
 from hf_textimg.training import (
     build_emas,
     ema_checkpoint_modules,
-    ema_weights,
+    ema_eval_mode,
     TrainConfig,
     build_accelerator,
     build_optimizer,
@@ -286,17 +286,10 @@ def make_pipeline_fn(tokenizer, text_encoder, unet, noise_scheduler, emas, train
 
     @contextlib.contextmanager
     def pipeline_fn():
-        modes = {m: m.training for m in (unet, text_encoder)}
-        with ema_weights(emas, trained):
-            for m in modes:
-                m.eval()
+        with ema_eval_mode(emas, trained, unet, text_encoder):
             pipe = ConceptDiffusionPipeline(tokenizer, text_encoder, unet, inference_scheduler(noise_scheduler))
             pipe.set_progress_bar_config(disable=True)
-            try:
-                yield pipe
-            finally:
-                for m, training in modes.items():
-                    m.train(training)
+            yield pipe
 
     return pipeline_fn
 

@@ -1,7 +1,7 @@
 """Shared training machinery for the scripts in `training/` (arguments, data, loop, checkpoints)."""
 
 from .checkpointing import list_checkpoints, load_checkpoint, resolve_resume_path, save_checkpoint
-from .ema import EMAWeights, build_emas, ema_checkpoint_modules, ema_weights
+from .ema import EMAWeights, build_emas, ema_checkpoint_modules, ema_eval_mode, ema_weights
 from .config import SUPPORTED_RESOLUTIONS, TrainConfig, config_to_dict, parse_args
 from .loop import (
     TensorImageTextDataset,

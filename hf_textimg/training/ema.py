@@ -55,3 +55,18 @@ def ema_weights(emas: dict[str, EMAModel], trained: dict[str, torch.nn.Module]):
     finally:
         for name, ema in emas.items():
             ema.restore(trained[name].parameters())
+
+
+@contextlib.contextmanager
+def ema_eval_mode(emas: dict[str, EMAModel], trained: dict[str, torch.nn.Module], *modules: torch.nn.Module):
+    """For evaluation during training: the EMA weights loaded (`ema_weights`) and `modules` in eval mode;
+    afterwards the raw weights and each module's previous train/eval mode come back."""
+    modes = {module: module.training for module in modules}
+    with ema_weights(emas, trained):
+        for module in modes:
+            module.eval()
+        try:
+            yield
+        finally:
+            for module, training in modes.items():
+                module.train(training)
