@@ -107,6 +107,27 @@ def test_frozen_concept_tower_under_bf16(tmp_path, fresh_accelerator_state):
     assert not (out / "checkpoint-4" / "ema_unet.safetensors").exists()
 
 
+def test_text_encoder_lr_is_the_text_towers_own_rate(tmp_path, fresh_accelerator_state):
+    concept = tmp_path / "concept"
+    captions = build_shapes_dataset(num_train=64, num_validation=1, num_heldout=1)["train"]["text"]
+    tokenizer = train_tokenizer(captions, vocab_size=200, model_max_length=16)
+    ConceptTextModel(ConceptTextConfig(vocab_size=len(tokenizer), hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64,
+                                       max_position_embeddings=16, projection_dim=32)).save_pretrained(concept)
+    tokenizer.save_pretrained(concept)
+    before = load_file(concept / "model.safetensors")
+
+    def text_change(*extra):
+        out = tmp_path / f"run{len(extra)}"
+        main(TINY + ["--output_dir", str(out), "--concept_model_path", str(concept), "--train_text_encoder", "--max_train_steps", "3",
+                     "--lr_warmup_steps", "0", "--checkpointing_steps", "3", "--validation_steps", "3", "--eval_prompts_per_category", "0",
+                     *extra])
+        after = load_file(out / "text_encoder" / "model.safetensors")
+        return max((after[k] - before[k]).abs().max().item() for k in before)
+
+    assert text_change() > 1e-3  # the U-Net's rate (2e-3) moves the tower
+    assert text_change("--text_encoder_lr", "1e-9") < 1e-7  # its own rate, three steps of Adam
+
+
 def test_bad_arguments_name_the_flag(tmp_path):
     with pytest.raises(ValueError, match="--train_text_encoder"):
         main(TINY + ["--output_dir", str(tmp_path)])
@@ -114,6 +135,8 @@ def test_bad_arguments_name_the_flag(tmp_path):
         main(TINY + NEW_TEXT_TOWER + ["--output_dir", str(tmp_path), "--cond_dropout", "1.5"])
     with pytest.raises(ValueError, match="--snr_gamma"):
         main(TINY + NEW_TEXT_TOWER + ["--output_dir", str(tmp_path), "--snr_gamma", "-1"])
+    with pytest.raises(ValueError, match="--text_encoder_lr .* needs --train_text_encoder"):
+        main(TINY + ["--output_dir", str(tmp_path), "--concept_model_path", "x", "--text_encoder_lr", "1e-4"])
 
 
 @pytest.mark.parametrize("snr_gamma", [0.0, 5.0])

@@ -66,6 +66,10 @@ class DiffusionTrainConfig(TrainConfig):
         default=None, metadata={"help": "A trained ConceptModel / ConceptTextModel folder with its tokenizer; its text tower conditions the U-Net."}
     )
     train_text_encoder: bool = field(default=False, metadata={"help": "Fine-tune the text tower with the U-Net (a new tower needs this)."})
+    text_encoder_lr: float | None = field(
+        default=None, metadata={"help": "Learning rate of the fine-tuned text tower (default: --learning_rate). A pretrained concept "
+                                "tower keeps what it knows (e.g. position words) better at ~1/10 of the U-Net's rate."},
+    )
     text_hidden_size: int = field(default=128, metadata={"help": "New text tower only: width of the token states."})
     text_num_layers: int = 2
     text_num_heads: int = 4
@@ -111,6 +115,8 @@ class DiffusionTrainConfig(TrainConfig):
             raise ValueError("Without --concept_model_path a new text tower is built; pass --train_text_encoder to train it (or a trained --concept_model_path).")
         if not 0.0 <= self.cond_dropout < 1.0:
             raise ValueError(f"--cond_dropout must be in [0, 1), got {self.cond_dropout}.")
+        if self.text_encoder_lr is not None and (self.text_encoder_lr <= 0 or not self.train_text_encoder):
+            raise ValueError(f"--text_encoder_lr {self.text_encoder_lr} needs --train_text_encoder and a value > 0.")
         if self.snr_gamma < 0:
             raise ValueError(f"--snr_gamma must be > 0 (Min-SNR weighting) or 0 (off), got {self.snr_gamma}.")
         if not 0.0 < self.ema_decay < 1.0:
@@ -316,7 +322,10 @@ def main(argv: list[str] | None = None) -> dict:
     trained = {"unet": unet, **({"text_encoder": text_encoder} if cfg.train_text_encoder else {})}
     dataloader = build_train_dataloader(cfg, train_data, tokenizer)
     set_memory_format(cfg, unet)
-    optimizer, lr_scheduler = build_optimizer(cfg, [p for m in trained.values() for p in m.parameters()])
+    optimizer, lr_scheduler = build_optimizer(
+        cfg, [{"params": list(m.parameters()), **({"lr": cfg.text_encoder_lr} if name == "text_encoder" and cfg.text_encoder_lr else {})}
+              for name, m in trained.items()]
+    )
     prepared = accelerator.prepare(*trained.values(), optimizer, dataloader, lr_scheduler)
     models = dict(zip(trained, prepared[: len(trained)]))
     optimizer, dataloader, lr_scheduler = prepared[len(trained) :]

@@ -169,13 +169,19 @@ def set_memory_format(cfg: TrainConfig, *modules: torch.nn.Module) -> None:
 
 # ---- optimisation ------------------------------------------------------------------------
 def build_optimizer(cfg: TrainConfig, params, num_training_steps: int | None = None):
+    """AdamW + the `--lr_scheduler` schedule. `params` is parameters or torch param groups
+    (dicts with "params" and e.g. their own "lr"); frozen parameters are dropped."""
     from diffusers.optimization import get_scheduler
 
-    params = [p for p in params if p.requires_grad]
-    if not params:
+    groups = list(params)
+    if not groups or not isinstance(groups[0], dict):
+        groups = [{"params": groups}]
+    groups = [{**g, "params": [p for p in g["params"] if p.requires_grad]} for g in groups]
+    groups = [g for g in groups if g["params"]]
+    if not groups:
         raise ValueError("No trainable parameters: every parameter has requires_grad=False.")
     optimizer = torch.optim.AdamW(
-        params,
+        groups,
         lr=cfg.learning_rate,
         betas=(cfg.adam_beta1, cfg.adam_beta2),
         weight_decay=cfg.adam_weight_decay,
