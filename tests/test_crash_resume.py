@@ -116,6 +116,9 @@ def test_a_checkpoint_cut_short_mid_save_is_never_resumed_from(reference, concep
     assert [p.name for p in list_checkpoints(out)] == ["checkpoint-3"]
     assert resolve_resume_path("latest", str(out)).name == "checkpoint-3"
 
+    (out / ".tmp-checkpoint-7").mkdir()  # left by an earlier crash at a step this run never saves
+
     main(args_for(concept_dir, out, "--resume_from_checkpoint", "latest"))
     assert_same_final_state(out, reference)
     assert not partial.exists()  # the re-save of step 6 replaced the half-written folder
+    assert not list(out.glob(".tmp-checkpoint-*"))  # and the next good save cleared the other leftovers

@@ -156,6 +156,8 @@ def save_checkpoint(accelerator, output_dir: str, step: int, models: dict, optim
     if accelerator.is_main_process:
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)  # atomic on one file system
+        for stale in output_dir.glob(".tmp-checkpoint-*"):  # saves cut short by a crash at other steps
+            shutil.rmtree(stale, ignore_errors=True)
         if limit is not None:
             for old in list_checkpoints(output_dir)[:-limit]:
                 shutil.rmtree(old, ignore_errors=True)
