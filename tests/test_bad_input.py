@@ -279,6 +279,7 @@ TRAINING_CASES = [
     ("unwritable output_dir", ["--output_dir", "{read_only}/run"], r"--output_dir .*read-only/run' is not writable"),
     ("resume from a missing checkpoint", ["--resume_from_checkpoint", "{tmp}/run/checkpoint-500"],
      r"--resume_from_checkpoint '.*checkpoint-500' is not a checkpoint folder \(no trainer_state.json\)"),
+    ("non-positive ddp_timeout", ["--ddp_timeout", "0"], r"--ddp_timeout must be >= 1 second, got 0"),
     ("data set smaller than one batch", ["--max_train_samples", "4"],
      r"training set \(4 examples\) is smaller than one batch of --train_batch_size 8 x 1 processes"),
 ]
@@ -290,6 +291,14 @@ def test_training_argument_errors(case, extra, message, tmp_path, read_only_dir)
     args = AUTOENCODER + ["--output_dir", str(tmp_path / "run")] + extra
     with pytest.raises(ValueError, match=message):
         train_autoencoder.main(args)
+
+
+def test_ddp_timeout_reaches_the_process_group_settings(tmp_path):
+    from hf_textimg.training.config import TrainConfig
+    from hf_textimg.training.loop import build_accelerator
+
+    accelerator = build_accelerator(TrainConfig(dataset_name="shapes", output_dir=str(tmp_path), ddp_timeout=123))
+    assert accelerator.init_handler.timeout.total_seconds() == 123  # what accelerate passes to init_process_group
 
 
 @pytest.mark.parametrize("distributed_type", ["FSDP", "DEEPSPEED"])

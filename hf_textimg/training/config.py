@@ -68,6 +68,10 @@ class TrainConfig:
     channels_last: bool = field(default=False, metadata={"help": "Keep conv weights in channels-last memory format (NHWC)."})
     adam_fused: bool = field(default=False, metadata={"help": "torch.optim.AdamW(fused=True) instead of foreach=True."})
     seed: int = field(default=0, metadata={"help": "Seed for model init, data order and noise."})
+    ddp_timeout: int = field(
+        default=1800, metadata={"help": "Seconds a process waits for the others (e.g. while the main one evaluates) before "
+                                "the process group gives up (transformers' --ddp_timeout)."},
+    )
 
     # Checkpoints and output
     output_dir: str = field(default="outputs/run", metadata={"help": "Where the final model and checkpoints go."})
@@ -97,6 +101,8 @@ class TrainConfig:
             raise ValueError("Pass --dataset_name (e.g. shapes) or --train_data_dir (an imagefolder).")
         if self.resolution not in SUPPORTED_RESOLUTIONS:
             raise ValueError(f"--resolution {self.resolution} is not supported; use one of {SUPPORTED_RESOLUTIONS}.")
+        if self.ddp_timeout < 1:
+            raise ValueError(f"--ddp_timeout must be >= 1 second, got {self.ddp_timeout}.")
         for name in ("train_batch_size", "max_train_steps", "gradient_accumulation_steps", "checkpointing_steps", "validation_steps", "max_length"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name} must be >= 1, got {getattr(self, name)}.")
