@@ -23,7 +23,7 @@ from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
-TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "model_cards"
+TEMPLATES_DIR = Path(__file__).resolve().parent / "model_cards"  # a link to the top-level model_cards/ in the repository; package data in a wheel
 CARD_TEMPLATES = {
     "diffusion": "diffusion_card_template.md",
     "decoder": "decoder_card_template.md",

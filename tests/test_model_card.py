@@ -149,3 +149,22 @@ def test_push_selection_is_safetensors_configs_card_and_grids_only(diffusion_dir
 def test_bad_hub_model_id_is_rejected_by_name():
     with pytest.raises(ValueError, match="--hub_model_id"):
         parse_args(TrainConfig, ["--hub_model_id", "a/b/c", "--output_dir", "/tmp/x"])
+
+
+def test_a_wheel_install_carries_the_card_templates(tmp_path):
+    # Training writes a card at the end of every run, so the templates must ship in the wheel, not only sit in the repo.
+    import subprocess
+    import sys
+    import zipfile
+    from pathlib import Path
+
+    from hf_textimg.hub import CARD_TEMPLATES, SECTIONS_TEMPLATE
+
+    pytest.importorskip("setuptools")  # the build backend, needed without build isolation (no network)
+    repo = Path(__file__).resolve().parents[1]
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path), str(repo)],
+                   check=True, capture_output=True, cwd=tmp_path)
+    (wheel,) = tmp_path.glob("*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for template in [SECTIONS_TEMPLATE, *CARD_TEMPLATES.values()]:
+        assert f"hf_textimg/model_cards/{template}" in names
