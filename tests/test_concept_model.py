@@ -536,3 +536,26 @@ def test_bf16_autocast_forward_and_backward(encoder_type):
     out.loss.backward()
     assert torch.isfinite(out.loss)
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+def test_hard_negatives_are_extra_wrong_answers_for_images_only():
+    from hf_textimg.concept import contrastive_loss
+
+    torch.manual_seed(0)
+    text, image = (torch.nn.functional.normalize(torch.randn(4, 8), dim=-1) for _ in range(2))
+    base = contrastive_loss(text, image, 10.0)
+    # a negative identical to an image's concept competes with its caption: the loss goes up
+    assert contrastive_loss(text, image, 10.0, negative_text_embeds=image[:2]) > base + 0.1
+    # a negative pointing away from every image changes almost nothing
+    far = -torch.nn.functional.normalize(image.sum(0, keepdim=True), dim=-1)
+    assert abs(contrastive_loss(text, image, 10.0, negative_text_embeds=far) - base) < 0.05
+    with pytest.raises(ValueError, match="negative_text_embeds must have shape"):
+        contrastive_loss(text, image, 10.0, negative_text_embeds=torch.zeros(4, 3))
+
+    model = tiny_concept_model()
+    input_ids, attention_mask, pixel_values = make_batch(batch_size=4)
+    with pytest.raises(ValueError, match="pass return_loss=True"):
+        model(input_ids, attention_mask, pixel_values, negative_input_ids=input_ids)
+    out = model(input_ids, attention_mask, pixel_values, return_loss=True, negative_input_ids=input_ids.flip(0),
+                negative_attention_mask=attention_mask.flip(0))
+    assert out.loss > model(input_ids, attention_mask, pixel_values, return_loss=True).loss  # its own captions as negatives

@@ -333,3 +333,24 @@ def test_bad_arguments_name_the_argument():
         sample_scene(rng, split="test")
     with pytest.raises(ValueError, match="kind"):
         sample_scene(rng, kind="triple")
+
+
+def test_hard_negative_captions_change_exactly_one_fact():
+    rng = np.random.default_rng(0)
+    data = build_shapes_dataset(num_train=400, num_validation=1, num_heldout=1, seed=3)["train"]
+    seen_kinds = set()
+    for caption in data["text"]:
+        negative = S.hard_negative_caption(caption, rng)
+        if negative is None:  # e.g. a pair or relation of two identical objects: nothing to swap
+            continue
+        query, wrong = S.parse_prompt(caption), S.parse_prompt(negative)
+        assert wrong.kind == query.kind and wrong.key() != query.key()
+        assert not wrong.uses_heldout and not S.is_benchmark_query(wrong)  # negatives are training text too
+        # the same words: colours and shapes are only moved around, never new ones
+        assert sorted(o.color for o in wrong.objects) == sorted(o.color for o in query.objects)
+        assert sorted(o.shape for o in wrong.objects) == sorted(o.shape for o in query.objects) or query.kind == "single"
+        seen_kinds.add(query.kind)
+    assert seen_kinds == set(S.SCENE_KINDS)
+    swapped = S.parse_prompt(S.hard_negative_caption("two pink triangles", rng))
+    assert swapped.count in (3, 4) and swapped.objects == S.parse_prompt("two pink triangles").objects
+    assert S.hard_negative_caption("a cat on a mat", rng) is None

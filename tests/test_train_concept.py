@@ -66,8 +66,19 @@ def test_regress_objective_leaves_frozen_image_encoder_unchanged(contrastive_run
     assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("text_model.") and k in after)
 
 
+def test_hard_negatives_train_and_are_measured(tmp_path):
+    result = main(TINY + ["--output_dir", str(tmp_path), "--hard_negatives", "--max_train_steps", "20", "--validation_steps", "20",
+                          "--checkpointing_steps", "20"])
+    assert _mean(result["loss_history"], slice(-5, None)) < _mean(result["loss_history"], slice(0, 5))
+    metrics = result["metrics"]
+    assert {f"hard_negative_accuracy_{k}" for k in ("single", "count", "pair", "relation")} <= set(metrics)
+    assert 0.0 <= metrics["hard_negative_accuracy"] <= 1.0
+
+
 def test_bad_arguments_name_the_flag(tmp_path):
     with pytest.raises(ValueError, match="--image_encoder_path"):
         main(TINY + ["--output_dir", str(tmp_path), "--objective", "regress"])
     with pytest.raises(ValueError, match="--resolution"):
         main(TINY + ["--output_dir", str(tmp_path), "--resolution", "48"])
+    with pytest.raises(ValueError, match="--hard_negatives rewrites Shapes captions"):
+        main(TINY + ["--output_dir", str(tmp_path), "--hard_negatives", "--objective", "regress", "--image_encoder_path", "x"])

@@ -16,12 +16,15 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass, field
+import zlib
 from typing import Literal
 
+import numpy as np
 import torch
 
 from hf_textimg.concept import ConceptConfig, ConceptModel, ConceptVisionModel, regression_loss
-from hf_textimg.evaluation.concept_eval import retrieval_recall, shapes_zero_shot
+from hf_textimg.data.shapes import hard_negative_caption
+from hf_textimg.evaluation.concept_eval import hard_negative_accuracy, retrieval_recall, shapes_zero_shot
 from hf_textimg.hub import write_card_and_push
 from hf_textimg.tokenization import tokenize_captions
 from hf_textimg.training import (
@@ -57,11 +60,31 @@ class ConceptTrainConfig(TrainConfig):
         default=None, metadata={"help": "regress: folder of a trained ConceptModel or ConceptVisionModel whose image tower is frozen."}
     )
     regress_loss: Literal["cosine", "mse"] = field(default="cosine", metadata={"help": "regress: loss between predicted and frozen codes."})
+    hard_negatives: bool = field(
+        default=False,
+        metadata={"help": "contrastive, Shapes: add each caption with one fact changed (objects swapped, another relation, count "
+                  "or position) as an extra wrong answer for its image (NegCLIP), so word order and counts matter."},
+    )
 
     def validate(self) -> None:
         super().validate()
         if self.objective == "regress" and not self.image_encoder_path:
             raise ValueError("--objective regress needs --image_encoder_path (a trained ConceptModel or ConceptVisionModel folder).")
+        if self.hard_negatives and (self.objective != "contrastive" or not self.uses_shapes):
+            raise ValueError("--hard_negatives rewrites Shapes captions for the contrastive loss; use it with --dataset_name shapes "
+                             "and --objective contrastive.")
+
+
+def hard_negative_inputs(captions: list[str], tokenizer, max_length: int, seed: int, device) -> dict:
+    """Tokenized hard negatives of a batch's captions (`hard_negative_caption`), as ConceptModel.forward's
+    `negative_input_ids` / `negative_attention_mask`. The draw is seeded by the captions themselves, so a resumed
+    run makes the same negatives."""
+    rng = np.random.default_rng([seed, zlib.crc32("\n".join(captions).encode())])
+    negatives = [n for n in (hard_negative_caption(c, rng) for c in captions) if n is not None]
+    if not negatives:
+        return {}
+    batch = tokenize_captions(tokenizer, negatives, max_length).to(device)
+    return {"negative_input_ids": batch["input_ids"], "negative_attention_mask": batch["attention_mask"]}
 
 
 def load_frozen_vision_model(path: str) -> ConceptVisionModel:
@@ -126,6 +149,12 @@ def make_evaluator(cfg: ConceptTrainConfig, accelerator, model, tokenizer):
         labels = [(o[0]["color"], o[0]["shape"]) for o in data["objects"]] if cfg.uses_shapes else None
         eval_sets[prefix] = (tensors.images.float().div(127.5).sub(1.0), list(data[cfg.caption_column]), labels)
 
+    if cfg.uses_shapes:  # every scene kind, for the word-order / counting test
+        data = load_split(cfg, cfg.validation_split)
+        data = data.select(range(min(cfg.max_eval_samples or len(data), len(data))))
+        tensors = TensorImageTextDataset.from_dataset(data, cfg.resolution, cfg.image_column, cfg.caption_column)
+        hard_negative_set = (tensors.images.float().div(127.5).sub(1.0), list(data[cfg.caption_column]), list(data["kind"]))
+
     unwrapped = accelerator.unwrap_model(model)
 
     @torch.no_grad()
@@ -147,6 +176,8 @@ def make_evaluator(cfg: ConceptTrainConfig, accelerator, model, tokenizer):
                 texts = torch.cat([embed_text(captions[i : i + 512]) for i in range(0, len(captions), 512)])
                 images = torch.cat([embed_images(pixels[i : i + 512]) for i in range(0, len(pixels), 512)])
                 metrics.update({prefix + k: v for k, v in retrieval_recall(texts, images).items()})
+        if cfg.uses_shapes:
+            metrics.update(hard_negative_accuracy(embed_text, embed_images, *hard_negative_set, seed=cfg.seed))
         unwrapped.train()
         if cfg.objective == "regress":
             unwrapped.vision_model.eval()
@@ -171,7 +202,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     def compute_loss(batch):
         if cfg.objective == "contrastive":
-            out = model(batch["input_ids"], batch["attention_mask"], batch["pixel_values"], return_loss=True)
+            negatives = hard_negative_inputs(batch["text"], tokenizer, cfg.max_length, cfg.seed, accelerator.device) if cfg.hard_negatives else {}
+            out = model(batch["input_ids"], batch["attention_mask"], batch["pixel_values"], return_loss=True, **negatives)
             return out.loss, {"logit_scale": out.logit_scale.item()}
         with torch.no_grad():
             target = unwrapped.get_image_features(batch["pixel_values"])  # (B, P), frozen

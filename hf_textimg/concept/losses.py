@@ -39,7 +39,11 @@ def _is_distributed() -> bool:
 
 
 def contrastive_loss(
-    text_embeds: torch.Tensor, image_embeds: torch.Tensor, logit_scale: torch.Tensor | float, gather: bool = True
+    text_embeds: torch.Tensor,
+    image_embeds: torch.Tensor,
+    logit_scale: torch.Tensor | float,
+    gather: bool = True,
+    negative_text_embeds: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Symmetric cross entropy over caption/image similarities (CLIP's InfoNCE); row `i` of each input is a pair.
 
@@ -52,6 +56,9 @@ def contrastive_loss(
             processes (with gradients) so negatives are global; this process's rows are labelled
             `rank * B + arange(B)`. Every process must call this with the same `B` (use `drop_last=True`).
 
+        negative_text_embeds: optional `(N, D)` unit-norm concepts of hard-negative captions (NegCLIP,
+            https://arxiv.org/abs/2210.01936): extra wrong answers for this process's images in the image -> text
+            direction only (they have no image of their own).
     Each process returns the mean loss over its own rows. Its features also receive the gradient from the other
     processes' losses, so after DDP averages gradients the update equals that of the loss over the global batch.
     """
@@ -70,6 +77,10 @@ def contrastive_loss(
 
     logits_per_text = logit_scale * text_embeds @ all_image.t()  # (B, world * B)
     logits_per_image = logit_scale * image_embeds @ all_text.t()  # (B, world * B)
+    if negative_text_embeds is not None:
+        if negative_text_embeds.ndim != 2 or negative_text_embeds.shape[1] != text_embeds.shape[1]:
+            raise ValueError(f"negative_text_embeds must have shape (N, {text_embeds.shape[1]}), got {tuple(negative_text_embeds.shape)}.")
+        logits_per_image = torch.cat([logits_per_image, logit_scale * image_embeds @ negative_text_embeds.t()], dim=1)  # (B, world * B + N)
     labels = torch.arange(batch_size, device=text_embeds.device) + rank * batch_size
     return (F.cross_entropy(logits_per_text, labels) + F.cross_entropy(logits_per_image, labels)) / 2
 

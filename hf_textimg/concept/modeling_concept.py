@@ -443,14 +443,20 @@ class ConceptModel(ConceptPreTrainedModel):
         return_loss: bool | None = None,
         output_hidden_states: bool | None = None,
         gather_negatives: bool = True,
+        negative_input_ids: torch.LongTensor | None = None,
+        negative_attention_mask: torch.Tensor | None = None,
     ) -> ConceptOutput:
         """Encode captions and/or images; with both, return scaled similarities and (`return_loss=True`) the
         contrastive loss. `gather_negatives` is passed to [`contrastive_loss`] as `gather`: under
-        `torch.distributed` every process must then call forward with `return_loss=True` in step."""
+        `torch.distributed` every process must then call forward with `return_loss=True` in step.
+        `negative_input_ids` (`(N, L)`, with `return_loss=True`): hard-negative captions, extra wrong answers for
+        every image in the loss (NegCLIP); they change nothing else in the output."""
         if input_ids is None and pixel_values is None:
             raise ValueError("Pass input_ids, pixel_values or both.")
         if return_loss and (input_ids is None or pixel_values is None):
             raise ValueError("return_loss=True needs both input_ids and pixel_values.")
+        if negative_input_ids is not None and not return_loss:
+            raise ValueError("negative_input_ids only enter the contrastive loss; pass return_loss=True with them.")
 
         text_outputs = vision_outputs = text_embeds = image_embeds = None
         if input_ids is not None:
@@ -470,7 +476,10 @@ class ConceptModel(ConceptPreTrainedModel):
             logits_per_text = logit_scale * text_embeds @ image_embeds.t()  # (B_text, B_image)
             logits_per_image = logits_per_text.t()
             if return_loss:
-                loss = contrastive_loss(text_embeds, image_embeds, logit_scale, gather=gather_negatives)
+                negative_embeds = None
+                if negative_input_ids is not None:
+                    negative_embeds = self.text_model(negative_input_ids, attention_mask=negative_attention_mask, return_dict=True).text_embeds
+                loss = contrastive_loss(text_embeds, image_embeds, logit_scale, gather=gather_negatives, negative_text_embeds=negative_embeds)
 
         return ConceptOutput(
             loss=loss,

@@ -32,7 +32,7 @@ import io
 import math
 import re
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import datasets
 import numpy as np
@@ -479,6 +479,38 @@ def benchmark_query_pool(category: str) -> tuple[ShapesQuery, ...]:
         else:
             candidates = [ShapesQuery("relation", pair, relation=r) for pair in pairs for r in RELATIONS]
     return tuple(q for q in candidates if is_benchmark_query(q))
+
+
+def _hard_negative_candidates(query: ShapesQuery) -> list[ShapesQuery]:
+    """Queries that keep every word of `query` but one fact: the words a bag-of-words reading cannot tell apart."""
+    objs = query.objects
+    if query.kind == "single":
+        if query.position is not None:  # another place
+            return [replace(query, position=p) for p in POSITIONS if p != query.position]
+        return [replace(query, objects=(replace(objs[0], shape=s),)) for s in SHAPES if s != objs[0].shape]  # another shape
+    if query.kind == "count":  # another number
+        return [replace(query, count=n) for n in COUNT_WORDS if n != query.count]
+    a, b = objs
+    if query.kind == "pair":  # the colours bound to the other shapes
+        return [replace(query, objects=(ObjectQuery(b.color, a.shape), ObjectQuery(a.color, b.shape)))]
+    # relation: the objects swapped, or another relation between them
+    return [replace(query, objects=(b, a))] + [replace(query, relation=r) for r in RELATIONS if r != query.relation]
+
+
+def hard_negative_caption(caption: str, rng: np.random.Generator) -> str | None:
+    """A caption of the same words with one fact changed (objects swapped in a relation, another relation, count or
+    position, colours bound to the other shapes in a pair), for NegCLIP-style hard negatives in contrastive
+    training (https://arxiv.org/abs/2210.01936). Never a held-out pair or a benchmark query (a negative caption is
+    still text the model trains on), never the same ask; None when no such caption exists or `caption` is not a
+    Shapes caption."""
+    try:
+        query = parse_prompt(caption)
+    except ValueError:
+        return None
+    key = query_key(query)
+    candidates = [q for q in _hard_negative_candidates(query)
+                  if query_key(q) != key and not q.uses_heldout and not is_benchmark_query(q)]
+    return caption_query(_pick(rng, candidates), rng) if candidates else None
 
 
 # ---------------------------------------------------------------------------------------

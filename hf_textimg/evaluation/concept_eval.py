@@ -5,15 +5,18 @@
 - `shapes_zero_shot`: classify each single-object Shapes image by the nearest caption
   embedding among all colour x shape captions ("a red circle", ... 32 of them, the
   held-out pairs included), and report colour, shape and pair accuracy.
+- `hard_negative_accuracy`: how often an image is closer to its own caption than to the
+  same words with one fact changed (ARO / Winoground-style word-order and binding test).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+import numpy as np
 import torch
 
-from ..data.shapes import PALETTE, SHAPES, ObjectQuery, ShapesQuery, caption_query
+from ..data.shapes import PALETTE, SHAPES, ObjectQuery, ShapesQuery, caption_query, hard_negative_caption
 
 
 def shapes_class_prompts() -> tuple[list[str], list[tuple[str, str]]]:
@@ -72,3 +75,34 @@ def shapes_zero_shot(
     shape = sum(p[1] == t[1] for p, t in zip(predicted, labels)) / n
     both = sum(p == tuple(t) for p, t in zip(predicted, labels)) / n
     return {f"{prefix}color_accuracy": color, f"{prefix}shape_accuracy": shape, f"{prefix}pair_accuracy": both}
+
+
+def hard_negative_accuracy(
+    embed_text: Callable[[list[str]], torch.Tensor],
+    embed_images: Callable[[torch.Tensor], torch.Tensor],
+    pixel_values: torch.Tensor,
+    captions: Sequence[str],
+    kinds: Sequence[str],
+    seed: int = 0,
+    batch_size: int = 512,
+) -> dict[str, float]:
+    """Fraction of images whose concept is closer to their caption than to `hard_negative_caption(caption)` (objects
+    swapped, another relation / count / position, colours bound to the other shapes), overall and per scene kind
+    (`hard_negative_accuracy_<kind>`). 0.5 is a model that reads the caption as a bag of words."""
+    rng = np.random.default_rng(seed)
+    rows = [(i, neg) for i, caption in enumerate(captions) if (neg := hard_negative_caption(caption, rng)) is not None]
+    if not rows:
+        raise ValueError("No caption has a hard negative; hard_negative_accuracy needs Shapes captions.")
+    index = torch.tensor([i for i, _ in rows])
+    correct = []
+    for start in range(0, len(rows), batch_size):
+        chunk = rows[start : start + batch_size]
+        images = embed_images(pixel_values[index[start : start + batch_size]]).float()
+        positive = (images * embed_text([captions[i] for i, _ in chunk]).float()).sum(-1)
+        negative = (images * embed_text([neg for _, neg in chunk]).float()).sum(-1)
+        correct.extend((positive > negative).tolist())
+    metrics = {"hard_negative_accuracy": sum(correct) / len(correct)}
+    for kind in sorted({kinds[i] for i, _ in rows}):
+        hits = [ok for (i, _), ok in zip(rows, correct) if kinds[i] == kind]
+        metrics[f"hard_negative_accuracy_{kind}"] = sum(hits) / len(hits)
+    return metrics
