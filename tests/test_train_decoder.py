@@ -105,6 +105,7 @@ def test_reconstruct_through_an_autoencoder_encoder(concept_dir, tmp_path):
         (["--max_length", "32"], "--max_length"),
         (["--pixel_weight", "-1"], "--pixel_weight"),
         (["--objective", "reconstruct", "--train_text_encoder"], "--train_text_encoder"),
+        (["--objective", "consistency", "--text_encoder_lr", "1e-4"], "--text_encoder_lr"),
     ],
 )
 def test_bad_arguments_name_the_flag(concept_dir, tmp_path, extra, flag):
@@ -113,3 +114,12 @@ def test_bad_arguments_name_the_flag(concept_dir, tmp_path, extra, flag):
         args += ["--concept_model_path", str(concept_dir)]
     with pytest.raises(ValueError, match=flag):
         train_decoder.main(args)
+
+
+def test_text_encoder_lr_is_the_text_towers_own_rate(concept_dir, tmp_path):
+    run(concept_dir, tmp_path, "--objective", "consistency", "--train_text_encoder", "--text_encoder_lr", "1e-9",
+        "--num_eval_prompts", "1", steps=3)
+    before, after = load_file(concept_dir / "model.safetensors"), load_file(tmp_path / "text_encoder" / "model.safetensors")
+    text = {k.removeprefix("text_model."): v for k, v in before.items() if k.startswith("text_model.")}
+    assert set(after) <= set(text)
+    assert max((after[k] - text[k]).abs().max().item() for k in after) < 1e-7  # while the decoder trains at 3e-3

@@ -55,9 +55,11 @@ from hf_textimg.training import (
     TrainConfig,
     build_accelerator,
     build_optimizer,
+    check_text_encoder_lr,
     build_train_dataloader,
     load_or_train_tokenizer,
     load_split,
+    param_groups,
     parse_args,
     run_result,
     set_memory_format,
@@ -80,6 +82,10 @@ class DecoderTrainConfig(TrainConfig):
         default=None, metadata={"help": "A trained ConceptAutoencoder folder whose encoder becomes the frozen image encoder."}
     )
     train_text_encoder: bool = field(default=False, metadata={"help": "consistency/both: also train the text tower (frozen by default)."})
+    text_encoder_lr: float | None = field(
+        default=None, metadata={"help": "Learning rate of the trained text tower (default: --learning_rate); ~1/10 keeps what the "
+                                "concept model learned (see train_diffusion.py)."},
+    )
     reconstruct_weight: float = field(default=1.0, metadata={"help": "Weight of the reconstruct loss."})
     consistency_weight: float = field(
         default=0.1,
@@ -116,6 +122,7 @@ class DecoderTrainConfig(TrainConfig):
         for name in ("reconstruct_weight", "consistency_weight", "pixel_weight", "l1_weight", "foreground_weight", "noise_dim", "kl_weight"):
             if getattr(self, name) < 0:
                 raise ValueError(f"--{name} must be >= 0, got {getattr(self, name)}.")
+        check_text_encoder_lr(self)
         if self.noise_samples < 1:
             raise ValueError(f"--noise_samples must be >= 1, got {self.noise_samples}.")
         if self.noise_objective == "imle" and self.noise_samples > 1 and self.noise_dim == 0:
@@ -327,7 +334,7 @@ def main(argv: list[str] | None = None) -> dict:
     posterior = build_posterior(cfg, code_dim)
     trained = {"decoder": decoder} | ({"text_encoder": text_encoder} if cfg.train_text_encoder else {}) | ({"posterior": posterior} if posterior else {})
     set_memory_format(cfg, decoder, image_encoder)
-    optimizer, lr_scheduler = build_optimizer(cfg, [p for model in trained.values() for p in model.parameters()])
+    optimizer, lr_scheduler = build_optimizer(cfg, param_groups(trained, {"text_encoder": cfg.text_encoder_lr}))
     prepared = accelerator.prepare(*trained.values(), optimizer, dataloader, lr_scheduler)
     trained = dict(zip(trained, prepared[: len(trained)]))
     optimizer, dataloader, lr_scheduler = prepared[len(trained) :]

@@ -44,9 +44,11 @@ from hf_textimg.training import (
     TrainConfig,
     build_accelerator,
     build_optimizer,
+    check_text_encoder_lr,
     build_train_dataloader,
     load_or_train_tokenizer,
     load_split,
+    param_groups,
     parse_args,
     run_result,
     set_memory_format,
@@ -115,8 +117,7 @@ class DiffusionTrainConfig(TrainConfig):
             raise ValueError("Without --concept_model_path a new text tower is built; pass --train_text_encoder to train it (or a trained --concept_model_path).")
         if not 0.0 <= self.cond_dropout < 1.0:
             raise ValueError(f"--cond_dropout must be in [0, 1), got {self.cond_dropout}.")
-        if self.text_encoder_lr is not None and (self.text_encoder_lr <= 0 or not self.train_text_encoder):
-            raise ValueError(f"--text_encoder_lr {self.text_encoder_lr} needs --train_text_encoder and a value > 0.")
+        check_text_encoder_lr(self)
         if self.snr_gamma < 0:
             raise ValueError(f"--snr_gamma must be > 0 (Min-SNR weighting) or 0 (off), got {self.snr_gamma}.")
         if not 0.0 < self.ema_decay < 1.0:
@@ -322,10 +323,7 @@ def main(argv: list[str] | None = None) -> dict:
     trained = {"unet": unet, **({"text_encoder": text_encoder} if cfg.train_text_encoder else {})}
     dataloader = build_train_dataloader(cfg, train_data, tokenizer)
     set_memory_format(cfg, unet)
-    optimizer, lr_scheduler = build_optimizer(
-        cfg, [{"params": list(m.parameters()), **({"lr": cfg.text_encoder_lr} if name == "text_encoder" and cfg.text_encoder_lr else {})}
-              for name, m in trained.items()]
-    )
+    optimizer, lr_scheduler = build_optimizer(cfg, param_groups(trained, {"text_encoder": cfg.text_encoder_lr}))
     prepared = accelerator.prepare(*trained.values(), optimizer, dataloader, lr_scheduler)
     models = dict(zip(trained, prepared[: len(trained)]))
     optimizer, dataloader, lr_scheduler = prepared[len(trained) :]

@@ -170,6 +170,19 @@ def set_memory_format(cfg: TrainConfig, *modules: torch.nn.Module) -> None:
 
 
 # ---- optimisation ------------------------------------------------------------------------
+def param_groups(trained: dict[str, torch.nn.Module], learning_rates: dict[str, float | None]) -> list[dict]:
+    """One torch param group per trained module; `learning_rates[name]` (when set) overrides --learning_rate for it,
+    e.g. {"text_encoder": cfg.text_encoder_lr}."""
+    return [{"params": list(module.parameters()), **({"lr": learning_rates[name]} if learning_rates.get(name) else {})}
+            for name, module in trained.items()]
+
+
+def check_text_encoder_lr(cfg) -> None:
+    """--text_encoder_lr only means something for a tower that trains."""
+    if cfg.text_encoder_lr is not None and (cfg.text_encoder_lr <= 0 or not cfg.train_text_encoder):
+        raise ValueError(f"--text_encoder_lr {cfg.text_encoder_lr} needs --train_text_encoder and a value > 0.")
+
+
 def build_optimizer(cfg: TrainConfig, params, num_training_steps: int | None = None):
     """AdamW + the `--lr_scheduler` schedule. `params` is parameters or torch param groups
     (dicts with "params" and e.g. their own "lr"); frozen parameters are dropped."""
