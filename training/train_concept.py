@@ -15,8 +15,8 @@ both work, plus `eval_results.json`.
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass, field
 import zlib
+from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
@@ -141,6 +141,8 @@ def make_evaluator(cfg: ConceptTrainConfig, accelerator, model, tokenizer):
     splits = [(cfg.validation_split, "")] + ([("heldout", "heldout_")] if cfg.uses_shapes else [])
     for split, prefix in splits:
         data = load_split(cfg, split)
+        if cfg.uses_shapes and split == cfg.validation_split:
+            every_kind = data  # for the word-order / counting test below
         if cfg.uses_shapes:
             data = data.filter(lambda kind: kind == "single", input_columns="kind")
         if cfg.max_eval_samples:
@@ -149,9 +151,8 @@ def make_evaluator(cfg: ConceptTrainConfig, accelerator, model, tokenizer):
         labels = [(o[0]["color"], o[0]["shape"]) for o in data["objects"]] if cfg.uses_shapes else None
         eval_sets[prefix] = (tensors.images.float().div(127.5).sub(1.0), list(data[cfg.caption_column]), labels)
 
-    if cfg.uses_shapes:  # every scene kind, for the word-order / counting test
-        data = load_split(cfg, cfg.validation_split)
-        data = data.select(range(min(cfg.max_eval_samples or len(data), len(data))))
+    if cfg.uses_shapes:
+        data = every_kind.select(range(min(cfg.max_eval_samples or len(every_kind), len(every_kind))))
         tensors = TensorImageTextDataset.from_dataset(data, cfg.resolution, cfg.image_column, cfg.caption_column)
         hard_negative_set = (tensors.images.float().div(127.5).sub(1.0), list(data[cfg.caption_column]), list(data["kind"]))
 
