@@ -82,3 +82,13 @@ def test_bad_arguments_name_the_flag(tmp_path):
         main(TINY + ["--output_dir", str(tmp_path), "--resolution", "48"])
     with pytest.raises(ValueError, match="--hard_negatives rewrites Shapes captions"):
         main(TINY + ["--output_dir", str(tmp_path), "--hard_negatives", "--objective", "regress", "--image_encoder_path", "x"])
+
+
+def test_hard_negative_benchmark_scores_saved_models(contrastive_run):
+    from benchmarks.hard_negatives import main as hard_negatives
+
+    out, _ = contrastive_run
+    results = hard_negatives([str(out), "--num_scenes", "60"])
+    scores = results[str(out)]
+    assert {"hard_negative_accuracy", "hard_negative_accuracy_relation", "hard_negative_accuracy_count"} <= set(scores)
+    assert all(0.0 <= v <= 1.0 for v in scores.values())
