@@ -280,6 +280,7 @@ TRAINING_CASES = [
     ("resume from a missing checkpoint", ["--resume_from_checkpoint", "{tmp}/run/checkpoint-500"],
      r"--resume_from_checkpoint '.*checkpoint-500' is not a checkpoint folder \(no trainer_state.json\)"),
     ("non-positive ddp_timeout", ["--ddp_timeout", "0"], r"--ddp_timeout must be >= 1 second, got 0"),
+    ("wrong number of kind weights", ["--shapes_kind_probs", "0.5", "0.5"], r"--shapes_kind_probs: kind_probs must be 4 non-negative weights"),
     ("data set smaller than one batch", ["--max_train_samples", "4"],
      r"training set \(4 examples\) is smaller than one batch of --train_batch_size 8 x 1 processes"),
 ]

@@ -80,3 +80,15 @@ def test_list_captions_pick_one_and_bad_caption_type():
     bad = datasets.Dataset.from_dict({"image": [image], "text": [3]}, features=datasets.Features({"image": datasets.Image(), "text": datasets.Value("int32")}))
     with pytest.raises(ValueError, match="strings"):
         ImageTextTransform(32)(bad[:1])
+
+
+def test_shapes_mix_arguments_reach_the_built_data_set():
+    from hf_textimg.training import TrainConfig, load_split
+
+    cfg = TrainConfig(num_shapes_train=60, num_shapes_eval=8, shapes_kind_probs=[0, 0, 0, 1], shapes_relation_layout="canonical")
+    train = load_split(cfg, "train")
+    assert set(train["kind"]) == {"relation"}
+    cells = {tuple(tuple(o["cell"]) for o in objects) for objects in train["objects"]}
+    assert cells <= {((0, 1), (2, 1)), ((2, 1), (0, 1)), ((1, 0), (1, 2)), ((1, 2), (1, 0))}
+    default = load_split(TrainConfig(num_shapes_train=60, num_shapes_eval=8), "train")
+    assert len(set(default["kind"])) == 4  # another cache entry: the default mix

@@ -333,6 +333,40 @@ def test_bad_arguments_name_the_argument():
         sample_scene(rng, split="test")
     with pytest.raises(ValueError, match="kind"):
         sample_scene(rng, kind="triple")
+    with pytest.raises(ValueError, match=r"kind_probs must be 4 non-negative weights"):
+        sample_scene(rng, kind_probs=(1.0, 0.0, 0.0))
+    with pytest.raises(ValueError, match=r"kind_probs must be 4 non-negative weights"):
+        build_shapes_dataset(num_train=2, num_validation=1, num_heldout=1, kind_probs=(0, 0, 0, 0))
+    with pytest.raises(ValueError, match=r"unknown relation_layout 'diagonal'; expected one of \('any', 'canonical'\)"):
+        sample_scene(rng, relation_layout="diagonal")
+
+
+def test_kind_probs_set_the_mix_of_train_and_validation_only():
+    rng = np.random.default_rng(0)
+    kinds = [sample_scene(rng, split="validation", kind_probs=(0, 1, 0, 3)).kind for _ in range(400)]
+    assert set(kinds) == {"count", "relation"} and 0.6 < kinds.count("relation") / len(kinds) < 0.9
+    stream = iter(ShapesStream(chunk_size=8, kind_probs=(0, 0, 0, 1), paraphrase=False))
+    assert all(parse_prompt(next(stream)["text"]).kind == "relation" for _ in range(16))
+    heldout = [sample_scene(rng, split="heldout", kind_probs=(0, 0, 0, 1)).kind for _ in range(200)]
+    assert heldout.count("single") > 100  # the held-out split keeps its own (mostly single) mix
+
+
+@pytest.mark.parametrize("relation_layout", S.RELATION_LAYOUTS)
+def test_relation_layouts(relation_layout):
+    rng = np.random.default_rng(3)
+    scenes = [sample_scene(rng, "relation", relation_layout=relation_layout) for _ in range(300)]
+    layouts = {}
+    for scene in scenes:
+        (ac, ar), (bc, br) = (o.cell for o in scene.objects)
+        expected = {"left of": ar == br and ac < bc, "right of": ar == br and ac > bc,
+                    "above": ac == bc and ar < br, "below": ac == bc and ar > br}  # fmt: skip
+        assert expected[scene.relation], scene  # every layout obeys the spec
+        layouts.setdefault(scene.relation, set()).add((scene.objects[0].cell, scene.objects[1].cell))
+    if relation_layout == "canonical":  # one layout per relation: the middle line's outer cells
+        assert layouts == {"left of": {((0, 1), (2, 1))}, "right of": {((2, 1), (0, 1))},
+                           "above": {((1, 0), (1, 2))}, "below": {((1, 2), (1, 0))}}  # fmt: skip
+    else:  # every line, every ordered pair of cells on it: 9 layouts per relation
+        assert {len(v) for v in layouts.values()} == {9}
 
 
 def test_hard_negative_captions_change_exactly_one_fact():

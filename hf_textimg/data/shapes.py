@@ -82,6 +82,12 @@ HELDOUT_PAIRS: frozenset[tuple[str, str]] = frozenset(
 SCENE_KINDS = ("single", "count", "pair", "relation")
 RELATIONS = ("left of", "right of", "above", "below")
 SPLITS = ("train", "validation", "heldout")
+# Where a relation scene puts its two objects. "any": every line and every ordered pair of cells on it
+# that the relation allows (9 layouts per relation). "canonical": the middle line, outer cells, so each
+# relation has one layout ("left of": first object at "left", second at "right"; "above": "top", "bottom").
+# The spec leaves the layout distribution open; "canonical" trades layout variety for a relation a small
+# diffusion model learns like a position word (README, "Diffusion").
+RELATION_LAYOUTS = ("any", "canonical")
 COUNT_WORDS = {2: "two", 3: "three", 4: "four"}
 PLURALS = {"circle": "circles", "square": "squares", "triangle": "triangles", "plus": "pluses"}
 
@@ -95,6 +101,24 @@ _SIZE_OPTIONS = (None, "small", "large")  # what a single caption may say about 
 _KIND_PROBS = {"train": (0.4, 0.2, 0.2, 0.2), "heldout": (0.7, 0.1, 0.1, 0.1)}
 _KIND_CUMULATIVE = {split: tuple(itertools.accumulate(p)) for split, p in _KIND_PROBS.items()}
 _P_NAME_SIZE, _P_NAME_POSITION = 0.5, 0.7  # single captions: chance to name size / position
+
+
+def check_kind_probs(kind_probs: Sequence[float] | None) -> tuple[float, ...] | None:
+    """`kind_probs` (weights of SCENE_KINDS, in that order) as a tuple, after checking it."""
+    if kind_probs is None:
+        return None
+    probs = tuple(float(p) for p in kind_probs)
+    if len(probs) != len(SCENE_KINDS) or min(probs) < 0 or sum(probs) <= 0:
+        raise ValueError(
+            f"kind_probs must be {len(SCENE_KINDS)} non-negative weights of {SCENE_KINDS} (in that order) with a "
+            f"positive sum, e.g. (0.4, 0.2, 0.2, 0.2); got {kind_probs!r}."
+        )
+    return probs
+
+
+def _check_relation_layout(relation_layout: str) -> None:
+    if relation_layout not in RELATION_LAYOUTS:
+        raise ValueError(f"unknown relation_layout {relation_layout!r}; expected one of {RELATION_LAYOUTS}")
 
 
 def extent_px(size_name: str, image_size: int = BASE_SIZE) -> float:
@@ -578,8 +602,12 @@ def objects_overlap(objects: Sequence[ShapeObject], image_size: int) -> bool:
     return False
 
 
-def scene_from_query(query: ShapesQuery, rng: np.random.Generator, size: int = BASE_SIZE) -> Scene:
-    """A random scene whose caption is exactly `query` (what isn't asked is random)."""
+def scene_from_query(
+    query: ShapesQuery, rng: np.random.Generator, size: int = BASE_SIZE, relation_layout: str = "any"
+) -> Scene:
+    """A random scene whose caption is exactly `query` (what isn't asked is random; see
+    RELATION_LAYOUTS for where a relation scene's objects may go)."""
+    _check_relation_layout(relation_layout)
     objs = query.objects
     for _ in range(100):
         if query.kind == "single":
@@ -598,8 +626,11 @@ def scene_from_query(query: ShapesQuery, rng: np.random.Generator, size: int = B
             placed = [_place_object(rng, o.color, o.shape, "small", c, size) for o, c in zip(objs, cells)]
             scene = Scene("pair", placed, size=size)
         elif query.kind == "relation":
-            line = int(rng.integers(3))
-            lo, hi = sorted(int(i) for i in rng.choice(3, size=2, replace=False))
+            if relation_layout == "canonical":  # the middle line, outer cells
+                line, lo, hi = 1, 0, 2
+            else:
+                line = int(rng.integers(3))
+                lo, hi = sorted(int(i) for i in rng.choice(3, size=2, replace=False))
             first, second = (lo, hi) if query.relation in ("left of", "above") else (hi, lo)
             if query.relation in ("left of", "right of"):  # same row, first column smaller for "left of"
                 cells = [(first, line), (second, line)]
@@ -615,24 +646,35 @@ def scene_from_query(query: ShapesQuery, rng: np.random.Generator, size: int = B
 
 
 def sample_scene(
-    rng: np.random.Generator, kind: str | None = None, split: str = "train", size: int = BASE_SIZE
+    rng: np.random.Generator,
+    kind: str | None = None,
+    split: str = "train",
+    size: int = BASE_SIZE,
+    kind_probs: Sequence[float] | None = None,
+    relation_layout: str = "any",
 ) -> Scene:
     """Sample a scene of `kind` (random kind when None) for a split.
 
-    train / validation: no held-out pair anywhere, and never a benchmark query.
-    heldout: at least one object uses a held-out pair (mostly single scenes).
+    train / validation: no held-out pair anywhere, and never a benchmark query; kinds drawn with
+    weights `kind_probs` (of SCENE_KINDS; default 0.4 single, 0.2 each other kind).
+    heldout: at least one object uses a held-out pair (mostly single scenes; `kind_probs` is ignored).
+    `relation_layout`: see RELATION_LAYOUTS.
     """
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
     if kind is not None and kind not in SCENE_KINDS:
         raise ValueError(f"unknown scene kind {kind!r}; expected one of {SCENE_KINDS}")
     heldout = split == "heldout"
-    cumulative = _KIND_CUMULATIVE["heldout" if heldout else "train"]
+    probs = check_kind_probs(kind_probs)
+    if heldout or probs is None:
+        cumulative = _KIND_CUMULATIVE["heldout" if heldout else "train"]
+    else:
+        cumulative = tuple(itertools.accumulate(probs))
     while True:  # rejection: about 3 in 10 train queries are reserved for the benchmark
         query_kind = kind or SCENE_KINDS[bisect.bisect(cumulative, rng.random() * cumulative[-1])]
         query = _sample_query(rng, query_kind, heldout)
         if heldout or not is_benchmark_query(query):
-            return scene_from_query(query, rng, size)
+            return scene_from_query(query, rng, size, relation_layout)
 
 
 # ---------------------------------------------------------------------------------------
@@ -720,9 +762,9 @@ def _png_bytes(image: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def _build_split(num: int, split: str, size: int, seed: int) -> datasets.Dataset:
+def _build_split(num: int, split: str, size: int, seed: int, **scene_kwargs) -> datasets.Dataset:
     rng = np.random.default_rng([seed, _SPLIT_STREAMS[split]])
-    scenes = [sample_scene(rng, split=split, size=size) for _ in range(num)]
+    scenes = [sample_scene(rng, split=split, size=size, **scene_kwargs) for _ in range(num)]
     texts = [caption_scene(scene, rng) for scene in scenes]
     images = render_batch(scenes, size) if scenes else np.zeros((0, size, size, 3), np.uint8)
     columns = {
@@ -735,15 +777,24 @@ def _build_split(num: int, split: str, size: int, seed: int) -> datasets.Dataset
 
 
 def build_shapes_dataset(
-    size: int = BASE_SIZE, num_train: int = 20000, num_validation: int = 2000, num_heldout: int = 2000, seed: int = 0
+    size: int = BASE_SIZE,
+    num_train: int = 20000,
+    num_validation: int = 2000,
+    num_heldout: int = 2000,
+    seed: int = 0,
+    kind_probs: Sequence[float] | None = None,
+    relation_layout: str = "any",
 ) -> datasets.DatasetDict:
     """Build the Shapes `DatasetDict` with splits train / validation / heldout.
 
     Columns: image (PNG), text (a random paraphrase), kind, objects (list of
     {color, shape, size, cell: [col, row], center: [x, y]}). Same seed, same data.
+    `kind_probs` and `relation_layout` as in `sample_scene`.
     """
+    scene_kwargs = {"kind_probs": check_kind_probs(kind_probs), "relation_layout": relation_layout}
+    _check_relation_layout(relation_layout)
     counts = {"train": num_train, "validation": num_validation, "heldout": num_heldout}
-    return datasets.DatasetDict({split: _build_split(n, split, size, seed) for split, n in counts.items()})
+    return datasets.DatasetDict({split: _build_split(n, split, size, seed, **scene_kwargs) for split, n in counts.items()})
 
 
 class ShapesStream(torch.utils.data.IterableDataset):
@@ -751,7 +802,7 @@ class ShapesStream(torch.utils.data.IterableDataset):
 
     The stream is seeded by (seed, rank, dataloader worker id), so data-parallel processes
     (give rank / world_size) and workers see different data, and a given seed always
-    replays the same data.
+    replays the same data. `kind_probs` and `relation_layout` as in `sample_scene`.
     """
 
     def __init__(
@@ -763,10 +814,14 @@ class ShapesStream(torch.utils.data.IterableDataset):
         world_size: int = 1,
         paraphrase: bool = True,
         chunk_size: int = 256,
+        kind_probs: Sequence[float] | None = None,
+        relation_layout: str = "any",
     ):
         super().__init__()
         if split not in SPLITS:
             raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
+        _check_relation_layout(relation_layout)
+        self.scene_kwargs = {"kind_probs": check_kind_probs(kind_probs), "relation_layout": relation_layout}
         if not 0 <= rank < world_size:
             raise ValueError(f"rank must be in [0, world_size); got rank={rank}, world_size={world_size}")
         self.size, self.seed, self.split = size, seed, split
@@ -778,7 +833,7 @@ class ShapesStream(torch.utils.data.IterableDataset):
         worker = info.id if info is not None else 0
         rng = np.random.default_rng([self.seed, _SPLIT_STREAMS[self.split], self.rank, worker])
         while True:  # render in chunks: stamps make a chunk far cheaper than one-by-one
-            scenes = [sample_scene(rng, split=self.split, size=self.size) for _ in range(self.chunk_size)]
+            scenes = [sample_scene(rng, split=self.split, size=self.size, **self.scene_kwargs) for _ in range(self.chunk_size)]
             texts = [caption_scene(scene, rng if self.paraphrase else None) for scene in scenes]
             images = render_batch(scenes, self.size)  # (N, H, W, 3) uint8
             for image, text in zip(images, texts):

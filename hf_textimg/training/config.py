@@ -39,6 +39,13 @@ class TrainConfig:
     max_eval_samples: int | None = field(default=2000, metadata={"help": "Truncate the evaluation split."})
     num_shapes_train: int = field(default=50000, metadata={"help": "Size of the generated Shapes train split."})
     num_shapes_eval: int = field(default=2000, metadata={"help": "Size of the generated Shapes validation and heldout splits."})
+    shapes_kind_probs: list[float] | None = field(
+        default=None, metadata={"help": "Shapes train/validation mix: weights of single, count, pair, relation scenes (default 0.4 0.2 0.2 0.2)."}
+    )
+    shapes_relation_layout: Literal["any", "canonical"] = field(
+        default="any", metadata={"help": "Shapes relation scenes: any line and cells the relation allows, or one canonical layout "
+                                 "per relation (middle line, outer cells; see hf_textimg.data.shapes.RELATION_LAYOUTS)."},
+    )
     random_flip: bool = field(default=False, metadata={"help": "Random horizontal flips (off: captions say left/right)."})
     dataloader_num_workers: int = field(default=0, metadata={"help": "DataLoader worker processes."})
 
@@ -101,6 +108,13 @@ class TrainConfig:
             raise ValueError("Pass --dataset_name (e.g. shapes) or --train_data_dir (an imagefolder).")
         if self.resolution not in SUPPORTED_RESOLUTIONS:
             raise ValueError(f"--resolution {self.resolution} is not supported; use one of {SUPPORTED_RESOLUTIONS}.")
+        if self.shapes_kind_probs is not None:
+            from hf_textimg.data.shapes import check_kind_probs
+
+            try:
+                check_kind_probs(self.shapes_kind_probs)
+            except ValueError as err:
+                raise ValueError(f"--shapes_kind_probs: {err}") from None
         if self.ddp_timeout < 1:
             raise ValueError(f"--ddp_timeout must be >= 1 second, got {self.ddp_timeout}.")
         for name in ("train_batch_size", "max_train_steps", "gradient_accumulation_steps", "checkpointing_steps", "validation_steps", "max_length"):
