@@ -335,6 +335,8 @@ def _build_dataset(args):
             num_validation=args.num_validation,
             num_heldout=args.num_heldout,
             seed=args.seed,
+            kind_probs=args.kind_probs,
+            relation_layout=args.relation_layout,
         )
     from .data.emoji import build_emoji_dataset
 
@@ -466,6 +468,10 @@ fonts-noto-color-emoji, unicode-data and unicode-cldr-core packages.""",
     data.add_argument("--num-train", type=int, default=20000, help="shapes: train split size")
     data.add_argument("--num-validation", type=int, default=2000, help="shapes: validation split size")
     data.add_argument("--num-heldout", type=int, default=2000, help="shapes: held-out-pairs split size")
+    data.add_argument("--kind-probs", type=float, nargs=4, default=None, metavar=("SINGLE", "COUNT", "PAIR", "RELATION"),
+                      help="shapes: weights of the scene kinds in train/validation (default: 0.4 0.2 0.2 0.2)")
+    data.add_argument("--relation-layout", default="any", choices=["any", "canonical"],
+                      help="shapes: relation scenes on any line and cells the relation allows, or one layout per relation (default: any)")
     data.add_argument("--style", default="noto", choices=["noto", "twemoji", "both"], help="emoji: artwork style")
     data.add_argument("--cache-dir", default=None, help="emoji: cache folder (default: $HF_TEXTIMG_CACHE or ~/.cache/hf_textimg)")
     data.set_defaults(func=run_data)

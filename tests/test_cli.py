@@ -234,6 +234,16 @@ def test_data_shapes_to_load_from_disk(tmp_path, capsys):
     assert "load_from_disk" in capsys.readouterr().out
 
 
+def test_data_shapes_mix_and_relation_layout(tmp_path):
+    argv = ["data", "shapes", "--out", str(tmp_path / "r"), "--kind-probs", "0", "0", "0", "1", "--relation-layout", "canonical", *SMALL]
+    assert main(argv) == 0
+    train = datasets.load_from_disk(str(tmp_path / "r"))["train"]
+    assert set(train["kind"]) == {"relation"}
+    assert {tuple(tuple(o["cell"]) for o in objects) for objects in train["objects"]} <= {
+        ((0, 1), (2, 1)), ((2, 1), (0, 1)), ((1, 0), (1, 2)), ((1, 2), (1, 0))
+    }
+
+
 def test_data_shapes_imagefolder_loads_with_datasets(tmp_path):
     assert main(["data", "shapes", "--out", str(tmp_path / "f"), "--imagefolder", *SMALL]) == 0
     heldout = datasets.load_dataset("imagefolder", data_dir=str(tmp_path / "f" / "heldout"))["train"]
