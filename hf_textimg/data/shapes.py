@@ -116,6 +116,14 @@ def check_kind_probs(kind_probs: Sequence[float] | None) -> tuple[float, ...] | 
     return probs
 
 
+@functools.lru_cache(maxsize=32)
+def _kind_cumulative(heldout: bool, kind_probs: tuple | None) -> tuple[float, ...]:
+    """Cumulative kind weights for `sample_scene`, checked and summed once per mix rather than once per scene."""
+    if heldout or kind_probs is None:
+        return _KIND_CUMULATIVE["heldout" if heldout else "train"]
+    return tuple(itertools.accumulate(check_kind_probs(kind_probs)))
+
+
 def _check_relation_layout(relation_layout: str) -> None:
     if relation_layout not in RELATION_LAYOUTS:
         raise ValueError(f"unknown relation_layout {relation_layout!r}; expected one of {RELATION_LAYOUTS}")
@@ -665,11 +673,7 @@ def sample_scene(
     if kind is not None and kind not in SCENE_KINDS:
         raise ValueError(f"unknown scene kind {kind!r}; expected one of {SCENE_KINDS}")
     heldout = split == "heldout"
-    probs = check_kind_probs(kind_probs)
-    if heldout or probs is None:
-        cumulative = _KIND_CUMULATIVE["heldout" if heldout else "train"]
-    else:
-        cumulative = tuple(itertools.accumulate(probs))
+    cumulative = _kind_cumulative(heldout, None if kind_probs is None else tuple(kind_probs))
     while True:  # rejection: about 3 in 10 train queries are reserved for the benchmark
         query_kind = kind or SCENE_KINDS[bisect.bisect(cumulative, rng.random() * cumulative[-1])]
         query = _sample_query(rng, query_kind, heldout)
