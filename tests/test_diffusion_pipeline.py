@@ -56,6 +56,21 @@ def test_save_load_gives_the_same_images(pipe, tmp_path):
     assert not torch.equal(before, generate(loaded, seed=1))
 
 
+def test_prompt_normalization_is_saved_and_applied(pipe, tmp_path):
+    swapped, canonical = "a pink triangle right of a green plus", "a green plus left of a pink triangle"
+    assert not torch.equal(generate(pipe, [swapped]), generate(pipe, [canonical]))
+    normalized = ConceptDiffusionPipeline(pipe.tokenizer, pipe.text_encoder, pipe.unet, pipe.scheduler, prompt_normalization="shapes_relations")
+    normalized.save_pretrained(tmp_path)
+    loaded = DiffusionPipeline.from_pretrained(tmp_path)
+    loaded.set_progress_bar_config(disable=True)
+    assert loaded.config.prompt_normalization == "shapes_relations"
+    assert torch.equal(generate(loaded, [swapped]), generate(loaded, [canonical]))
+    # the negative prompt goes through the same rewrite
+    assert torch.equal(generate(loaded, PROMPTS[:1], negative_prompt=swapped), generate(loaded, PROMPTS[:1], negative_prompt=canonical))
+    with pytest.raises(ValueError, match="`prompt_normalization` must be None or one of"):
+        ConceptDiffusionPipeline(pipe.tokenizer, pipe.text_encoder, pipe.unet, pipe.scheduler, prompt_normalization="lowercase")
+
+
 @pytest.mark.parametrize("scheduler_cls", [DDPMScheduler, DDIMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler, UniPCMultistepScheduler])
 def test_every_scheduler_runs_from_config(pipe, scheduler_cls):
     original = pipe.scheduler

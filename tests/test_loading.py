@@ -62,6 +62,18 @@ def test_transform_and_collator():
     assert batch["input_ids"].shape == (3, 10) and batch["text"][1] == "picture number 1"
 
 
+def test_collator_applies_the_prompt_normalization():
+    captions = ["a blue square right of a red circle", "a red circle left of a blue square", "two red circles"]
+    tok = train_tokenizer(captions, vocab_size=200, model_max_length=16)
+    examples = [{"pixel_values": torch.zeros(3, 32, 32), "text": c} for c in captions]
+    plain = ImageTextCollator(tok, 16)(examples)["input_ids"]
+    normalized = ImageTextCollator(tok, 16, "shapes_relations")(examples)
+    assert not torch.equal(plain[0], plain[1]) and torch.equal(normalized["input_ids"][0], normalized["input_ids"][1])
+    assert torch.equal(normalized["input_ids"][2], plain[2]) and normalized["text"] == captions  # raw captions kept
+    with pytest.raises(ValueError, match=r"`prompt_normalization` must be None or one of \['shapes_relations'\], got 'x'"):
+        ImageTextCollator(tok, 16, "x")
+
+
 def test_image_tensor_round_trip_is_exact():
     image = Image.fromarray(np.random.default_rng(1).integers(0, 256, (32, 32, 3), dtype=np.uint8))
     tensor = image_to_tensor(image, 32)

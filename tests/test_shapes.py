@@ -369,6 +369,26 @@ def test_relation_layouts(relation_layout):
         assert {len(v) for v in layouts.values()} == {9}
 
 
+def test_canonical_relation_prompt_is_the_same_ask_with_left_of_or_above():
+    rng = np.random.default_rng(4)
+    relations = set()
+    for _ in range(400):  # every paraphrase and frame the world writes
+        caption = caption_scene(sample_scene(rng, "relation"), rng)
+        rewritten = S.canonical_relation_prompt(caption)
+        before, after = parse_prompt(caption), parse_prompt(rewritten)
+        assert S.query_key(after) == S.query_key(before), (caption, rewritten)
+        relations.add(after.relation)
+        if before.relation in ("left of", "above"):
+            assert rewritten == caption
+    assert relations == {"left of", "above"}
+    assert S.canonical_relation_prompt("There is an Orange plus to the right of a red circle.") == (
+        "there is a red circle to the left of an orange plus."  # articles travel with their objects
+    )
+    assert S.canonical_relation_prompt("a small red circle below a pink plus") == "a pink plus above a small red circle"
+    for text in ("two red circles", "a red circle and a pink plus", "a cat right of a dog", ""):
+        assert S.canonical_relation_prompt(text) == text
+
+
 def test_hard_negative_captions_change_exactly_one_fact():
     rng = np.random.default_rng(0)
     data = build_shapes_dataset(num_train=400, num_validation=1, num_heldout=1, seed=3)["train"]

@@ -82,6 +82,8 @@ def test_bad_arguments_name_the_flag(tmp_path):
         main(TINY + ["--output_dir", str(tmp_path), "--resolution", "48"])
     with pytest.raises(ValueError, match="--hard_negatives rewrites Shapes captions"):
         main(TINY + ["--output_dir", str(tmp_path), "--hard_negatives", "--objective", "regress", "--image_encoder_path", "x"])
+    with pytest.raises(ValueError, match="--prompt_normalization is stored by the pipelines"):
+        main(TINY + ["--output_dir", str(tmp_path), "--prompt_normalization", "shapes_relations"])
 
 
 def test_hard_negative_benchmark_scores_saved_models(contrastive_run):

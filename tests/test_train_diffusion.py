@@ -31,7 +31,7 @@ def _mean(history, sl):
 @pytest.fixture(scope="module")
 def ema_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("diffusion")
-    result = main(TINY + NEW_TEXT_TOWER + ["--output_dir", str(out), "--use_ema", "--ema_decay", "0.9",
+    result = main(TINY + NEW_TEXT_TOWER + ["--output_dir", str(out), "--use_ema", "--ema_decay", "0.9", "--prompt_normalization", "shapes_relations",
                                            "--max_train_steps", "30", "--checkpointing_steps", "15", "--validation_steps", "30"])
     return out, result
 
@@ -49,6 +49,7 @@ def test_loss_goes_down_and_output_is_a_pipeline(ema_run):
     pipe.set_progress_bar_config(disable=True)
     images = pipe(["a red circle", "two blue squares"], num_inference_steps=2, output_type="np").images
     assert images.shape == (2, 32, 32, 3)
+    assert pipe.config.prompt_normalization == "shapes_relations"  # --prompt_normalization ships with the pipeline
 
 
 def test_ema_weights_differ_from_raw_and_are_what_ships(ema_run):
@@ -133,6 +134,8 @@ def test_bad_arguments_name_the_flag(tmp_path):
         main(TINY + ["--output_dir", str(tmp_path)])
     with pytest.raises(ValueError, match="--cond_dropout"):
         main(TINY + NEW_TEXT_TOWER + ["--output_dir", str(tmp_path), "--cond_dropout", "1.5"])
+    with pytest.raises(ValueError, match="--prompt_normalization"):
+        main(TINY + NEW_TEXT_TOWER + ["--output_dir", str(tmp_path), "--prompt_normalization", "swap"])
     with pytest.raises(ValueError, match="--snr_gamma"):
         main(TINY + NEW_TEXT_TOWER + ["--output_dir", str(tmp_path), "--snr_gamma", "-1"])
     with pytest.raises(ValueError, match="--text_encoder_lr .* needs --train_text_encoder"):

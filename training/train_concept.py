@@ -73,6 +73,9 @@ class ConceptTrainConfig(TrainConfig):
         if self.hard_negatives and (self.objective != "contrastive" or not self.uses_shapes):
             raise ValueError("--hard_negatives rewrites Shapes captions for the contrastive loss; use it with --dataset_name shapes "
                              "and --objective contrastive.")
+        if self.prompt_normalization is not None:
+            raise ValueError("--prompt_normalization is stored by the pipelines that train_decoder.py / train_diffusion.py save; a concept "
+                             "model has no pipeline to carry it. Train it on plain captions and pass the flag to the pipeline script.")
 
 
 def hard_negative_inputs(captions: list[str], tokenizer, max_length: int, seed: int, device) -> dict:

@@ -272,7 +272,7 @@ def make_evaluator(cfg: DecoderTrainConfig, accelerator, tokenizer, text_encoder
     """Validation loss terms (every data set) and, on Shapes, the Shapes scorer on its benchmark prompts."""
     val_data = load_split(cfg, cfg.validation_split, cfg.max_eval_samples)
     val_set = TensorImageTextDataset.from_dataset(val_data, cfg.resolution, cfg.image_column, cfg.caption_column)
-    val_batches = torch.utils.data.DataLoader(val_set, batch_size=cfg.train_batch_size, collate_fn=ImageTextCollator(tokenizer, cfg.max_length))
+    val_batches = torch.utils.data.DataLoader(val_set, batch_size=cfg.train_batch_size, collate_fn=ImageTextCollator(tokenizer, cfg.max_length, cfg.prompt_normalization))
     unwrapped_text, unwrapped_decoder = accelerator.unwrap_model(text_encoder), accelerator.unwrap_model(decoder)
 
     @torch.no_grad()
@@ -290,7 +290,9 @@ def make_evaluator(cfg: DecoderTrainConfig, accelerator, tokenizer, text_encoder
             count += 1
         metrics = {name: total / max(count, 1) for name, total in sums.items()}
         if cfg.uses_shapes:
-            pipeline = DecoderPipeline(tokenizer=tokenizer, text_encoder=unwrapped_text, decoder=unwrapped_decoder)
+            pipeline = DecoderPipeline(
+                tokenizer=tokenizer, text_encoder=unwrapped_text, decoder=unwrapped_decoder, prompt_normalization=cfg.prompt_normalization
+            )
             metrics.update(shapes_metrics(pipeline, cfg.num_eval_prompts, cfg.seed))
         torch.set_rng_state(rng_state)
         unwrapped_decoder.train()
@@ -349,7 +351,8 @@ def main(argv: list[str] | None = None) -> dict:
     result = run_result(state)
     if accelerator.is_main_process:
         pipeline = DecoderPipeline(
-            tokenizer=tokenizer, text_encoder=accelerator.unwrap_model(text_encoder).eval(), decoder=accelerator.unwrap_model(decoder).eval()
+            tokenizer=tokenizer, text_encoder=accelerator.unwrap_model(text_encoder).eval(), decoder=accelerator.unwrap_model(decoder).eval(),
+            prompt_normalization=cfg.prompt_normalization,
         )
         pipeline.save_pretrained(cfg.output_dir)
         write_eval_results(cfg, result)

@@ -288,13 +288,13 @@ def make_evaluator(cfg, accelerator, pipeline_fn, prompts: list[str]):
     return evaluate
 
 
-def make_pipeline_fn(tokenizer, text_encoder, unet, noise_scheduler, emas, trained):
+def make_pipeline_fn(cfg, tokenizer, text_encoder, unet, noise_scheduler, emas, trained):
     """A context manager giving the pipeline on the unwrapped models, in eval mode with EMA weights."""
 
     @contextlib.contextmanager
     def pipeline_fn():
         with ema_eval_mode(emas, trained, unet, text_encoder):
-            pipe = ConceptDiffusionPipeline(tokenizer, text_encoder, unet, inference_scheduler(noise_scheduler))
+            pipe = ConceptDiffusionPipeline(tokenizer, text_encoder, unet, inference_scheduler(noise_scheduler), cfg.prompt_normalization)
             pipe.set_progress_bar_config(disable=True)
             yield pipe
 
@@ -340,7 +340,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     empty = {k: v.to(accelerator.device) for k, v in tokenize_captions(tokenizer, [""], cfg.max_length).items()}
     compute_loss = make_compute_loss(cfg, accelerator, models["unet"], text_model, noise_scheduler, empty)
-    pipeline_fn = make_pipeline_fn(tokenizer, text_encoder, unet, noise_scheduler, emas, trained)
+    pipeline_fn = make_pipeline_fn(cfg, tokenizer, text_encoder, unet, noise_scheduler, emas, trained)
     evaluate = make_evaluator(cfg, accelerator, pipeline_fn, default_validation_prompts(cfg, train_data))
     if accelerator.is_main_process:
         accelerator.init_trackers("train_diffusion", config=tracker_config(cfg))
@@ -362,7 +362,7 @@ def save_pipeline(cfg, tokenizer, text_encoder, unet, noise_scheduler, emas) -> 
     trained = {"unet": unet, "text_encoder": text_encoder}
     for name, ema in emas.items():
         ema.copy_to(trained[name].parameters())
-    pipe = ConceptDiffusionPipeline(tokenizer, text_encoder, unet, inference_scheduler(noise_scheduler))
+    pipe = ConceptDiffusionPipeline(tokenizer, text_encoder, unet, inference_scheduler(noise_scheduler), cfg.prompt_normalization)
     pipe.save_pretrained(cfg.output_dir, safe_serialization=True)
 
 

@@ -25,6 +25,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .prompts import check_prompt_normalization, normalize_prompts
+
 BUILTIN_DATASETS = ("shapes", "emoji")
 
 
@@ -232,10 +234,12 @@ class ImageTextTransform:
 
 class ImageTextCollator:
     """DataLoader `collate_fn`: stacks pixel values (B, 3, R, R) and, with a tokenizer,
-    tokenizes the captions into fixed-length `input_ids`/`attention_mask` (B, L)."""
+    tokenizes the captions into fixed-length `input_ids`/`attention_mask` (B, L), after the
+    `prompt_normalization` rewrite (hf_textimg.data.prompts) when one is named."""
 
-    def __init__(self, tokenizer=None, max_length: int | None = None):
-        self.tokenizer, self.max_length = tokenizer, max_length
+    def __init__(self, tokenizer=None, max_length: int | None = None, prompt_normalization: str | None = None):
+        check_prompt_normalization(prompt_normalization)
+        self.tokenizer, self.max_length, self.prompt_normalization = tokenizer, max_length, prompt_normalization
 
     def __call__(self, examples: list[dict]) -> dict:
         batch = {"pixel_values": torch.stack([e["pixel_values"] for e in examples]).contiguous()}
@@ -244,7 +248,8 @@ class ImageTextCollator:
             if self.tokenizer is not None:
                 from ..tokenization import tokenize_captions
 
-                batch.update(tokenize_captions(self.tokenizer, batch["text"], self.max_length))
+                captions = normalize_prompts(batch["text"], self.prompt_normalization)
+                batch.update(tokenize_captions(self.tokenizer, captions, self.max_length))
         return batch
 
 

@@ -453,6 +453,29 @@ def parse_prompt(text: str) -> ShapesQuery:
     raise ValueError(f"cannot parse Shapes prompt {text!r}")
 
 
+_CONVERSE = {"right of": "left of", "below": "above"}
+_CONVERSE_RE = re.compile(rf"({_NP}) ((?:is )?(?:to the )?)({_alternation(_CONVERSE)}) ({_NP})")
+
+
+def canonical_relation_prompt(text: str) -> str:
+    """Write a Shapes relation caption with "right of" / "below" as the same ask with "left of" / "above":
+    "a blue square right of a red circle" -> "a red circle left of a blue square" (the frame and paraphrase are
+    kept). Any other text comes back unchanged.
+
+    A pipeline trained with `--prompt_normalization shapes_relations` reads every caption through this, so its
+    U-Net learns one rule, the first object goes left (or up), instead of a rule that flips with the relation
+    word (README, "Diffusion").
+    """
+    try:
+        query = parse_prompt(text)
+    except ValueError:
+        return text
+    if query.kind != "relation" or query.relation not in _CONVERSE:
+        return text
+    body = " ".join(str(text).lower().split())
+    return _CONVERSE_RE.sub(lambda m: f"{m[4]} {m[2]}{_CONVERSE[m[3]]} {m[1]}", body, count=1)
+
+
 # ---------------------------------------------------------------------------------------
 # Benchmark queries: a fixed rule on query_key, shared by training exclusion and the scorer
 # ---------------------------------------------------------------------------------------

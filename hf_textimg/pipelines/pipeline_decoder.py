@@ -22,6 +22,7 @@ from diffusers.utils.torch_utils import randn_tensor
 
 from ..autoencoder import ConceptDecoder
 from ..concept import ConceptTextModel
+from ..data.prompts import check_prompt_normalization
 from .pipeline_utils import TextToImageMixin, register_with_diffusers
 
 
@@ -32,18 +33,22 @@ class DecoderPipeline(TextToImageMixin, DiffusionPipeline):
         tokenizer ([`~transformers.PreTrainedTokenizerFast`]): the caption tokenizer the text tower was trained with.
         text_encoder ([`ConceptTextModel`]): caption -> unit-norm concept code (`text_embeds`, (B, code_dim)).
         decoder ([`ConceptDecoder`]): code [+ noise] -> image in [-1, 1].
+        prompt_normalization (`str`, *optional*): the rewrite training applied to every caption (see
+            `hf_textimg.data.prompts`); applied to every prompt before tokenizing.
     """
 
     model_cpu_offload_seq = "text_encoder->decoder"
 
-    def __init__(self, tokenizer, text_encoder: ConceptTextModel, decoder: ConceptDecoder):
+    def __init__(self, tokenizer, text_encoder: ConceptTextModel, decoder: ConceptDecoder, prompt_normalization: str | None = None):
         super().__init__()
+        check_prompt_normalization(prompt_normalization)
         if text_encoder.config.projection_dim != decoder.config.code_dim:
             raise ValueError(
                 f"text_encoder makes {text_encoder.config.projection_dim}-d codes but decoder.config.code_dim is "
                 f"{decoder.config.code_dim}; they must match."
             )
         self.register_modules(tokenizer=tokenizer, text_encoder=text_encoder, decoder=decoder)
+        self.register_to_config(prompt_normalization=prompt_normalization)
 
     def check_inputs(self, prompt, num_images_per_prompt: int, generator, noise, output_type: str, height=None, width=None) -> list[str]:
         prompts = self.check_prompt(prompt)

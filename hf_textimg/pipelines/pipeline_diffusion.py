@@ -30,6 +30,7 @@ from diffusers.pipelines.pipeline_utils import ImagePipelineOutput
 from diffusers.utils.torch_utils import randn_tensor
 
 from ..concept import ConceptTextModel
+from ..data.prompts import check_prompt_normalization
 from ..diffusion.unet import ConceptPromptEmbeds, downsample_factor, encode_concept, unet_input
 from .pipeline_utils import TextToImageMixin, register_with_diffusers
 
@@ -45,13 +46,19 @@ class ConceptDiffusionPipeline(TextToImageMixin, DiffusionPipeline):
             `projection_class_embeddings_input_dim == text_encoder.config.projection_dim`.
         scheduler ([`~diffusers.SchedulerMixin`]): DDPM, DDIM, DPMSolverMultistep, Euler, UniPC, ... built with
             `from_config` from the saved one (which keeps the training betas and `prediction_type`).
+        prompt_normalization (`str`, *optional*): the rewrite training applied to every caption (see
+            `hf_textimg.data.prompts`); applied to `prompt` and `negative_prompt` before tokenizing.
     """
 
     model_cpu_offload_seq = "text_encoder->unet"
     _callback_tensor_inputs = ["latents", "prompt_embeds", "negative_prompt_embeds"]
 
-    def __init__(self, tokenizer, text_encoder: ConceptTextModel, unet: UNet2DConditionModel, scheduler: SchedulerMixin):
+    def __init__(
+        self, tokenizer, text_encoder: ConceptTextModel, unet: UNet2DConditionModel, scheduler: SchedulerMixin,
+        prompt_normalization: str | None = None,
+    ):
         super().__init__()
+        check_prompt_normalization(prompt_normalization)
         if text_encoder.config.hidden_size != unet.config.cross_attention_dim:
             raise ValueError(
                 f"text_encoder.config.hidden_size ({text_encoder.config.hidden_size}) must equal "
@@ -63,6 +70,7 @@ class ConceptDiffusionPipeline(TextToImageMixin, DiffusionPipeline):
                 f"unet.config.projection_class_embeddings_input_dim ({unet.config.projection_class_embeddings_input_dim})."
             )
         self.register_modules(tokenizer=tokenizer, text_encoder=text_encoder, unet=unet, scheduler=scheduler)
+        self.register_to_config(prompt_normalization=prompt_normalization)
 
     # -- state read by callbacks (the names diffusers' callbacks use) -------------------------
     @property

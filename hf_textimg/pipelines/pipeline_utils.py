@@ -18,6 +18,7 @@ import torch
 from diffusers.image_processor import VaeImageProcessor
 
 from ..concept.safe_loading import PICKLE_SUFFIXES
+from ..data.prompts import normalize_prompts
 
 logger = logging.getLogger(__name__)
 
@@ -101,8 +102,10 @@ class TextToImageMixin:
             )
 
     def tokenize_prompt(self, prompts: list[str]) -> dict[str, torch.Tensor]:
-        """Fixed-length `input_ids`/`attention_mask` (B, L) on the pipeline's device. Prompts longer
-        than the tokenizer's limit are truncated, with one warning per pipeline."""
+        """Fixed-length `input_ids`/`attention_mask` (B, L) on the pipeline's device, after the pipeline's
+        `prompt_normalization` (hf_textimg.data.prompts). Prompts longer than the tokenizer's limit are
+        truncated, with one warning per pipeline."""
+        prompts = normalize_prompts(prompts, getattr(self.config, "prompt_normalization", None))
         max_length = self.tokenizer.model_max_length
         batch = self.tokenizer(prompts, padding="max_length", truncation=True, max_length=max_length, return_tensors="pt")
         if not self._warned_truncation:

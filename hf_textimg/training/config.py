@@ -20,6 +20,8 @@ from typing import Literal
 
 from transformers import HfArgumentParser
 
+from ..data.prompts import check_prompt_normalization
+
 SUPPORTED_RESOLUTIONS = (32, 64)
 
 
@@ -45,6 +47,10 @@ class TrainConfig:
     shapes_relation_layout: Literal["any", "canonical"] = field(
         default="any", metadata={"help": "Shapes relation scenes: any line and cells the relation allows, or one canonical layout "
                                  "per relation (middle line, outer cells; see hf_textimg.data.shapes.RELATION_LAYOUTS)."},
+    )
+    prompt_normalization: str | None = field(
+        default=None, metadata={"help": "Rewrite every caption this way before tokenizing; the saved pipeline stores it and rewrites prompts "
+                                "the same way. shapes_relations: 'b right of a' -> 'a left of b' (hf_textimg.data.prompts)."},
     )
     random_flip: bool = field(default=False, metadata={"help": "Random horizontal flips (off: captions say left/right)."})
     dataloader_num_workers: int = field(default=0, metadata={"help": "DataLoader worker processes."})
@@ -108,6 +114,7 @@ class TrainConfig:
             raise ValueError("Pass --dataset_name (e.g. shapes) or --train_data_dir (an imagefolder).")
         if self.resolution not in SUPPORTED_RESOLUTIONS:
             raise ValueError(f"--resolution {self.resolution} is not supported; use one of {SUPPORTED_RESOLUTIONS}.")
+        check_prompt_normalization(self.prompt_normalization, "--prompt_normalization")
         if self.shapes_kind_probs is not None:
             from hf_textimg.data.shapes import check_kind_probs
 

@@ -127,7 +127,7 @@ def build_train_dataloader(cfg: TrainConfig, data, tokenizer=None, caption_colum
         shuffle=True,
         drop_last=True,
         num_workers=cfg.dataloader_num_workers,
-        collate_fn=ImageTextCollator(tokenizer, cfg.max_length),
+        collate_fn=ImageTextCollator(tokenizer, cfg.max_length, cfg.prompt_normalization),
         # Without its own generator a DataLoader draws each iterator's base seed from the global
         # RNG, which would shift every random draw of a run resumed mid-epoch.
         generator=torch.Generator().manual_seed(cfg.seed),

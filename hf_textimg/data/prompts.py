@@ -1,0 +1,33 @@
+"""Prompt normalizations: a rewrite applied to every caption in training and to every prompt (and negative
+prompt) in the pipeline, so the text tower only ever reads one way of saying a thing.
+
+A pipeline stores the name in its `model_index.json` (`prompt_normalization`, like Stable Diffusion's
+`requires_safety_checker`), so a saved or Hub pipeline applies the rewrite it was trained with.
+
+- `"shapes_relations"`: Shapes relation captions with "right of" / "below" become the same ask with
+  "left of" / "above" and the objects swapped (`canonical_relation_prompt`); other text is unchanged.
+
+Written here because neither `tokenizers` normalizers (character-level rewrites, no reordering) nor the
+transformers tokenizer API can swap two phrases of a caption.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from .shapes import canonical_relation_prompt
+
+PROMPT_NORMALIZATIONS: dict[str, Callable[[str], str]] = {"shapes_relations": canonical_relation_prompt}
+
+
+def check_prompt_normalization(name: str | None, argument: str = "prompt_normalization") -> None:
+    if name is not None and name not in PROMPT_NORMALIZATIONS:
+        raise ValueError(f"`{argument}` must be None or one of {sorted(PROMPT_NORMALIZATIONS)}, got {name!r}.")
+
+
+def normalize_prompts(prompts: list[str], name: str | None) -> list[str]:
+    """`prompts` rewritten by the normalization `name` (None: unchanged)."""
+    if name is None:
+        return prompts
+    check_prompt_normalization(name)
+    return [PROMPT_NORMALIZATIONS[name](prompt) for prompt in prompts]
