@@ -6,7 +6,8 @@
 For each pipeline and each swap (the README's probe table): the max |difference| of the U-Net's clean-image
 estimates for the two prompts from the same noise at timestep `--timestep` (where layout is decided), and the
 distance between the two prompts' pooled concepts. Near 0 = the word is ignored; a colour swap gives ~1.7.
-Prints a table, then one JSON line per model.
+Then `relation_side_probe`: can a linear read-out of the token states tell which object of a relation caption goes
+to the first (left / top) cell (0.5 = chance)? Prints a table, then one JSON line per model.
 """
 
 from __future__ import annotations
@@ -32,18 +33,18 @@ SWAPS = (
 )
 
 
-def probe(model: str, timestep: int, seed: int) -> dict:
+def probe(model: str, timestep: int, seed: int) -> tuple[dict, float]:
     from diffusers import DiffusionPipeline
 
     import hf_textimg  # noqa: F401  (registers the pipeline with diffusers)
-    from hf_textimg.evaluation.probes import prompt_sensitivity
+    from hf_textimg.evaluation.probes import prompt_sensitivity, relation_side_probe
 
     pipe = DiffusionPipeline.from_pretrained(model)
     rows = {}
     for name, prompt, other in SWAPS:
         result = prompt_sensitivity(pipe, prompt, other, timesteps=(timestep,), seed=seed)
         rows[name] = {"x0_difference": round(result.x0_difference[timestep], 3), "concept_distance": round(result.concept_distance, 3)}
-    return rows
+    return rows, round(relation_side_probe(pipe, seed=seed), 3)
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
@@ -55,12 +56,16 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     models = args.models or [str(pretrained.pretrained_path())]
-    results = [{"model": model, "timestep": args.timestep, "swaps": probe(model, args.timestep, args.seed)} for model in models]
+    results = []
+    for model in models:
+        swaps, side = probe(model, args.timestep, args.seed)
+        results.append({"model": model, "timestep": args.timestep, "swaps": swaps, "relation_side_probe": side})
     header = ["swap", "prompts"] + [f"{Path(r['model']).name}: x0 / concept" for r in results]
     table = [
         [name, f"{prompt!r} -> {other!r}"] + [f"{r['swaps'][name]['x0_difference']:.2f} / {r['swaps'][name]['concept_distance']:.2f}" for r in results]
         for name, prompt, other in SWAPS
     ]
+    table.append(["relation side probe", "token states: which object goes left / up (0.5 = chance)"] + [f"{r['relation_side_probe']:.2f}" for r in results])
     print(format_table(header, table))
     for result in results:
         print(json.dumps(result))

@@ -68,3 +68,61 @@ def prompt_sensitivity(
         x0 = predicted_x0(pipe.scheduler.config, output, noisy.float(), alpha_bar)
         x0_difference[t] = (x0[:num_images] - x0[num_images:]).abs().max().item()
     return PromptSensitivity(concept_distance=concept_distance, x0_difference=x0_difference)
+
+
+_FIRST_RELATIONS = ("left of", "above")  # "a {relation} b": a goes to the smaller column / row
+
+
+def relation_side_probe(pipe, num_train: int = 3000, num_test: int = 1000, seed: int = 0, steps: int = 500) -> float:
+    """Held-out accuracy of a linear read-out of the text tower's token states (what the U-Net cross-attends to)
+    that says, for each object of a Shapes relation caption, whether it goes to the first cell (left / top).
+
+    The label is the caption's meaning: in "a {relation} b", a goes first for "left of" / "above", b for
+    "right of" / "below". The read-out sees the token state at each object's colour word after the pipeline's
+    own tokenization (so after its `prompt_normalization`). 0.5 = chance: the token states do not say which
+    object goes where, and the U-Net must work it out from the relation word itself. A logistic regression
+    fitted here in a few lines of torch (no scikit-learn dependency for one probe).
+    """
+    import numpy as np
+
+    from ..data.shapes import COLORS, RELATIONS, TRAIN_COMBOS, ObjectQuery, ShapesQuery, caption_query, parse_prompt
+    from ..data.prompts import normalize_prompts
+
+    rng = np.random.default_rng(seed)
+    colour_ids = set(pipe.tokenizer.convert_tokens_to_ids(list(COLORS)))
+
+    @torch.no_grad()
+    def features(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        captions = []
+        for _ in range(n):
+            a, b = rng.choice(len(TRAIN_COMBOS), size=2, replace=False)
+            query = ShapesQuery("relation", (ObjectQuery(*TRAIN_COMBOS[a]), ObjectQuery(*TRAIN_COMBOS[b])), relation=str(rng.choice(RELATIONS)))
+            captions.append(caption_query(query, rng))
+        # Labels come from the text the tower reads; tokenize_prompt's own rewrite is then a no-op.
+        captions = normalize_prompts(captions, getattr(pipe.config, "prompt_normalization", None))
+        inputs = pipe.tokenize_prompt(captions)
+        states = pipe.text_encoder(**inputs).last_hidden_state.float()  # (n, L, H)
+        rows, labels = [], []
+        for i, caption in enumerate(captions):
+            positions = [j for j, token in enumerate(inputs["input_ids"][i].tolist()) if token in colour_ids]
+            if len(positions) != 2:  # a colour word split into pieces: not this probe's vocabulary
+                raise ValueError(f"relation_side_probe needs a tokenizer with whole colour words; {caption!r} gave {len(positions)}.")
+            first_goes_first = parse_prompt(caption).relation in _FIRST_RELATIONS
+            rows += [states[i, positions[0]], states[i, positions[1]]]
+            labels += [float(first_goes_first), float(not first_goes_first)]
+        return torch.stack(rows), torch.tensor(labels)
+
+    x_train, y_train = features(num_train)
+    x_test, y_test = features(num_test)
+    mean, std = x_train.mean(0), x_train.std(0) + 1e-6
+    x_train, x_test = (x_train - mean) / std, (x_test - mean) / std
+    weight = torch.zeros(x_train.shape[1], requires_grad=True)
+    bias = torch.zeros(1, requires_grad=True)
+    optimizer = torch.optim.Adam([weight, bias], lr=0.05)
+    for _ in range(steps):
+        optimizer.zero_grad()
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(x_train @ weight + bias, y_train) + 1e-3 * weight.square().sum()
+        loss.backward()
+        optimizer.step()
+    with torch.no_grad():
+        return ((x_test @ weight + bias > 0).float() == y_test).float().mean().item()
