@@ -154,17 +154,19 @@ def test_shipped_model_listens_to_position_words():
     assert position.concept_distance > 0.5
 
 
-def test_shipped_model_reads_the_relation_axis(capsys):
-    """Regression test of session 5's relation diagnosis, through the probe benchmark: the model shipped before
+def test_shipped_model_reads_the_relation_axis_and_order(capsys):
+    """Regression test of the relation diagnosis, through the probe benchmark: the model shipped before
     `--shapes_relation_layout canonical` drew "left of" and "above" alike (x0 differed by 0.11 at t=800, colour
-    1.74). Which object goes first is still not read ("left of" -> "right of": 0.07), so that is not asserted."""
+    1.74), and the one shipped before `--prompt_normalization shapes_relations` drew "a left of b" and "a right of
+    b" alike (0.07; its token states did not say which object goes first: side probe 0.53)."""
     from benchmarks.word_probes import SWAPS, main as word_probes
 
     (result,) = word_probes([])
     swaps = result["swaps"]
     assert set(swaps) == {name for name, _, _ in SWAPS}
-    assert swaps["relation axis"]["x0_difference"] > 0.5 * swaps["colour"]["x0_difference"]
-    assert swaps["position"]["x0_difference"] > 0.5 * swaps["colour"]["x0_difference"]
+    for name in ("position", "relation axis", "relation order", "relation order (vertical)"):
+        assert swaps[name]["x0_difference"] > 0.5 * swaps["colour"]["x0_difference"], name
+    assert result["relation_side_probe"] > 0.9
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == result
 
 
