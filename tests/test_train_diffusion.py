@@ -69,7 +69,7 @@ def test_ema_weights_differ_from_raw_and_are_what_ships(ema_run):
 
 def test_resume_continues_the_step_count_and_the_ema(ema_run, tmp_path):
     out, first = ema_run
-    resumed = main(TINY + NEW_TEXT_TOWER + ["--output_dir", str(tmp_path), "--use_ema", "--ema_decay", "0.9",
+    resumed = main(TINY + NEW_TEXT_TOWER + ["--output_dir", str(tmp_path), "--use_ema", "--ema_decay", "0.9", "--prompt_normalization", "shapes_relations",
                                             "--max_train_steps", "30", "--validation_steps", "30",
                                             "--resume_from_checkpoint", str(out / "checkpoint-15")])
     assert resumed["global_step"] == 30 and resumed["loss_history"][0][0] == 16
