@@ -56,6 +56,16 @@ def test_pipeline_round_trip_gives_identical_images(saved, loader):
     assert torch.equal(before, after)
 
 
+def test_prompt_normalization_round_trips(tmp_path):
+    pipe = make_pipeline()
+    swapped, canonical = "a pink triangle right of a green plus", "a green plus left of a pink triangle"
+    assert not torch.equal(generate(pipe, [swapped]), generate(pipe, [canonical]))
+    DecoderPipeline(**pipe.components, prompt_normalization="shapes_relations").save_pretrained(tmp_path)
+    loaded = DiffusionPipeline.from_pretrained(tmp_path)
+    assert loaded.config.prompt_normalization == "shapes_relations"
+    assert torch.equal(generate(loaded, [swapped]), generate(loaded, [canonical]))
+
+
 def test_each_component_round_trips(saved):
     pipe, folder = saved
     tokenizer = AutoTokenizer.from_pretrained(folder / "tokenizer")
