@@ -453,8 +453,7 @@ def parse_prompt(text: str) -> ShapesQuery:
     raise ValueError(f"cannot parse Shapes prompt {text!r}")
 
 
-_CONVERSE = {"right of": "left of", "below": "above"}
-_CONVERSE_RE = re.compile(rf"({_NP}) ((?:is )?(?:to the )?)({_alternation(_CONVERSE)}) ({_NP})")
+_FLIPPED_RE = re.compile(rf"({_NP}) ((?:is )?(?:to the )?)({_alternation(_FLIPPED)}) ({_NP})")
 
 
 def canonical_relation_prompt(text: str) -> str:
@@ -470,10 +469,10 @@ def canonical_relation_prompt(text: str) -> str:
         query = parse_prompt(text)
     except ValueError:
         return text
-    if query.kind != "relation" or query.relation not in _CONVERSE:
+    if query.kind != "relation" or query.relation not in _FLIPPED:
         return text
     body = " ".join(str(text).lower().split())
-    return _CONVERSE_RE.sub(lambda m: f"{m[4]} {m[2]}{_CONVERSE[m[3]]} {m[1]}", body, count=1)
+    return _FLIPPED_RE.sub(lambda m: f"{m[4]} {m[2]}{_FLIPPED[m[3]]} {m[1]}", body, count=1)
 
 
 # ---------------------------------------------------------------------------------------
