@@ -280,9 +280,12 @@ def run_evaluate(args) -> int:
             print(f"  generated {done}/{total} images ({time.perf_counter() - start:.0f}s)", file=sys.stderr)
         return images
 
-    report = ShapesScorer().evaluate_pipeline(generate, n_per_category=args.prompts_per_category, batch_size=args.batch_size)
+    report = ShapesScorer().evaluate_pipeline(
+        generate, n_per_category=args.prompts_per_category, batch_size=args.batch_size, prompt_set=args.prompt_set
+    )
     result = {
         "benchmark": args.benchmark,
+        "prompt_set": args.prompt_set,
         "model": args.model or DEFAULT_MODEL,
         **report.to_dict(),
         "settings": {"prompts_per_category": args.prompts_per_category, "seed": args.seed, "batch_size": args.batch_size,
@@ -290,7 +293,8 @@ def run_evaluate(args) -> int:
                      "scheduler": type(getattr(pipe, "scheduler", None)).__name__ if hasattr(pipe, "scheduler") else None, **kwargs},
         "seconds": round(time.perf_counter() - start, 1),
     }
-    print(f"Shapes benchmark, {model_name(args)}: {args.prompts_per_category} prompts per category, seed {args.seed}")
+    what = "Shapes benchmark" if args.prompt_set == "benchmark" else "Shapes validation prompts (not the benchmark's)"
+    print(f"{what}, {model_name(args)}: {args.prompts_per_category} prompts per category, seed {args.seed}")
     print(report.format_table())
     print("(overall = mean of single, color, position, count, pair, relation; heldout is reported beside it)")
     if args.json:
@@ -337,6 +341,7 @@ def _build_dataset(args):
             seed=args.seed,
             kind_probs=args.kind_probs,
             relation_layout=args.relation_layout,
+            count_layout=args.count_layout,
         )
     from .data.emoji import build_emoji_dataset
 
@@ -439,6 +444,9 @@ out of training). overall = mean of the first six. 40 prompts per category (280 
 20 steps with guidance) take 3-5 minutes on 2 CPU cores.""",
     )
     evaluate.add_argument("--benchmark", choices=["shapes"], default="shapes", help="which benchmark (default: shapes)")
+    evaluate.add_argument("--prompt-set", choices=["benchmark", "validation"], default="benchmark",
+                          help="benchmark: the scored prompts, never seen in training; validation: other prompts of the same "
+                               "categories, to choose settings (e.g. --guidance) on without looking at the benchmark (default: benchmark)")
     evaluate.add_argument("--prompts-per-category", type=positive_int, default=40, help="benchmark prompts per category, one image each (default: 40)")
     evaluate.add_argument("--batch-size", type=positive_int, default=128, help="prompts per generation batch (default: 128, as in training)")
     evaluate.add_argument("--json", type=Path, default=None, metavar="PATH", help="also write the results to this JSON file")
@@ -472,6 +480,8 @@ fonts-noto-color-emoji, unicode-data and unicode-cldr-core packages.""",
                       help="shapes: weights of the scene kinds in train/validation (default: 0.4 0.2 0.2 0.2)")
     data.add_argument("--relation-layout", default="any", choices=["any", "canonical"],
                       help="shapes: relation scenes on any line and cells the relation allows, or one layout per relation (default: any)")
+    data.add_argument("--count-layout", default="any", choices=["any", "canonical"],
+                      help="shapes: count scenes in n random distinct cells, or one layout per count (default: any)")
     data.add_argument("--style", default="noto", choices=["noto", "twemoji", "both"], help="emoji: artwork style")
     data.add_argument("--cache-dir", default=None, help="emoji: cache folder (default: $HF_TEXTIMG_CACHE or ~/.cache/hf_textimg)")
     data.set_defaults(func=run_data)

@@ -11,7 +11,7 @@ import hf_textimg.pretrained as pretrained
 from hf_textimg.autoencoder import ConceptDecoder
 from hf_textimg.cli import DEMO_PROMPTS, main
 from hf_textimg.concept import ConceptTextConfig, ConceptTextModel
-from hf_textimg.data.shapes import BENCHMARK_CATEGORIES
+from hf_textimg.data.shapes import BENCHMARK_CATEGORIES, CANONICAL_COUNT_CELLS
 from hf_textimg.diffusion import build_unet
 from hf_textimg.pipelines import ConceptDiffusionPipeline, DecoderPipeline
 from hf_textimg.tokenization import train_tokenizer
@@ -127,6 +127,16 @@ def test_evaluate_prints_a_table_and_writes_json(tiny_models, tmp_path, capsys, 
     assert json.loads(stdout.strip().splitlines()[-1]) == result  # the same JSON as the last stdout line
     for category in (*BENCHMARK_CATEGORIES, "overall"):
         assert any(line.startswith(category) for line in stdout.splitlines())
+
+
+def test_evaluate_on_validation_prompts(tiny_models, tmp_path, capsys):
+    out = tmp_path / "eval.json"
+    argv = ["evaluate", "--model", tiny_models["diffusion"], "--prompts-per-category", "1", "--steps", "1", "--prompt-set", "validation",
+            "--json", str(out), "--quiet"]
+    assert main(argv) == 0
+    assert "Shapes validation prompts (not the benchmark's)" in capsys.readouterr().out
+    result = json.loads(out.read_text())
+    assert result["prompt_set"] == "validation" and result["counts"] == {c: 1 for c in BENCHMARK_CATEGORIES}
 
 
 # -- the shipped model and the demo ----------------------------------------------------------------
@@ -258,6 +268,16 @@ def test_data_shapes_mix_and_relation_layout(tmp_path):
     assert set(train["kind"]) == {"relation"}
     assert {tuple(tuple(o["cell"]) for o in objects) for objects in train["objects"]} <= {
         ((0, 1), (2, 1)), ((2, 1), (0, 1)), ((1, 0), (1, 2)), ((1, 2), (1, 0))
+    }
+
+
+def test_data_shapes_count_layout(tmp_path):
+    argv = ["data", "shapes", "--out", str(tmp_path / "c"), "--kind-probs", "0", "1", "0", "0", "--count-layout", "canonical", *SMALL]
+    assert main(argv) == 0
+    train = datasets.load_from_disk(str(tmp_path / "c"))["train"]
+    assert set(train["kind"]) == {"count"}
+    assert {frozenset(tuple(o["cell"]) for o in objects) for objects in train["objects"]} <= {
+        frozenset(cells) for cells in CANONICAL_COUNT_CELLS.values()
     }
 
 

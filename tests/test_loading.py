@@ -102,5 +102,10 @@ def test_shapes_mix_arguments_reach_the_built_data_set():
     assert set(train["kind"]) == {"relation"}
     cells = {tuple(tuple(o["cell"]) for o in objects) for objects in train["objects"]}
     assert cells <= {((0, 1), (2, 1)), ((2, 1), (0, 1)), ((1, 0), (1, 2)), ((1, 2), (1, 0))}
+    counts = load_split(TrainConfig(num_shapes_train=30, num_shapes_eval=8, shapes_kind_probs=[0, 1, 0, 0], shapes_count_layout="canonical"), "train")
+    assert {len(objects) for objects in counts["objects"]} == {2, 3, 4}
+    assert {frozenset(tuple(o["cell"]) for o in objects) for objects in counts["objects"]} == {
+        frozenset(((0, 1), (2, 1))), frozenset(((0, 1), (1, 1), (2, 1))), frozenset(((0, 0), (2, 0), (0, 2), (2, 2)))
+    }
     default = load_split(TrainConfig(num_shapes_train=60, num_shapes_eval=8), "train")
     assert len(set(default["kind"])) == 4  # another cache entry: the default mix

@@ -24,7 +24,7 @@ DIFFUSION = SHAPES + [
     "--train_text_encoder", "--text_hidden_size", "32", "--text_num_layers", "1", "--text_num_heads", "2", "--projection_dim", "32",
     "--eval_prompts_per_category", "1", "--eval_num_inference_steps", "2", "--validation_images_per_prompt", "1",
     "--max_train_steps", "4", "--checkpointing_steps", "4", "--validation_steps", "2",
-    "--shapes_relation_layout", "canonical", "--prompt_normalization", "shapes_relations",
+    "--shapes_relation_layout", "canonical", "--shapes_count_layout", "canonical", "--prompt_normalization", "shapes_relations",
 ]
 CONCEPT = SHAPES + [
     "--text_hidden_size", "32", "--text_num_layers", "1", "--text_num_heads", "2", "--vision_base_channels", "16",
@@ -83,6 +83,7 @@ def test_card_body_has_evaluation_training_samples_and_licences(diffusion_dir):
     # the data and caption options that shape what it draws are stated as limitations
     assert "Trained with `--shapes_relation_layout canonical`" in text and "which object goes first" not in text
     assert "Trained with `--prompt_normalization shapes_relations`" in text
+    assert "Trained with `--shapes_count_layout canonical`" in text
 
 
 def test_the_hub_token_is_written_nowhere(diffusion_dir):

@@ -339,6 +339,8 @@ def test_bad_arguments_name_the_argument():
         build_shapes_dataset(num_train=2, num_validation=1, num_heldout=1, kind_probs=(0, 0, 0, 0))
     with pytest.raises(ValueError, match=r"unknown relation_layout 'diagonal'; expected one of \('any', 'canonical'\)"):
         sample_scene(rng, relation_layout="diagonal")
+    with pytest.raises(ValueError, match=r"unknown count_layout 'grid'; expected one of \('any', 'canonical'\)"):
+        ShapesStream(count_layout="grid")
 
 
 def test_kind_probs_set_the_mix_of_train_and_validation_only():
@@ -367,6 +369,30 @@ def test_relation_layouts(relation_layout):
                            "above": {((1, 0), (1, 2))}, "below": {((1, 2), (1, 0))}}  # fmt: skip
     else:  # every line, every ordered pair of cells on it: 9 layouts per relation
         assert {len(v) for v in layouts.values()} == {9}
+
+
+@pytest.mark.parametrize("count_layout", S.COUNT_LAYOUTS)
+def test_count_layouts(count_layout):
+    rng = np.random.default_rng(5)
+    layouts = {}
+    for _ in range(300):
+        scene = sample_scene(rng, "count", count_layout=count_layout)
+        cells = tuple(o.cell for o in scene.objects)
+        assert len(set(cells)) == len(cells) and len({(o.color, o.shape) for o in scene.objects}) == 1
+        assert parse_prompt(caption_scene(scene, rng)).count == len(cells)  # the caption still says n
+        layouts.setdefault(len(cells), set()).add(frozenset(cells))
+    assert set(layouts) == {2, 3, 4}
+    if count_layout == "canonical":  # one layout per count
+        assert layouts == {n: {frozenset(cells)} for n, cells in S.CANONICAL_COUNT_CELLS.items()}
+    else:  # random distinct cells: many layouts per count
+        assert min(len(v) for v in layouts.values()) > 20
+
+
+def test_count_layout_leaves_other_kinds_alone():
+    a, b = np.random.default_rng(6), np.random.default_rng(6)
+    for kind in ("single", "pair", "relation"):
+        for _ in range(20):
+            assert sample_scene(a, kind) == sample_scene(b, kind, count_layout="canonical")
 
 
 def test_canonical_relation_prompt_is_the_same_ask_with_left_of_or_above():

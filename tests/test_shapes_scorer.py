@@ -152,6 +152,21 @@ def test_benchmark_prompts_are_deterministic_and_parse():
         assert p.query.kind == {"count": "count", "pair": "pair", "relation": "relation"}.get(p.category, "single")
 
 
+def test_validation_prompts_share_no_query_with_the_benchmark():
+    validation = benchmark_prompts(n_per_category=40, seed=7, prompt_set="validation")
+    assert [p.category for p in validation] == [c for c in S.BENCHMARK_CATEGORIES for _ in range(40)]
+    benchmark_keys = {q.key() for c in S.BENCHMARK_CATEGORIES for q in S.benchmark_query_pool(c)}
+    for p in validation:
+        assert parse_prompt(p.prompt).key() == p.query.key() and p.query.key() not in benchmark_keys
+        assert not S.is_benchmark_query(p.query)
+        if p.category == "heldout":  # held-out pairs at a named place: in no training caption and not in the benchmark
+            assert p.query.uses_heldout and p.query.position is not None
+        else:
+            assert not p.query.uses_heldout and not S.is_benchmark_query(p.query)
+    with pytest.raises(ValueError, match=r"unknown prompt_set 'test'; expected one of \('benchmark', 'validation'\)"):
+        benchmark_prompts(2, prompt_set="test")
+
+
 def test_evaluate_pipeline_with_oracle_and_blank_generators(scorer):
     rng = np.random.default_rng(0)
 

@@ -88,6 +88,16 @@ SPLITS = ("train", "validation", "heldout")
 # The spec leaves the layout distribution open; "canonical" trades layout variety for a relation a small
 # diffusion model learns like a position word (README, "Diffusion").
 RELATION_LAYOUTS = ("any", "canonical")
+# Where a count scene puts its n objects. "any": n random distinct cells (the spec's count scenes).
+# "canonical": one layout per count, CANONICAL_COUNT_CELLS (two: the middle row's outer cells; three: the
+# middle row; four: the corners), so drawing exactly n objects becomes drawing one learned layout; the same
+# trade as the relation layout (README, "Diffusion": a small model draws random-cell counts one object off).
+COUNT_LAYOUTS = ("any", "canonical")
+CANONICAL_COUNT_CELLS: dict[int, tuple[tuple[int, int], ...]] = {
+    2: ((0, 1), (2, 1)),
+    3: ((0, 1), (1, 1), (2, 1)),
+    4: ((0, 0), (2, 0), (0, 2), (2, 2)),
+}
 COUNT_WORDS = {2: "two", 3: "three", 4: "four"}
 PLURALS = {"circle": "circles", "square": "squares", "triangle": "triangles", "plus": "pluses"}
 
@@ -124,9 +134,11 @@ def _kind_cumulative(heldout: bool, kind_probs: tuple | None) -> tuple[float, ..
     return tuple(itertools.accumulate(check_kind_probs(kind_probs)))
 
 
-def _check_relation_layout(relation_layout: str) -> None:
+def _check_layouts(relation_layout: str, count_layout: str = "any") -> None:
     if relation_layout not in RELATION_LAYOUTS:
         raise ValueError(f"unknown relation_layout {relation_layout!r}; expected one of {RELATION_LAYOUTS}")
+    if count_layout not in COUNT_LAYOUTS:
+        raise ValueError(f"unknown count_layout {count_layout!r}; expected one of {COUNT_LAYOUTS}")
 
 
 def extent_px(size_name: str, image_size: int = BASE_SIZE) -> float:
@@ -507,32 +519,37 @@ def is_benchmark_query(query: ShapesQuery) -> bool:
     return _stable_hash(*key) % 4 == 0
 
 
+def _category_candidates(category: str) -> list[ShapesQuery]:
+    """Every query a scorer category can ask, in a fixed order (heldout: held-out pairs, any position)."""
+    if category not in BENCHMARK_CATEGORIES:
+        raise ValueError(f"unknown benchmark category {category!r}; expected one of {BENCHMARK_CATEGORIES}")
+    if category in ("single", "color", "position", "heldout"):
+        positions = [None, *POSITIONS] if category == "heldout" else list(POSITIONS) if category == "position" else [None]
+        combos = HELDOUT_COMBOS if category == "heldout" else TRAIN_COMBOS
+        return [
+            ShapesQuery("single", (ObjectQuery(c, s, size),), position=p) for c, s in combos for p in positions for size in _SIZE_OPTIONS
+        ]
+    if category == "count":
+        return [ShapesQuery("count", (ObjectQuery(c, s),), count=n) for c, s in TRAIN_COMBOS for n in COUNT_WORDS]
+    pairs = [(ObjectQuery(*a), ObjectQuery(*b)) for a in TRAIN_COMBOS for b in TRAIN_COMBOS if a != b]
+    if category == "pair":
+        return [ShapesQuery("pair", pair) for pair in pairs]
+    return [ShapesQuery("relation", pair, relation=r) for pair in pairs for r in RELATIONS]
+
+
 @functools.cache
 def benchmark_query_pool(category: str) -> tuple[ShapesQuery, ...]:
     """All benchmark queries of one category (see `is_benchmark_query`); deterministic order."""
-    if category not in BENCHMARK_CATEGORIES:
-        raise ValueError(f"unknown benchmark category {category!r}; expected one of {BENCHMARK_CATEGORIES}")
-    if category == "heldout":
-        return tuple(
-            ShapesQuery("single", (ObjectQuery(c, s, size),)) for c, s in HELDOUT_COMBOS for size in _SIZE_OPTIONS
-        )
-    if category in ("single", "color", "position"):
-        positions = list(POSITIONS) if category == "position" else [None]
-        candidates = [
-            ShapesQuery("single", (ObjectQuery(c, s, size),), position=p)
-            for c, s in TRAIN_COMBOS
-            for p in positions
-            for size in _SIZE_OPTIONS
-        ]
-    elif category == "count":
-        candidates = [ShapesQuery("count", (ObjectQuery(c, s),), count=n) for c, s in TRAIN_COMBOS for n in COUNT_WORDS]
-    else:
-        pairs = [(ObjectQuery(*a), ObjectQuery(*b)) for a in TRAIN_COMBOS for b in TRAIN_COMBOS if a != b]
-        if category == "pair":
-            candidates = [ShapesQuery("pair", pair) for pair in pairs]
-        else:
-            candidates = [ShapesQuery("relation", pair, relation=r) for pair in pairs for r in RELATIONS]
-    return tuple(q for q in candidates if is_benchmark_query(q))
+    return tuple(q for q in _category_candidates(category) if is_benchmark_query(q))
+
+
+@functools.cache
+def validation_query_pool(category: str) -> tuple[ShapesQuery, ...]:
+    """Queries of one category that are *not* benchmark queries, for choosing settings (guidance,
+    checkpoints) without looking at the benchmark. Train-split queries (training may have asked
+    them, with other images), except `heldout`: held-out pairs at a named position, which no
+    training caption uses and the benchmark (held-out pairs without a position) does not ask."""
+    return tuple(q for q in _category_candidates(category) if not is_benchmark_query(q))
 
 
 def _hard_negative_candidates(query: ShapesQuery) -> list[ShapesQuery]:
@@ -633,11 +650,12 @@ def objects_overlap(objects: Sequence[ShapeObject], image_size: int) -> bool:
 
 
 def scene_from_query(
-    query: ShapesQuery, rng: np.random.Generator, size: int = BASE_SIZE, relation_layout: str = "any"
+    query: ShapesQuery, rng: np.random.Generator, size: int = BASE_SIZE, relation_layout: str = "any",
+    count_layout: str = "any",
 ) -> Scene:
     """A random scene whose caption is exactly `query` (what isn't asked is random; see
-    RELATION_LAYOUTS for where a relation scene's objects may go)."""
-    _check_relation_layout(relation_layout)
+    RELATION_LAYOUTS and COUNT_LAYOUTS for where relation and count scenes' objects may go)."""
+    _check_layouts(relation_layout, count_layout)
     objs = query.objects
     for _ in range(100):
         if query.kind == "single":
@@ -648,8 +666,11 @@ def scene_from_query(
             named_size, named_position = obj.size is not None, query.position is not None
             scene = Scene("single", placed, name_size=named_size, name_position=named_position, size=size)
         elif query.kind == "count":
-            cells = rng.choice(len(_CELLS), size=query.count, replace=False)
-            placed = [_place_object(rng, objs[0].color, objs[0].shape, "small", _CELLS[i], size) for i in cells]
+            if count_layout == "canonical":
+                cells = CANONICAL_COUNT_CELLS[query.count]
+            else:
+                cells = [_CELLS[i] for i in rng.choice(len(_CELLS), size=query.count, replace=False)]
+            placed = [_place_object(rng, objs[0].color, objs[0].shape, "small", cell, size) for cell in cells]
             scene = Scene("count", placed, size=size)
         elif query.kind == "pair":
             cells = [_CELLS[i] for i in rng.choice(len(_CELLS), size=2, replace=False)]
@@ -682,13 +703,14 @@ def sample_scene(
     size: int = BASE_SIZE,
     kind_probs: Sequence[float] | None = None,
     relation_layout: str = "any",
+    count_layout: str = "any",
 ) -> Scene:
     """Sample a scene of `kind` (random kind when None) for a split.
 
     train / validation: no held-out pair anywhere, and never a benchmark query; kinds drawn with
     weights `kind_probs` (of SCENE_KINDS; default 0.4 single, 0.2 each other kind).
     heldout: at least one object uses a held-out pair (mostly single scenes; `kind_probs` is ignored).
-    `relation_layout`: see RELATION_LAYOUTS.
+    `relation_layout`, `count_layout`: see RELATION_LAYOUTS, COUNT_LAYOUTS.
     """
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
@@ -700,7 +722,7 @@ def sample_scene(
         query_kind = kind or SCENE_KINDS[bisect.bisect(cumulative, rng.random() * cumulative[-1])]
         query = _sample_query(rng, query_kind, heldout)
         if heldout or not is_benchmark_query(query):
-            return scene_from_query(query, rng, size, relation_layout)
+            return scene_from_query(query, rng, size, relation_layout, count_layout)
 
 
 # ---------------------------------------------------------------------------------------
@@ -810,15 +832,16 @@ def build_shapes_dataset(
     seed: int = 0,
     kind_probs: Sequence[float] | None = None,
     relation_layout: str = "any",
+    count_layout: str = "any",
 ) -> datasets.DatasetDict:
     """Build the Shapes `DatasetDict` with splits train / validation / heldout.
 
     Columns: image (PNG), text (a random paraphrase), kind, objects (list of
     {color, shape, size, cell: [col, row], center: [x, y]}). Same seed, same data.
-    `kind_probs` and `relation_layout` as in `sample_scene`.
+    `kind_probs`, `relation_layout` and `count_layout` as in `sample_scene`.
     """
-    scene_kwargs = {"kind_probs": check_kind_probs(kind_probs), "relation_layout": relation_layout}
-    _check_relation_layout(relation_layout)
+    _check_layouts(relation_layout, count_layout)
+    scene_kwargs = {"kind_probs": check_kind_probs(kind_probs), "relation_layout": relation_layout, "count_layout": count_layout}
     counts = {"train": num_train, "validation": num_validation, "heldout": num_heldout}
     return datasets.DatasetDict({split: _build_split(n, split, size, seed, **scene_kwargs) for split, n in counts.items()})
 
@@ -828,7 +851,7 @@ class ShapesStream(torch.utils.data.IterableDataset):
 
     The stream is seeded by (seed, rank, dataloader worker id), so data-parallel processes
     (give rank / world_size) and workers see different data, and a given seed always
-    replays the same data. `kind_probs` and `relation_layout` as in `sample_scene`.
+    replays the same data. `kind_probs`, `relation_layout` and `count_layout` as in `sample_scene`.
     """
 
     def __init__(
@@ -842,12 +865,13 @@ class ShapesStream(torch.utils.data.IterableDataset):
         chunk_size: int = 256,
         kind_probs: Sequence[float] | None = None,
         relation_layout: str = "any",
+        count_layout: str = "any",
     ):
         super().__init__()
         if split not in SPLITS:
             raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
-        _check_relation_layout(relation_layout)
-        self.scene_kwargs = {"kind_probs": check_kind_probs(kind_probs), "relation_layout": relation_layout}
+        _check_layouts(relation_layout, count_layout)
+        self.scene_kwargs = {"kind_probs": check_kind_probs(kind_probs), "relation_layout": relation_layout, "count_layout": count_layout}
         if not 0 <= rank < world_size:
             raise ValueError(f"rank must be in [0, world_size); got rank={rank}, world_size={world_size}")
         self.size, self.seed, self.split = size, seed, split

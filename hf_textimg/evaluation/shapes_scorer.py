@@ -71,6 +71,7 @@ from ..data.shapes import (
     caption_query,
     parse_prompt,
     shape_alpha,
+    validation_query_pool,
 )
 
 __all__ = [
@@ -86,6 +87,7 @@ __all__ = [
 ]
 
 OVERALL_CATEGORIES = ("single", "color", "position", "count", "pair", "relation")
+PROMPT_SETS = ("benchmark", "validation")
 
 _COLOR_NAMES = tuple(PALETTE)
 _DIRECTIONS = np.array([PALETTE[c] for c in _COLOR_NAMES], dtype=np.float32) - 255.0  # (8, 3) white -> colour
@@ -306,9 +308,11 @@ class ShapesScorer:
         n_per_category: int = 50,
         seed: int = 1234,
         batch_size: int = 32,
+        prompt_set: str = "benchmark",
     ) -> ShapesReport:
-        """Generate the benchmark with `generate_fn(list of prompts) -> list of images` and score it."""
-        prompts = benchmark_prompts(n_per_category, seed)
+        """Generate the benchmark (or the validation prompts, see `benchmark_prompts`) with
+        `generate_fn(list of prompts) -> list of images` and score it."""
+        prompts = benchmark_prompts(n_per_category, seed, prompt_set)
         images = []
         for start in range(0, len(prompts), batch_size):
             batch = [p.prompt for p in prompts[start : start + batch_size]]
@@ -374,18 +378,23 @@ def score_image(image, prompt: str | ShapesQuery) -> dict[str, bool]:
     return _default_scorer().score(image, prompt)
 
 
-def benchmark_prompts(n_per_category: int = 50, seed: int = 1234) -> list[BenchmarkPrompt]:
+def benchmark_prompts(n_per_category: int = 50, seed: int = 1234, prompt_set: str = "benchmark") -> list[BenchmarkPrompt]:
     """A deterministic benchmark: `n_per_category` prompts for each of BENCHMARK_CATEGORIES.
 
     Prompts are canonical captions of queries from `benchmark_query_pool`, which training
     never asks for. A pool is walked through in random order (repeating only once exhausted).
+    `prompt_set="validation"` draws from `validation_query_pool` instead (no benchmark query):
+    the set to choose settings such as the guidance scale on, so the benchmark stays unseen.
     """
     if n_per_category < 1:
         raise ValueError(f"n_per_category must be >= 1, got {n_per_category}")
+    if prompt_set not in PROMPT_SETS:
+        raise ValueError(f"unknown prompt_set {prompt_set!r}; expected one of {PROMPT_SETS}")
+    query_pool = benchmark_query_pool if prompt_set == "benchmark" else validation_query_pool
     rng = np.random.default_rng(seed)
     prompts = []
     for category in BENCHMARK_CATEGORIES:
-        pool = benchmark_query_pool(category)
+        pool = query_pool(category)
         order = np.concatenate([rng.permutation(len(pool)) for _ in range(-(-n_per_category // len(pool)))])
         for index in order[:n_per_category]:
             query = pool[index]

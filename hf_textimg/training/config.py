@@ -48,6 +48,10 @@ class TrainConfig:
         default="any", metadata={"help": "Shapes relation scenes: any line and cells the relation allows, or one canonical layout "
                                  "per relation (middle line, outer cells; see hf_textimg.data.shapes.RELATION_LAYOUTS)."},
     )
+    shapes_count_layout: Literal["any", "canonical"] = field(
+        default="any", metadata={"help": "Shapes count scenes: n random distinct cells, or one canonical layout per count "
+                                 "(two: middle row's outer cells, three: middle row, four: corners; hf_textimg.data.shapes.COUNT_LAYOUTS)."},
+    )
     prompt_normalization: str | None = field(
         default=None, metadata={"help": "Rewrite every caption this way before tokenizing; the saved pipeline stores it and rewrites prompts "
                                 "the same way. shapes_relations: 'b right of a' -> 'a left of b' (hf_textimg.data.prompts)."},

@@ -104,6 +104,7 @@ def load_split(cfg: TrainConfig, split: str, max_samples: int | None = None, cap
             # a tuple: the built data set is cached on these arguments
             "kind_probs": None if cfg.shapes_kind_probs is None else tuple(cfg.shapes_kind_probs),
             "relation_layout": cfg.shapes_relation_layout,
+            "count_layout": cfg.shapes_count_layout,
         }
     return load_image_text_dataset(
         dataset_name=cfg.dataset_name if cfg.train_data_dir is None else None,
