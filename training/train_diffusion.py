@@ -108,7 +108,7 @@ class DiffusionTrainConfig(TrainConfig):
     validation_images_per_prompt: int = 4
     eval_prompts_per_category: int = field(default=40, metadata={"help": "Shapes benchmark prompts per category (0 = no Shapes scoring)."})
     eval_num_inference_steps: int = field(default=20, metadata={"help": "Steps of the shipped DPM-Solver++ sampler during evaluation."})
-    eval_guidance_scale: float = field(default=2.0, metadata={"help": "Guidance of the evaluation (2: see the README's Diffusion section; 4 over-draws counts)."})
+    eval_guidance_scale: float = field(default=3.0, metadata={"help": "Guidance of the evaluation (the pipeline's default; README, Diffusion: Guidance)."})
     eval_batch_size: int = 128
 
     def validate(self) -> None:

@@ -213,7 +213,7 @@ class ConceptDiffusionPipeline(TextToImageMixin, DiffusionPipeline):
         height: int | None = None,
         width: int | None = None,
         num_inference_steps: int = 20,
-        guidance_scale: float = 2.0,
+        guidance_scale: float = 3.0,
         negative_prompt: str | list[str] | None = None,
         num_images_per_prompt: int = 1,
         generator: torch.Generator | list[torch.Generator] | None = None,
@@ -232,8 +232,8 @@ class ConceptDiffusionPipeline(TextToImageMixin, DiffusionPipeline):
             height, width (`int`, default `unet.config.sample_size`): image size; a multiple of the U-Net's
                 downsampling factor (the model was trained at `sample_size` only).
             num_inference_steps (`int`, defaults to 20): denoising steps (DPM-Solver++ needs ~20, DDPM 1000).
-            guidance_scale (`float`, defaults to 2.0): classifier-free guidance weight; <= 1 disables guidance. Higher
-                values (4+) make the Shapes models draw extra objects (README, "Diffusion").
+            guidance_scale (`float`, defaults to 3.0): classifier-free guidance weight; <= 1 disables guidance. Models
+                trained on random-cell count scenes draw extra objects above 2 (README, "Diffusion").
             negative_prompt (`str` or `list[str]`, *optional*): what to steer away from; default the empty caption.
             num_images_per_prompt (`int`, defaults to 1): images per caption, prompt 0's images first.
             generator (`torch.Generator` or one per image, *optional*): with a list, image i's starting noise and
