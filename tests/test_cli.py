@@ -261,24 +261,22 @@ def test_data_shapes_to_load_from_disk(tmp_path, capsys):
     assert "load_from_disk" in capsys.readouterr().out
 
 
-def test_data_shapes_mix_and_relation_layout(tmp_path):
-    argv = ["data", "shapes", "--out", str(tmp_path / "r"), "--kind-probs", "0", "0", "0", "1", "--relation-layout", "canonical", *SMALL]
-    assert main(argv) == 0
-    train = datasets.load_from_disk(str(tmp_path / "r"))["train"]
-    assert set(train["kind"]) == {"relation"}
-    assert {tuple(tuple(o["cell"]) for o in objects) for objects in train["objects"]} <= {
-        ((0, 1), (2, 1)), ((2, 1), (0, 1)), ((1, 0), (1, 2)), ((1, 2), (1, 0))
-    }
+RELATION_LAYOUT_CELLS = {((0, 1), (2, 1)), ((2, 1), (0, 1)), ((1, 0), (1, 2)), ((1, 2), (1, 0))}  # (first, second) object
 
 
-def test_data_shapes_count_layout(tmp_path):
-    argv = ["data", "shapes", "--out", str(tmp_path / "c"), "--kind-probs", "0", "1", "0", "0", "--count-layout", "canonical", *SMALL]
+@pytest.mark.parametrize(
+    "kind, probs, layout_flag, allowed",
+    [
+        ("relation", ["0", "0", "0", "1"], "--relation-layout", RELATION_LAYOUT_CELLS),
+        ("count", ["0", "1", "0", "0"], "--count-layout", set(CANONICAL_COUNT_CELLS.values())),
+    ],
+)
+def test_data_shapes_mix_and_canonical_layouts(tmp_path, kind, probs, layout_flag, allowed):
+    argv = ["data", "shapes", "--out", str(tmp_path / kind), "--kind-probs", *probs, layout_flag, "canonical", *SMALL]
     assert main(argv) == 0
-    train = datasets.load_from_disk(str(tmp_path / "c"))["train"]
-    assert set(train["kind"]) == {"count"}
-    assert {frozenset(tuple(o["cell"]) for o in objects) for objects in train["objects"]} <= {
-        frozenset(cells) for cells in CANONICAL_COUNT_CELLS.values()
-    }
+    train = datasets.load_from_disk(str(tmp_path / kind))["train"]
+    assert set(train["kind"]) == {kind}
+    assert {tuple(tuple(o["cell"]) for o in objects) for objects in train["objects"]} <= allowed
 
 
 def test_data_shapes_imagefolder_loads_with_datasets(tmp_path):

@@ -159,10 +159,9 @@ def test_validation_prompts_share_no_query_with_the_benchmark():
     for p in validation:
         assert parse_prompt(p.prompt).key() == p.query.key() and p.query.key() not in benchmark_keys
         assert not S.is_benchmark_query(p.query)
-        if p.category == "heldout":  # held-out pairs at a named place: in no training caption and not in the benchmark
-            assert p.query.uses_heldout and p.query.position is not None
-        else:
-            assert not p.query.uses_heldout and not S.is_benchmark_query(p.query)
+        # held-out pairs only in the heldout category, and there at a named place (in no training caption)
+        assert p.query.uses_heldout == (p.category == "heldout")
+        assert p.category != "heldout" or p.query.position is not None
     with pytest.raises(ValueError, match=r"unknown prompt_set 'test'; expected one of \('benchmark', 'validation'\)"):
         benchmark_prompts(2, prompt_set="test")
 

@@ -524,7 +524,7 @@ def _category_candidates(category: str) -> list[ShapesQuery]:
     if category not in BENCHMARK_CATEGORIES:
         raise ValueError(f"unknown benchmark category {category!r}; expected one of {BENCHMARK_CATEGORIES}")
     if category in ("single", "color", "position", "heldout"):
-        positions = [None, *POSITIONS] if category == "heldout" else list(POSITIONS) if category == "position" else [None]
+        positions = {"position": list(POSITIONS), "heldout": [None, *POSITIONS]}.get(category, [None])
         combos = HELDOUT_COMBOS if category == "heldout" else TRAIN_COMBOS
         return [
             ShapesQuery("single", (ObjectQuery(c, s, size),), position=p) for c, s in combos for p in positions for size in _SIZE_OPTIONS
