@@ -134,7 +134,7 @@ def _kind_cumulative(heldout: bool, kind_probs: tuple | None) -> tuple[float, ..
     return tuple(itertools.accumulate(check_kind_probs(kind_probs)))
 
 
-def _check_layouts(relation_layout: str, count_layout: str = "any") -> None:
+def _check_layouts(relation_layout: str, count_layout: str) -> None:
     if relation_layout not in RELATION_LAYOUTS:
         raise ValueError(f"unknown relation_layout {relation_layout!r}; expected one of {RELATION_LAYOUTS}")
     if count_layout not in COUNT_LAYOUTS:
