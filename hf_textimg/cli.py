@@ -342,6 +342,8 @@ def _build_dataset(args):
             kind_probs=args.kind_probs,
             relation_layout=args.relation_layout,
             count_layout=args.count_layout,
+            single_layout=args.single_layout,
+            pair_layout=args.pair_layout,
         )
     from .data.emoji import build_emoji_dataset
 
@@ -482,6 +484,10 @@ fonts-noto-color-emoji, unicode-data and unicode-cldr-core packages.""",
                       help="shapes: relation scenes on any line and cells the relation allows, or one layout per relation (default: any)")
     data.add_argument("--count-layout", default="any", choices=["any", "canonical"],
                       help="shapes: count scenes in n random distinct cells, or one layout per count (default: any)")
+    data.add_argument("--single-layout", default="any", choices=["any", "canonical"],
+                      help="shapes: single scenes with no size / position named: random, or large in the centre (default: any)")
+    data.add_argument("--pair-layout", default="any", choices=["any", "canonical"],
+                      help="shapes: pair scenes in two random distinct cells, or the middle row's outer cells (default: any)")
     data.add_argument("--style", default="noto", choices=["noto", "twemoji", "both"], help="emoji: artwork style")
     data.add_argument("--cache-dir", default=None, help="emoji: cache folder (default: $HF_TEXTIMG_CACHE or ~/.cache/hf_textimg)")
     data.set_defaults(func=run_data)

@@ -11,7 +11,7 @@ import hf_textimg.pretrained as pretrained
 from hf_textimg.autoencoder import ConceptDecoder
 from hf_textimg.cli import DEMO_PROMPTS, main
 from hf_textimg.concept import ConceptTextConfig, ConceptTextModel
-from hf_textimg.data.shapes import BENCHMARK_CATEGORIES, CANONICAL_COUNT_CELLS
+from hf_textimg.data.shapes import BENCHMARK_CATEGORIES, CANONICAL_COUNT_CELLS, CANONICAL_PAIR_CELLS, POSITIONS, parse_prompt
 from hf_textimg.diffusion import build_unet
 from hf_textimg.pipelines import ConceptDiffusionPipeline, DecoderPipeline
 from hf_textimg.tokenization import train_tokenizer
@@ -269,6 +269,7 @@ RELATION_LAYOUT_CELLS = {((0, 1), (2, 1)), ((2, 1), (0, 1)), ((1, 0), (1, 2)), (
     [
         ("relation", ["0", "0", "0", "1"], "--relation-layout", RELATION_LAYOUT_CELLS),
         ("count", ["0", "1", "0", "0"], "--count-layout", set(CANONICAL_COUNT_CELLS.values())),
+        ("pair", ["0", "0", "1", "0"], "--pair-layout", {CANONICAL_PAIR_CELLS}),
     ],
 )
 def test_data_shapes_mix_and_canonical_layouts(tmp_path, kind, probs, layout_flag, allowed):
@@ -277,6 +278,16 @@ def test_data_shapes_mix_and_canonical_layouts(tmp_path, kind, probs, layout_fla
     train = datasets.load_from_disk(str(tmp_path / kind))["train"]
     assert set(train["kind"]) == {kind}
     assert {tuple(tuple(o["cell"]) for o in objects) for objects in train["objects"]} <= allowed
+
+
+def test_data_shapes_canonical_single_layout(tmp_path):
+    argv = ["data", "shapes", "--out", str(tmp_path / "single"), "--kind-probs", "1", "0", "0", "0", "--single-layout", "canonical", *SMALL]
+    assert main(argv) == 0
+    train = datasets.load_from_disk(str(tmp_path / "single"))["train"]
+    for text, (obj,) in zip(train["text"], train["objects"]):  # what the caption leaves open is large / centre
+        query = parse_prompt(text)
+        assert obj["size"] == (query.objects[0].size or "large"), text
+        assert tuple(obj["cell"]) == (POSITIONS[query.position] if query.position else (1, 1)), text
 
 
 def test_data_shapes_imagefolder_loads_with_datasets(tmp_path):

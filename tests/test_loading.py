@@ -14,6 +14,7 @@ from hf_textimg.data.loading import (
     save_as_imagefolder,
     tensor_to_pil,
 )
+from hf_textimg.data.shapes import parse_prompt
 from hf_textimg.tokenization import train_tokenizer
 
 
@@ -107,5 +108,13 @@ def test_shapes_mix_arguments_reach_the_built_data_set():
     assert {frozenset(tuple(o["cell"]) for o in objects) for objects in counts["objects"]} == {
         frozenset(((0, 1), (2, 1))), frozenset(((0, 1), (1, 1), (2, 1))), frozenset(((0, 0), (2, 0), (0, 2), (2, 2)))
     }
+    pairs = load_split(TrainConfig(num_shapes_train=20, num_shapes_eval=8, shapes_kind_probs=[1, 0, 1, 0], shapes_single_layout="canonical",
+                                   shapes_pair_layout="canonical"), "train")
+    assert set(pairs["kind"]) == {"single", "pair"}
+    for text, kind, objects in zip(pairs["text"], pairs["kind"], pairs["objects"]):
+        if kind == "pair":
+            assert [tuple(o["cell"]) for o in objects] == [(0, 1), (2, 1)]
+        else:  # an unnamed size is large
+            assert objects[0]["size"] == (parse_prompt(text).objects[0].size or "large"), text
     default = load_split(TrainConfig(num_shapes_train=60, num_shapes_eval=8), "train")
     assert len(set(default["kind"])) == 4  # another cache entry: the default mix

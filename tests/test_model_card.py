@@ -84,6 +84,7 @@ def test_card_body_has_evaluation_training_samples_and_licences(diffusion_dir):
     assert "Trained with `--shapes_relation_layout canonical`" in text and "which object goes first" not in text
     assert "Trained with `--prompt_normalization shapes_relations`" in text
     assert "Trained with `--shapes_count_layout canonical`" in text
+    assert "--shapes_single_layout canonical`" not in text and "--shapes_pair_layout canonical`" not in text
 
 
 def test_the_hub_token_is_written_nowhere(diffusion_dir):
@@ -130,7 +131,8 @@ def test_decoder_and_autoencoder_cards(concept_dir, tmp_path, monkeypatch):
     decoder, autoencoder = tmp_path / "decoder", tmp_path / "autoencoder"
     train_decoder(SHAPES + ["--concept_model_path", str(concept_dir), "--output_dir", str(decoder), "--max_train_steps", "2",
                             "--validation_steps", "2", "--checkpointing_steps", "100", "--num_eval_prompts", "1",
-                            "--decoder_block_out_channels", "16", "16", "8", "--norm_num_groups", "4"])
+                            "--decoder_block_out_channels", "16", "16", "8", "--norm_num_groups", "4",
+                            "--shapes_single_layout", "canonical", "--shapes_pair_layout", "canonical"])
     train_autoencoder(SHAPES + ["--caption_column", "", "--output_dir", str(autoencoder), "--max_train_steps", "2",
                                 "--validation_steps", "2", "--checkpointing_steps", "100", "--code_dim", "32",
                                 "--encoder_block_out_channels", "8", "16", "16", "--decoder_block_out_channels", "16", "16", "8",
@@ -138,6 +140,10 @@ def test_decoder_and_autoencoder_cards(concept_dir, tmp_path, monkeypatch):
     decoder_card, autoencoder_card = ModelCard.load(decoder / "README.md"), ModelCard.load(autoencoder / "README.md")
     assert decoder_card.data.pipeline_tag == "text-to-image" and "one-shot" in decoder_card.data.tags
     assert "python training/train_decoder.py" in decoder_card.text and "| single |" in decoder_card.text
+    # the canonical layouts it trained with are limitations; the ones it did not are not mentioned
+    assert "Trained with `--shapes_single_layout canonical`" in decoder_card.text
+    assert "Trained with `--shapes_pair_layout canonical`" in decoder_card.text
+    assert "--shapes_count_layout canonical`" not in decoder_card.text
     assert autoencoder_card.data.library_name == "diffusers" and "psnr" in autoencoder_card.text
     for card in (decoder_card, autoencoder_card):
         ModelCardData(**card.data.to_dict(), ignore_metadata_errors=False)

@@ -341,6 +341,10 @@ def test_bad_arguments_name_the_argument():
         sample_scene(rng, relation_layout="diagonal")
     with pytest.raises(ValueError, match=r"unknown count_layout 'grid'; expected one of \('any', 'canonical'\)"):
         ShapesStream(count_layout="grid")
+    with pytest.raises(ValueError, match=r"unknown single_layout 'centre'; expected one of \('any', 'canonical'\)"):
+        build_shapes_dataset(num_train=2, num_validation=1, num_heldout=1, single_layout="centre")
+    with pytest.raises(ValueError, match=r"unknown pair_layout 'row'; expected one of \('any', 'canonical'\)"):
+        sample_scene(rng, pair_layout="row")
 
 
 def test_kind_probs_set_the_mix_of_train_and_validation_only():
@@ -388,11 +392,48 @@ def test_count_layouts(count_layout):
         assert min(len(v) for v in layouts.values()) > 20
 
 
-def test_count_layout_leaves_other_kinds_alone():
+@pytest.mark.parametrize("single_layout", S.SINGLE_LAYOUTS)
+def test_single_layouts(single_layout):
+    rng = np.random.default_rng(7)
+    unnamed_sizes, unnamed_cells = set(), set()
+    for _ in range(300):
+        scene = sample_scene(rng, "single", single_layout=single_layout)
+        (obj,) = scene.objects
+        query = parse_prompt(caption_scene(scene, rng))
+        assert query.objects[0].size in (None, obj.size)  # a named size or position is always kept
+        assert query.position is None or POSITIONS[query.position] == obj.cell
+        if not scene.name_size:
+            unnamed_sizes.add(obj.size)
+        if not scene.name_position:
+            unnamed_cells.add(obj.cell)
+    if single_layout == "canonical":  # what the caption leaves open has one value
+        assert unnamed_sizes == {S.CANONICAL_SINGLE_SIZE} and unnamed_cells == {S.CANONICAL_SINGLE_CELL}
+    else:  # the spec's random size and cell
+        assert unnamed_sizes == {"small", "large"} and len(unnamed_cells) == 9
+
+
+@pytest.mark.parametrize("pair_layout", S.PAIR_LAYOUTS)
+def test_pair_layouts(pair_layout):
+    rng = np.random.default_rng(8)
+    layouts = set()
+    for _ in range(200):
+        scene = sample_scene(rng, "pair", pair_layout=pair_layout)
+        query = parse_prompt(caption_scene(scene))  # the canonical caption names the objects in scene order
+        assert [(o.color, o.shape) for o in query.objects] == [(o.color, o.shape) for o in scene.objects]
+        layouts.add(tuple(o.cell for o in scene.objects))
+    if pair_layout == "canonical":  # the first-named object on the left of the middle row, the second on the right
+        assert layouts == {S.CANONICAL_PAIR_CELLS}
+    else:
+        assert len(layouts) > 40
+
+
+@pytest.mark.parametrize("layout", ["single_layout", "count_layout", "pair_layout", "relation_layout"])
+def test_a_canonical_layout_leaves_other_kinds_alone(layout):
     a, b = np.random.default_rng(6), np.random.default_rng(6)
-    for kind in ("single", "pair", "relation"):
-        for _ in range(20):
-            assert sample_scene(a, kind) == sample_scene(b, kind, count_layout="canonical")
+    kind = layout.split("_")[0]
+    for other in set(S.SCENE_KINDS) - {kind}:
+        for _ in range(20):  # same scenes and the same random draws
+            assert sample_scene(a, other) == sample_scene(b, other, **{layout: "canonical"})
 
 
 def test_canonical_relation_prompt_is_the_same_ask_with_left_of_or_above():

@@ -98,6 +98,18 @@ CANONICAL_COUNT_CELLS: dict[int, tuple[tuple[int, int], ...]] = {
     3: ((0, 1), (1, 1), (2, 1)),
     4: ((0, 0), (2, 0), (0, 2), (2, 2)),
 }
+# Where a single scene puts an object whose caption leaves its size or position open. "any": a random size and
+# cell (the spec's single scenes). "canonical": large and in the centre cell (CANONICAL_SINGLE_SIZE,
+# CANONICAL_SINGLE_CELL); a size or position the caption names is kept. The spec's scorer checks neither for
+# an unnamed size or position, so this costs only variety; it is the one-shot decoder's trade (README,
+# "One-shot generation": one forward pass cannot sample where an object goes, it draws the average of all cells).
+SINGLE_LAYOUTS = ("any", "canonical")
+CANONICAL_SINGLE_SIZE, CANONICAL_SINGLE_CELL = "large", (1, 1)
+# Where a pair scene ("a red circle and a blue square") puts its two objects. "any": two random distinct cells
+# (the spec's pair scenes). "canonical": the middle row's outer cells, the first-named object on the left
+# (CANONICAL_PAIR_CELLS), the same trade as the other canonical layouts.
+PAIR_LAYOUTS = ("any", "canonical")
+CANONICAL_PAIR_CELLS: tuple[tuple[int, int], tuple[int, int]] = ((0, 1), (2, 1))
 COUNT_WORDS = {2: "two", 3: "three", 4: "four"}
 PLURALS = {"circle": "circles", "square": "squares", "triangle": "triangles", "plus": "pluses"}
 
@@ -134,11 +146,13 @@ def _kind_cumulative(heldout: bool, kind_probs: tuple | None) -> tuple[float, ..
     return tuple(itertools.accumulate(check_kind_probs(kind_probs)))
 
 
-def _check_layouts(relation_layout: str, count_layout: str) -> None:
-    if relation_layout not in RELATION_LAYOUTS:
-        raise ValueError(f"unknown relation_layout {relation_layout!r}; expected one of {RELATION_LAYOUTS}")
-    if count_layout not in COUNT_LAYOUTS:
-        raise ValueError(f"unknown count_layout {count_layout!r}; expected one of {COUNT_LAYOUTS}")
+def _layout_kwargs(*, single_layout: str, count_layout: str, pair_layout: str, relation_layout: str) -> dict[str, str]:
+    """The four per-kind layouts as keyword arguments for `scene_from_query`, after checking each."""
+    layouts = {"single_layout": single_layout, "count_layout": count_layout, "pair_layout": pair_layout, "relation_layout": relation_layout}
+    for (name, value), choices in zip(layouts.items(), (SINGLE_LAYOUTS, COUNT_LAYOUTS, PAIR_LAYOUTS, RELATION_LAYOUTS)):
+        if value not in choices:
+            raise ValueError(f"unknown {name} {value!r}; expected one of {choices}")
+    return layouts
 
 
 def extent_px(size_name: str, image_size: int = BASE_SIZE) -> float:
@@ -651,17 +665,21 @@ def objects_overlap(objects: Sequence[ShapeObject], image_size: int) -> bool:
 
 def scene_from_query(
     query: ShapesQuery, rng: np.random.Generator, size: int = BASE_SIZE, relation_layout: str = "any",
-    count_layout: str = "any",
+    count_layout: str = "any", single_layout: str = "any", pair_layout: str = "any",
 ) -> Scene:
-    """A random scene whose caption is exactly `query` (what isn't asked is random; see
-    RELATION_LAYOUTS and COUNT_LAYOUTS for where relation and count scenes' objects may go)."""
-    _check_layouts(relation_layout, count_layout)
+    """A random scene whose caption is exactly `query` (what isn't asked is random; see SINGLE_LAYOUTS,
+    COUNT_LAYOUTS, PAIR_LAYOUTS and RELATION_LAYOUTS for where each kind's objects may go)."""
+    _layout_kwargs(single_layout=single_layout, count_layout=count_layout, pair_layout=pair_layout, relation_layout=relation_layout)
+    canonical_single = single_layout == "canonical"
     objs = query.objects
     for _ in range(100):
         if query.kind == "single":
             obj = objs[0]
-            size_name = obj.size or _pick(rng, ("small", "large"))
-            cell = POSITIONS[query.position] if query.position else _pick(rng, _CELLS)
+            size_name = obj.size or (CANONICAL_SINGLE_SIZE if canonical_single else _pick(rng, ("small", "large")))
+            if query.position:
+                cell = POSITIONS[query.position]
+            else:
+                cell = CANONICAL_SINGLE_CELL if canonical_single else _pick(rng, _CELLS)
             placed = [_place_object(rng, obj.color, obj.shape, size_name, cell, size)]
             named_size, named_position = obj.size is not None, query.position is not None
             scene = Scene("single", placed, name_size=named_size, name_position=named_position, size=size)
@@ -673,7 +691,10 @@ def scene_from_query(
             placed = [_place_object(rng, objs[0].color, objs[0].shape, "small", cell, size) for cell in cells]
             scene = Scene("count", placed, size=size)
         elif query.kind == "pair":
-            cells = [_CELLS[i] for i in rng.choice(len(_CELLS), size=2, replace=False)]
+            if pair_layout == "canonical":
+                cells = CANONICAL_PAIR_CELLS
+            else:
+                cells = [_CELLS[i] for i in rng.choice(len(_CELLS), size=2, replace=False)]
             placed = [_place_object(rng, o.color, o.shape, "small", c, size) for o, c in zip(objs, cells)]
             scene = Scene("pair", placed, size=size)
         elif query.kind == "relation":
@@ -704,13 +725,16 @@ def sample_scene(
     kind_probs: Sequence[float] | None = None,
     relation_layout: str = "any",
     count_layout: str = "any",
+    single_layout: str = "any",
+    pair_layout: str = "any",
 ) -> Scene:
     """Sample a scene of `kind` (random kind when None) for a split.
 
     train / validation: no held-out pair anywhere, and never a benchmark query; kinds drawn with
     weights `kind_probs` (of SCENE_KINDS; default 0.4 single, 0.2 each other kind).
     heldout: at least one object uses a held-out pair (mostly single scenes; `kind_probs` is ignored).
-    `relation_layout`, `count_layout`: see RELATION_LAYOUTS, COUNT_LAYOUTS.
+    `relation_layout`, `count_layout`, `single_layout`, `pair_layout`: see RELATION_LAYOUTS, COUNT_LAYOUTS,
+    SINGLE_LAYOUTS, PAIR_LAYOUTS.
     """
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
@@ -722,7 +746,10 @@ def sample_scene(
         query_kind = kind or SCENE_KINDS[bisect.bisect(cumulative, rng.random() * cumulative[-1])]
         query = _sample_query(rng, query_kind, heldout)
         if heldout or not is_benchmark_query(query):
-            return scene_from_query(query, rng, size, relation_layout, count_layout)
+            return scene_from_query(
+                query, rng, size, relation_layout=relation_layout, count_layout=count_layout, single_layout=single_layout,
+                pair_layout=pair_layout,
+            )
 
 
 # ---------------------------------------------------------------------------------------
@@ -833,15 +860,18 @@ def build_shapes_dataset(
     kind_probs: Sequence[float] | None = None,
     relation_layout: str = "any",
     count_layout: str = "any",
+    single_layout: str = "any",
+    pair_layout: str = "any",
 ) -> datasets.DatasetDict:
     """Build the Shapes `DatasetDict` with splits train / validation / heldout.
 
     Columns: image (PNG), text (a random paraphrase), kind, objects (list of
     {color, shape, size, cell: [col, row], center: [x, y]}). Same seed, same data.
-    `kind_probs`, `relation_layout` and `count_layout` as in `sample_scene`.
+    `kind_probs` and the layouts (`relation_layout`, `count_layout`, `single_layout`, `pair_layout`) as in
+    `sample_scene`.
     """
-    _check_layouts(relation_layout, count_layout)
-    scene_kwargs = {"kind_probs": check_kind_probs(kind_probs), "relation_layout": relation_layout, "count_layout": count_layout}
+    layouts = _layout_kwargs(single_layout=single_layout, count_layout=count_layout, pair_layout=pair_layout, relation_layout=relation_layout)
+    scene_kwargs = {"kind_probs": check_kind_probs(kind_probs), **layouts}
     counts = {"train": num_train, "validation": num_validation, "heldout": num_heldout}
     return datasets.DatasetDict({split: _build_split(n, split, size, seed, **scene_kwargs) for split, n in counts.items()})
 
@@ -851,7 +881,8 @@ class ShapesStream(torch.utils.data.IterableDataset):
 
     The stream is seeded by (seed, rank, dataloader worker id), so data-parallel processes
     (give rank / world_size) and workers see different data, and a given seed always
-    replays the same data. `kind_probs`, `relation_layout` and `count_layout` as in `sample_scene`.
+    replays the same data. `kind_probs` and the layouts (`relation_layout`, `count_layout`, `single_layout`,
+    `pair_layout`) as in `sample_scene`.
     """
 
     def __init__(
@@ -866,12 +897,14 @@ class ShapesStream(torch.utils.data.IterableDataset):
         kind_probs: Sequence[float] | None = None,
         relation_layout: str = "any",
         count_layout: str = "any",
+        single_layout: str = "any",
+        pair_layout: str = "any",
     ):
         super().__init__()
         if split not in SPLITS:
             raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
-        _check_layouts(relation_layout, count_layout)
-        self.scene_kwargs = {"kind_probs": check_kind_probs(kind_probs), "relation_layout": relation_layout, "count_layout": count_layout}
+        layouts = _layout_kwargs(single_layout=single_layout, count_layout=count_layout, pair_layout=pair_layout, relation_layout=relation_layout)
+        self.scene_kwargs = {"kind_probs": check_kind_probs(kind_probs), **layouts}
         if not 0 <= rank < world_size:
             raise ValueError(f"rank must be in [0, world_size); got rank={rank}, world_size={world_size}")
         self.size, self.seed, self.split = size, seed, split

@@ -52,6 +52,14 @@ class TrainConfig:
         default="any", metadata={"help": "Shapes count scenes: n random distinct cells, or one canonical layout per count "
                                  "(two: middle row's outer cells, three: middle row, four: corners; hf_textimg.data.shapes.COUNT_LAYOUTS)."},
     )
+    shapes_single_layout: Literal["any", "canonical"] = field(
+        default="any", metadata={"help": "Shapes single scenes whose caption names no size / position: a random size and cell, or "
+                                 "large and in the centre (hf_textimg.data.shapes.SINGLE_LAYOUTS)."},
+    )
+    shapes_pair_layout: Literal["any", "canonical"] = field(
+        default="any", metadata={"help": "Shapes pair scenes: two random distinct cells, or the middle row's outer cells, first-named "
+                                 "object on the left (hf_textimg.data.shapes.PAIR_LAYOUTS)."},
+    )
     prompt_normalization: str | None = field(
         default=None, metadata={"help": "Rewrite every caption this way before tokenizing; the saved pipeline stores it and rewrites prompts "
                                 "the same way. shapes_relations: 'b right of a' -> 'a left of b' (hf_textimg.data.prompts)."},

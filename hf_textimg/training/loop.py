@@ -105,6 +105,8 @@ def load_split(cfg: TrainConfig, split: str, max_samples: int | None = None, cap
             "kind_probs": None if cfg.shapes_kind_probs is None else tuple(cfg.shapes_kind_probs),
             "relation_layout": cfg.shapes_relation_layout,
             "count_layout": cfg.shapes_count_layout,
+            "single_layout": cfg.shapes_single_layout,
+            "pair_layout": cfg.shapes_pair_layout,
         }
     return load_image_text_dataset(
         dataset_name=cfg.dataset_name if cfg.train_data_dir is None else None,
