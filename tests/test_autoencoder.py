@@ -111,3 +111,25 @@ def test_foreground_weight_emphasises_non_white_target_pixels():
     weighted = [reconstruction_loss(x, target, foreground_weight=9.0) for x in (miss_object, miss_background)]
     assert torch.isclose(plain[0], plain[1])
     assert torch.isclose(weighted[0], 10 * weighted[1])
+
+
+def test_shift_tolerance_forgives_offsets_up_to_the_tolerance():
+    from hf_textimg.autoencoder import reconstruction_loss
+
+    target = torch.ones(2, 3, 16, 16)
+    target[:, :, 6:10, 6:10] = -1.0  # a dark square on white
+    off_by = lambda dy, dx: torch.roll(target, shifts=(dy, dx), dims=(2, 3))  # noqa: E731  (the edges stay white)
+    for dy, dx in ((1, -1), (0, 1), (-1, 0)):
+        assert reconstruction_loss(off_by(dy, dx), target) > 0
+        assert reconstruction_loss(off_by(dy, dx), target, shift_tolerance=1) == 0
+    assert reconstruction_loss(off_by(2, 0), target, shift_tolerance=1) > 0  # beyond the tolerance it still counts
+    assert reconstruction_loss(off_by(2, 0), target, shift_tolerance=2) == 0
+    # per image, the best shift of its own: one image off by one, the other exact
+    mixed = torch.cat([off_by(1, 1)[:1], target[1:]])
+    assert torch.equal(reconstruction_loss(mixed, target, reduce=False, shift_tolerance=1), torch.zeros(2))
+    # the gradient flows through the best-aligned shift
+    sample = off_by(1, 0).clone().requires_grad_(True)
+    reconstruction_loss(sample * 0.9, target, shift_tolerance=1).backward()
+    assert sample.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="shift_tolerance must be >= 0"):
+        reconstruction_loss(target, target, shift_tolerance=-1)

@@ -89,6 +89,20 @@ def test_consistency_keeps_the_image_encoder_frozen_and_saves_a_pipeline(concept
     assert {"shapes_single", "shapes_color", "shapes_position", "shapes_heldout", "shapes_overall"} <= set(metrics)
 
 
+def test_deterministic_decoder_with_shift_tolerant_loss_on_canonical_layouts(concept_dir, tmp_path):
+    """The one-shot recipe: no noise, a pixel loss that forgives Shapes' 1 px jitter, canonical layouts."""
+    result = run(concept_dir, tmp_path, "--objective", "both", "--train_text_encoder", "--noise_dim", "0", "--pixel_shift_tolerance", "1",
+                 "--shapes_single_layout", "canonical", "--shapes_pair_layout", "canonical", "--num_eval_prompts", "1")
+    assert mean_loss(result, slice(-3, None)) < 0.8 * mean_loss(result, slice(0, 3))
+    assert not any(name.startswith("val_kl") for name in result["metrics"])  # no noise, no posterior
+    pipe = DecoderPipeline.from_pretrained(tmp_path)
+    assert pipe.decoder.config.noise_dim == 0
+    first, second = (pipe("a red circle", generator=torch.Generator().manual_seed(s), output_type="pt").images for s in (0, 1))
+    assert torch.equal(first, second)  # one image per prompt, whatever the seed
+    config = json.loads((tmp_path / "eval_results.json").read_text())["config"]
+    assert config["pixel_shift_tolerance"] == 1 and config["shapes_single_layout"] == config["shapes_pair_layout"] == "canonical"
+
+
 def test_reconstruct_through_an_autoencoder_encoder(concept_dir, tmp_path):
     ae_dir = tmp_path / "ae"
     ConceptAutoencoder(code_dim=32, encoder_block_out_channels=(8, 8), decoder_block_out_channels=(8, 8), norm_num_groups=4).save_pretrained(ae_dir)
@@ -104,6 +118,7 @@ def test_reconstruct_through_an_autoencoder_encoder(concept_dir, tmp_path):
         (["--caption_column", ""], "--caption_column"),
         (["--max_length", "32"], "--max_length"),
         (["--pixel_weight", "-1"], "--pixel_weight"),
+        (["--pixel_shift_tolerance", "-1"], "--pixel_shift_tolerance"),
         (["--objective", "reconstruct", "--train_text_encoder"], "--train_text_encoder"),
         (["--objective", "consistency", "--text_encoder_lr", "1e-4"], "--text_encoder_lr"),
     ],

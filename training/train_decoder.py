@@ -16,8 +16,9 @@ encoder with `--autoencoder_path`, and never changes:
   text tower learns only through the decoder's input, never by moving the target to what the decoder makes.
 - `both`: the sum of the two.
 
-The pixel loss is MSE (+ `--l1_weight` * L1). With `--noise_dim N` the decoder also reads N numbers that the pipeline
-draws from a standard normal. A caption leaves things open (where "a red circle" goes, how big it is); trained with a
+The pixel loss is MSE (+ `--l1_weight` * L1); with `--pixel_shift_tolerance t`, the smallest over the real image
+moved by up to t pixels (for data that jitter objects by a few pixels no caption names, as Shapes does). With
+`--noise_dim N` the decoder also reads N numbers that the pipeline draws from a standard normal. A caption leaves things open (where "a red circle" goes, how big it is); trained with a
 plain pixel loss the decoder draws the average of every answer, faint copies in every cell. `--noise_objective`
 decides how the noise learns to pick one answer instead:
 
@@ -97,6 +98,10 @@ class DecoderTrainConfig(TrainConfig):
     foreground_weight: float = field(
         default=0.0, metadata={"help": "Pixels that are not white in the target weigh (1 + this) times in the pixel loss."}
     )
+    pixel_shift_tolerance: int = field(
+        default=0, metadata={"help": "Pixel loss = the smallest over the target moved by up to this many pixels (Shapes' jitter: 1 at "
+                             "32 px), so where the caption cannot say does not blur the drawing (hf_textimg.autoencoder.reconstruction_loss)."},
+    )
     noise_dim: int = field(default=16, metadata={"help": "Decoder noise inputs (0: one deterministic image per prompt)."})
     noise_objective: Literal["vae", "imle"] = field(
         default="vae", metadata={"help": "How the noise learns what captions leave open: vae (posterior encoder + KL) or imle (best of --noise_samples)."}
@@ -119,7 +124,8 @@ class DecoderTrainConfig(TrainConfig):
             raise ValueError("Pass --concept_model_path (a train_concept.py output folder): the pipeline needs its text tower and tokenizer.")
         if not self.caption_column:
             raise ValueError("--caption_column is empty, but the decoder pipeline is text-to-image: name the caption column.")
-        for name in ("reconstruct_weight", "consistency_weight", "pixel_weight", "l1_weight", "foreground_weight", "noise_dim", "kl_weight"):
+        for name in ("reconstruct_weight", "consistency_weight", "pixel_weight", "l1_weight", "foreground_weight", "pixel_shift_tolerance",
+                     "noise_dim", "kl_weight"):
             if getattr(self, name) < 0:
                 raise ValueError(f"--{name} must be >= 0, got {getattr(self, name)}.")
         check_text_encoder_lr(self)
@@ -201,6 +207,13 @@ def code_dim_of(encoder: torch.nn.Module) -> int:
 
 
 # ---- losses ------------------------------------------------------------------------------------
+def pixel_loss(cfg: DecoderTrainConfig, sample: torch.Tensor, target: torch.Tensor, reduce: bool = True) -> torch.Tensor:
+    """The configured pixel loss of decoded images against real ones (one value per image with `reduce=False`)."""
+    return reconstruction_loss(
+        sample, target, cfg.l1_weight, reduce=reduce, foreground_weight=cfg.foreground_weight, shift_tolerance=cfg.pixel_shift_tolerance
+    )
+
+
 def draw_noise(cfg: DecoderTrainConfig, batch_size: int, device) -> torch.Tensor | None:
     return torch.randn(batch_size, cfg.noise_dim, device=device) if cfg.noise_dim else None
 
@@ -214,7 +227,7 @@ def best_noise(cfg: DecoderTrainConfig, decoder, code: torch.Tensor, target: tor
         return noise
     candidates = torch.randn(cfg.noise_samples, batch_size, cfg.noise_dim, device=code.device)  # (K, B, N)
     images = decoder(code.repeat(cfg.noise_samples, 1), candidates.flatten(0, 1))  # (K * B, 3, R, R)
-    errors = reconstruction_loss(images, target.repeat(cfg.noise_samples, 1, 1, 1), cfg.l1_weight, reduce=False, foreground_weight=cfg.foreground_weight)
+    errors = pixel_loss(cfg, images, target.repeat(cfg.noise_samples, 1, 1, 1), reduce=False)
     best = errors.view(cfg.noise_samples, batch_size).argmin(dim=0)  # (B,)
     return candidates[best, torch.arange(batch_size, device=code.device)]  # (B, N)
 
@@ -232,7 +245,6 @@ def make_loss_fn(cfg: DecoderTrainConfig, text_encoder, image_encoder, decoder, 
     """batch -> (weighted total, {term: value}) for the configured objective."""
     use_reconstruct = cfg.objective in ("reconstruct", "both")
     use_consistency = cfg.objective in ("consistency", "both")
-    pixel_loss = lambda sample, target: reconstruction_loss(sample, target, cfg.l1_weight, foreground_weight=cfg.foreground_weight)  # noqa: E731
 
     def noise_for(code, target, terms, name):
         if posterior is None:
@@ -249,7 +261,7 @@ def make_loss_fn(cfg: DecoderTrainConfig, text_encoder, image_encoder, decoder, 
                 code = image_encoder.get_image_features(target)  # (B, D), frozen
             noise = noise_for(code, target, terms, "kl_reconstruct") if posterior is not None else draw_noise(cfg, len(code), code.device)
             sample = decoder(code, noise)
-            terms["reconstruct"] = (cfg.reconstruct_weight, pixel_loss(sample, target))
+            terms["reconstruct"] = (cfg.reconstruct_weight, pixel_loss(cfg, sample, target))
         if use_consistency:
             with torch.set_grad_enabled(cfg.train_text_encoder and torch.is_grad_enabled()):
                 code1 = text_encoder(batch["input_ids"], attention_mask=batch["attention_mask"]).text_embeds  # (B, D)
@@ -260,7 +272,7 @@ def make_loss_fn(cfg: DecoderTrainConfig, text_encoder, image_encoder, decoder, 
             # collapses every caption onto the code of one average image.
             terms["consistency"] = (cfg.consistency_weight, 1 - F.cosine_similarity(code1.detach(), code2, dim=-1).mean())
             if cfg.pixel_weight:
-                terms["pixel"] = (cfg.pixel_weight, pixel_loss(generated, target))
+                terms["pixel"] = (cfg.pixel_weight, pixel_loss(cfg, generated, target))
         total = sum(weight * value for weight, value in terms.values())
         return total, {name: value.detach() for name, (_, value) in terms.items()}
 

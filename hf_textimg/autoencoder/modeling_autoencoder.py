@@ -45,14 +45,37 @@ class ConceptAutoencoderOutput(BaseOutput):
 
 
 def reconstruction_loss(
-    sample: torch.Tensor, target: torch.Tensor, l1_weight: float = 0.0, reduce: bool = True, foreground_weight: float = 0.0
+    sample: torch.Tensor,
+    target: torch.Tensor,
+    l1_weight: float = 0.0,
+    reduce: bool = True,
+    foreground_weight: float = 0.0,
+    shift_tolerance: int = 0,
 ) -> torch.Tensor:
     """Pixel loss: MSE + l1_weight * L1, averaged over pixels; `reduce=False` keeps one value per image (B,).
 
     `foreground_weight` w > 0 weighs pixels that are not white in the target (1 + w) times: small
     objects on a white canvas cover a few percent of the pixels, so a plain mean learns the
     background long before the objects' colours and shapes.
+
+    `shift_tolerance` t > 0: each image's loss is the smallest over the target moved by up to t pixels
+    each way (the canvas edge filled with white), so a drawing that is right but t pixels off costs nothing.
+    Shapes jitters every object by up to 1 px (2 at 64 px) around its cell centre, which no caption says:
+    with an exact loss a one-shot decoder draws the average of those positions, a blur that rounds a
+    square's corners into a circle; with t = the jitter it draws one sharp object.
     """
+    if shift_tolerance < 0:
+        raise ValueError(f"shift_tolerance must be >= 0, got {shift_tolerance}.")
+    if shift_tolerance:
+        t, side = shift_tolerance, target.shape[-1]
+        padded = F.pad(target, (t, t, t, t), value=1.0)  # white, the canvas colour in [-1, 1]
+        losses = [
+            reconstruction_loss(sample, padded[..., dy : dy + side, dx : dx + side], l1_weight, False, foreground_weight)
+            for dy in range(2 * t + 1)
+            for dx in range(2 * t + 1)
+        ]
+        loss = torch.stack(losses).min(dim=0).values  # (B,): only the best-aligned shift gets a gradient
+        return loss.mean() if reduce else loss
     weight = 1.0
     if foreground_weight:
         weight = 1.0 + foreground_weight * (target < 0.95).any(dim=1, keepdim=True).to(target.dtype)  # (B, 1, H, W)
