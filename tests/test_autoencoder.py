@@ -49,11 +49,27 @@ def test_decoder_noise_changes_the_image_and_none_means_zeros():
     assert decoder.decode(code).shape == (2, 3, 32, 32)
 
 
+def test_scale_shift_conditioning_reads_the_code_in_every_block():
+    torch.manual_seed(0)
+    kwargs = dict(code_dim=32, noise_dim=4, block_out_channels=(16, 8), norm_num_groups=4)
+    plain, film = ConceptDecoder(**kwargs).eval(), ConceptDecoder(**kwargs, code_conditioning="scale_shift").eval()
+    with torch.no_grad():
+        for decoder in (plain, film):  # cut the code's only path in "input": the projection to the first map
+            decoder.proj_in.weight.zero_()
+        code, noise = torch.randn(2, 32), torch.randn(2, 4)
+        assert torch.equal(plain(code, noise), plain(-code, -noise))
+        assert not torch.allclose(film(code, noise), film(-code, -noise))  # still reaches the blocks
+    with pytest.raises(ValueError, match=r"code_conditioning must be one of \('input', 'scale_shift'\)"):
+        ConceptDecoder(code_conditioning="film")
+
+
 @pytest.mark.parametrize(
     "cls, kwargs, inputs",
     [
         (ConceptImageEncoder, dict(code_dim=32, block_out_channels=(8, 16), norm_num_groups=4), lambda: (torch.rand(2, 3, 32, 32) * 2 - 1,)),
         (ConceptDecoder, dict(code_dim=32, noise_dim=4, block_out_channels=(16, 8), norm_num_groups=4), lambda: (torch.randn(2, 32), torch.randn(2, 4))),
+        (ConceptDecoder, dict(code_dim=32, noise_dim=4, block_out_channels=(16, 8), norm_num_groups=4, code_conditioning="scale_shift"),
+         lambda: (torch.randn(2, 32), torch.randn(2, 4))),
         (ConceptAutoencoder, TINY_AE, lambda: (torch.rand(2, 3, 32, 32) * 2 - 1,)),
     ],
 )

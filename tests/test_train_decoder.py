@@ -90,13 +90,15 @@ def test_consistency_keeps_the_image_encoder_frozen_and_saves_a_pipeline(concept
 
 
 def test_deterministic_decoder_with_shift_tolerant_loss_on_canonical_layouts(concept_dir, tmp_path):
-    """The one-shot recipe: no noise, a pixel loss that forgives Shapes' 1 px jitter, canonical layouts."""
+    """The one-shot recipe: no noise, a pixel loss that forgives Shapes' 1 px jitter, canonical layouts (and the
+    code read by every decoder block)."""
     result = run(concept_dir, tmp_path, "--objective", "both", "--train_text_encoder", "--noise_dim", "0", "--pixel_shift_tolerance", "1",
-                 "--shapes_single_layout", "canonical", "--shapes_pair_layout", "canonical", "--num_eval_prompts", "1")
+                 "--shapes_single_layout", "canonical", "--shapes_pair_layout", "canonical", "--num_eval_prompts", "1",
+                 "--decoder_code_conditioning", "scale_shift")
     assert mean_loss(result, slice(-3, None)) < 0.8 * mean_loss(result, slice(0, 3))
     assert not any(name.startswith("val_kl") for name in result["metrics"])  # no noise, no posterior
     pipe = DecoderPipeline.from_pretrained(tmp_path)
-    assert pipe.decoder.config.noise_dim == 0
+    assert pipe.decoder.config.noise_dim == 0 and pipe.decoder.config.code_conditioning == "scale_shift"
     first, second = (pipe("a red circle", generator=torch.Generator().manual_seed(s), output_type="pt").images for s in (0, 1))
     assert torch.equal(first, second)  # one image per prompt, whatever the seed
     config = json.loads((tmp_path / "eval_results.json").read_text())["config"]

@@ -115,6 +115,10 @@ class DecoderTrainConfig(TrainConfig):
         default_factory=lambda: [128, 64, 32, 16], metadata={"help": "Decoder width per level, lowest resolution first."}
     )
     layers_per_block: int = field(default=1, metadata={"help": "Decoder residual blocks per level."})
+    decoder_code_conditioning: Literal["input", "scale_shift"] = field(
+        default="input", metadata={"help": "Where the decoder reads the code: the first feature map only (input), or also every "
+                                   "residual block's scale and shift (scale_shift; ConceptDecoder's code_conditioning)."},
+    )
     norm_num_groups: int = field(default=8, metadata={"help": "Decoder GroupNorm groups (must divide every width)."})
     num_eval_prompts: int = field(default=50, metadata={"help": "Shapes: benchmark prompts per scorer category at each evaluation."})
 
@@ -173,6 +177,7 @@ def build_decoder(cfg: DecoderTrainConfig, code_dim: int) -> ConceptDecoder:
         block_out_channels=tuple(cfg.decoder_block_out_channels),
         layers_per_block=cfg.layers_per_block,
         norm_num_groups=cfg.norm_num_groups,
+        code_conditioning=cfg.decoder_code_conditioning,
     )
 
 

@@ -44,6 +44,9 @@ class ConceptAutoencoderOutput(BaseOutput):
     code: torch.Tensor
 
 
+CODE_CONDITIONINGS = ("input", "scale_shift")  # see ConceptDecoder's `code_conditioning`
+
+
 def reconstruction_loss(
     sample: torch.Tensor,
     target: torch.Tensor,
@@ -103,13 +106,18 @@ def _check_widths(name: str, widths, norm_num_groups: int, image_size: int) -> N
 
 class ResnetBlock(ResnetBlock2D):
     """diffusers' pre-activation residual block (GroupNorm -> SiLU -> Conv3x3, twice, 1x1 shortcut when
-    widths differ) without a time embedding, so it fits in `nn.Sequential`."""
+    widths differ). Without `cond_channels` it has no embedding input and fits in `nn.Sequential`; with it, a
+    (B, cond_channels) vector scales and shifts its second GroupNorm, the way a diffusers U-Net block reads
+    its time embedding (`time_embedding_norm="scale_shift"`)."""
 
-    def __init__(self, in_channels: int, out_channels: int, norm_num_groups: int):
-        super().__init__(in_channels=in_channels, out_channels=out_channels, temb_channels=None, groups=norm_num_groups, eps=1e-5)
+    def __init__(self, in_channels: int, out_channels: int, norm_num_groups: int, cond_channels: int | None = None):
+        super().__init__(
+            in_channels=in_channels, out_channels=out_channels, temb_channels=cond_channels, groups=norm_num_groups, eps=1e-5,
+            time_embedding_norm="scale_shift" if cond_channels else "default",
+        )
 
-    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        return super().forward(hidden_states, None)  # (B, out_channels, H, W)
+    def forward(self, hidden_states: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        return super().forward(hidden_states, cond)  # (B, out_channels, H, W)
 
 
 class SafeLoadingMixin:
@@ -198,6 +206,10 @@ class ConceptDecoder(SafeLoadingMixin, ModelMixin, ConfigMixin):
             projection is `image_size / 2**(len - 1)` px on a side (4x4 for 32 px with 4 levels).
         layers_per_block (`int`, defaults to 1): residual blocks per level, after its up-sampling.
         norm_num_groups (`int`, defaults to 8): GroupNorm groups; must divide every width.
+        code_conditioning (`str`, defaults to `"input"`): where the code (and noise) enters. `"input"`: only the
+            projection to the first feature map. `"scale_shift"`: also every residual block, which scales and
+            shifts its features by a linear map of it (as a diffusers U-Net block reads its time embedding), so
+            the code reaches the high-resolution levels directly instead of only through the 4x4 map.
     """
 
     @register_to_config
@@ -210,9 +222,12 @@ class ConceptDecoder(SafeLoadingMixin, ModelMixin, ConfigMixin):
         block_out_channels: tuple[int, ...] = (128, 64, 32, 16),
         layers_per_block: int = 1,
         norm_num_groups: int = 8,
+        code_conditioning: str = "input",
     ):
         super().__init__()
         _check_image_size(image_size)
+        if code_conditioning not in CODE_CONDITIONINGS:
+            raise ValueError(f"code_conditioning must be one of {CODE_CONDITIONINGS}, got {code_conditioning!r}.")
         _check_widths("block_out_channels", block_out_channels, norm_num_groups, image_size)
         if noise_dim < 0:
             raise ValueError(f"noise_dim must be >= 0, got {noise_dim}.")
@@ -227,7 +242,8 @@ class ConceptDecoder(SafeLoadingMixin, ModelMixin, ConfigMixin):
                 blocks += [nn.ConvTranspose2d(in_width, width, 4, stride=2, padding=1), nn.GroupNorm(norm_num_groups, width), nn.SiLU()]
             elif layers_per_block == 0:
                 blocks += [nn.GroupNorm(norm_num_groups, width), nn.SiLU()]
-            blocks += [ResnetBlock(width, width, norm_num_groups) for _ in range(layers_per_block)]
+            cond_channels = code_dim + noise_dim if code_conditioning == "scale_shift" else None
+            blocks += [ResnetBlock(width, width, norm_num_groups, cond_channels) for _ in range(layers_per_block)]
             self.up_blocks.append(nn.Sequential(*blocks))
         self.norm_out = nn.GroupNorm(norm_num_groups, widths[-1])
         self.conv_out = nn.Conv2d(widths[-1], out_channels, 3, padding=1)
@@ -247,8 +263,10 @@ class ConceptDecoder(SafeLoadingMixin, ModelMixin, ConfigMixin):
                 raise ValueError(f"noise must have shape ({code.shape[0]}, {noise_dim}), got {tuple(noise.shape)}.")
             code = torch.cat([code, noise.to(code.dtype)], dim=1)  # (B, code_dim + noise_dim)
         hidden_states = self.proj_in(code).unflatten(1, (-1, self.base_size, self.base_size))  # (B, C0, b, b)
+        cond = code if self.config.code_conditioning == "scale_shift" else None
         for block in self.up_blocks:
-            hidden_states = block(hidden_states)  # (B, C_i, b * 2**i, b * 2**i)
+            for layer in block:  # (B, C_i, b * 2**i, b * 2**i) after level i
+                hidden_states = layer(hidden_states, cond) if isinstance(layer, ResnetBlock) else layer(hidden_states)
         hidden_states = self.conv_out(F.silu(self.norm_out(hidden_states)))  # (B, out_channels, S, S)
         return torch.tanh(hidden_states)
 
