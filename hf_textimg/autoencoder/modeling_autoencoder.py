@@ -235,6 +235,7 @@ class ConceptDecoder(SafeLoadingMixin, ModelMixin, ConfigMixin):
         self.base_size = image_size // 2 ** (len(widths) - 1)
         self.proj_in = nn.Linear(code_dim + noise_dim, widths[0] * self.base_size**2)
         self.up_blocks = nn.ModuleList()
+        cond_channels = code_dim + noise_dim if code_conditioning == "scale_shift" else None  # what the blocks read
         for level, width in enumerate(widths):
             in_width = widths[max(level - 1, 0)]
             blocks = []
@@ -242,7 +243,6 @@ class ConceptDecoder(SafeLoadingMixin, ModelMixin, ConfigMixin):
                 blocks += [nn.ConvTranspose2d(in_width, width, 4, stride=2, padding=1), nn.GroupNorm(norm_num_groups, width), nn.SiLU()]
             elif layers_per_block == 0:
                 blocks += [nn.GroupNorm(norm_num_groups, width), nn.SiLU()]
-            cond_channels = code_dim + noise_dim if code_conditioning == "scale_shift" else None
             blocks += [ResnetBlock(width, width, norm_num_groups, cond_channels) for _ in range(layers_per_block)]
             self.up_blocks.append(nn.Sequential(*blocks))
         self.norm_out = nn.GroupNorm(norm_num_groups, widths[-1])
