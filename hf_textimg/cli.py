@@ -25,6 +25,8 @@ from pathlib import Path
 from .pretrained import DEFAULT_MODEL, available_models, pretrained_path
 
 DEFAULT_STEPS = 20
+# hf_textimg.data.shapes.*_LAYOUTS, written out: importing that module here would slow `--help` (datasets, torch)
+LAYOUT_CHOICES = ("any", "canonical")
 DEFAULT_GUIDANCE = 3.0  # README "Diffusion", Guidance: chosen on the validation prompts (not the benchmark's) for the shipped model
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 _REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")  # org/name, as the Hub spells repo ids
@@ -480,13 +482,13 @@ fonts-noto-color-emoji, unicode-data and unicode-cldr-core packages.""",
     data.add_argument("--num-heldout", type=int, default=2000, help="shapes: held-out-pairs split size")
     data.add_argument("--kind-probs", type=float, nargs=4, default=None, metavar=("SINGLE", "COUNT", "PAIR", "RELATION"),
                       help="shapes: weights of the scene kinds in train/validation (default: 0.4 0.2 0.2 0.2)")
-    data.add_argument("--relation-layout", default="any", choices=["any", "canonical"],
+    data.add_argument("--relation-layout", default="any", choices=LAYOUT_CHOICES,
                       help="shapes: relation scenes on any line and cells the relation allows, or one layout per relation (default: any)")
-    data.add_argument("--count-layout", default="any", choices=["any", "canonical"],
+    data.add_argument("--count-layout", default="any", choices=LAYOUT_CHOICES,
                       help="shapes: count scenes in n random distinct cells, or one layout per count (default: any)")
-    data.add_argument("--single-layout", default="any", choices=["any", "canonical"],
+    data.add_argument("--single-layout", default="any", choices=LAYOUT_CHOICES,
                       help="shapes: single scenes with no size / position named: random, or large in the centre (default: any)")
-    data.add_argument("--pair-layout", default="any", choices=["any", "canonical"],
+    data.add_argument("--pair-layout", default="any", choices=LAYOUT_CHOICES,
                       help="shapes: pair scenes in two random distinct cells, or the middle row's outer cells (default: any)")
     data.add_argument("--style", default="noto", choices=["noto", "twemoji", "both"], help="emoji: artwork style")
     data.add_argument("--cache-dir", default=None, help="emoji: cache folder (default: $HF_TEXTIMG_CACHE or ~/.cache/hf_textimg)")

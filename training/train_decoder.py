@@ -18,9 +18,10 @@ encoder with `--autoencoder_path`, and never changes:
 
 The pixel loss is MSE (+ `--l1_weight` * L1); with `--pixel_shift_tolerance t`, the smallest over the real image
 moved by up to t pixels (for data that jitter objects by a few pixels no caption names, as Shapes does). With
-`--noise_dim N` the decoder also reads N numbers that the pipeline draws from a standard normal. A caption leaves things open (where "a red circle" goes, how big it is); trained with a
-plain pixel loss the decoder draws the average of every answer, faint copies in every cell. `--noise_objective`
-decides how the noise learns to pick one answer instead:
+`--noise_dim N` the decoder also reads N numbers that the pipeline draws from a standard normal. A caption leaves
+things open (where "a red circle" goes, how big it is); trained with a plain pixel loss the decoder draws the
+average of every answer, faint copies in every cell. `--noise_objective` decides how the noise learns to pick one
+answer instead:
 
 - `vae` (default; a conditional VAE, https://arxiv.org/abs/1312.6114): a small training-only posterior encoder reads
   the real image and the code and proposes the noise (mean, log-variance); the decoder reconstructs from the code plus that noise,

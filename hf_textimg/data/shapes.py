@@ -146,12 +146,15 @@ def _kind_cumulative(heldout: bool, kind_probs: tuple | None) -> tuple[float, ..
     return tuple(itertools.accumulate(check_kind_probs(kind_probs)))
 
 
+_LAYOUT_CHOICES = {"single_layout": SINGLE_LAYOUTS, "count_layout": COUNT_LAYOUTS, "pair_layout": PAIR_LAYOUTS, "relation_layout": RELATION_LAYOUTS}
+
+
 def _layout_kwargs(*, single_layout: str, count_layout: str, pair_layout: str, relation_layout: str) -> dict[str, str]:
     """The four per-kind layouts as keyword arguments for `scene_from_query`, after checking each."""
     layouts = {"single_layout": single_layout, "count_layout": count_layout, "pair_layout": pair_layout, "relation_layout": relation_layout}
-    for (name, value), choices in zip(layouts.items(), (SINGLE_LAYOUTS, COUNT_LAYOUTS, PAIR_LAYOUTS, RELATION_LAYOUTS)):
-        if value not in choices:
-            raise ValueError(f"unknown {name} {value!r}; expected one of {choices}")
+    for name, value in layouts.items():
+        if value not in _LAYOUT_CHOICES[name]:
+            raise ValueError(f"unknown {name} {value!r}; expected one of {_LAYOUT_CHOICES[name]}")
     return layouts
 
 
