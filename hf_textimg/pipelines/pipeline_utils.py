@@ -19,6 +19,7 @@ from diffusers.image_processor import VaeImageProcessor
 
 from ..concept.safe_loading import PICKLE_SUFFIXES
 from ..data.prompts import normalize_prompts
+from ..utils.checks import check_generator, check_int
 
 logger = logging.getLogger(__name__)
 
@@ -90,12 +91,12 @@ class TextToImageMixin:
 
     @staticmethod
     def check_common_inputs(batch_size: int, num_images_per_prompt: int, generator, output_type: str) -> None:
-        if not isinstance(num_images_per_prompt, int) or num_images_per_prompt < 1:
-            raise ValueError(f"`num_images_per_prompt` must be an integer >= 1, got {num_images_per_prompt!r}.")
-        if output_type not in OUTPUT_TYPES:
+        check_int(num_images_per_prompt, "`num_images_per_prompt`")
+        if not isinstance(output_type, str) or output_type not in OUTPUT_TYPES:
             raise ValueError(f"`output_type` must be one of {OUTPUT_TYPES}, got {output_type!r}.")
         n = batch_size * num_images_per_prompt
-        if isinstance(generator, list) and len(generator) != n:
+        check_generator(generator, n)
+        if isinstance(generator, (list, tuple)) and len(generator) != n:
             raise ValueError(
                 f"Got a list of {len(generator)} generators for {n} images ({batch_size} prompts x "
                 f"{num_images_per_prompt} images per prompt); pass one generator per image or a single generator."
