@@ -155,3 +155,16 @@ def test_chunks_keep_prompt_embeds_and_latents_in_order(diffusion_pipe):
 def test_numpy_integers_are_accepted(diffusion_pipe):
     images = call(diffusion_pipe, num_inference_steps=np.int64(1), num_images_per_prompt=np.int32(1), guidance_scale=np.float32(2))
     assert images.shape == (2, 3, 32, 32)
+
+
+@pytest.mark.parametrize("scheduler", list(SCHEDULERS))
+def test_one_generator_advances_by_the_starting_noise_only(diffusion_pipe, scheduler):
+    # what keeps `hf-textimg evaluate` (one generator across batches) reproducing eval_results.json
+    from diffusers.utils.torch_utils import randn_tensor
+
+    diffusion_pipe.scheduler = SCHEDULERS[scheduler]()
+    generator = torch.Generator().manual_seed(5)
+    call(diffusion_pipe, generator=generator, num_images_per_prompt=3, max_batch_size=4)
+    expected = torch.Generator().manual_seed(5)
+    randn_tensor((6, 3, 32, 32), generator=expected)
+    assert torch.equal(generator.get_state(), expected.get_state())

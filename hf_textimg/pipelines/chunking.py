@@ -12,8 +12,12 @@ Randomness, so that the chunk size never changes an image (up to float rounding 
   12 KB per 32-px image; the only part of the work that grows with N besides the outputs);
 - a stochastic sampler (DDPM, ancestral and SDE solvers) draws its per-step noise from one generator per image.
   With a list of generators those are the user's own, as before. With a single generator, one seed per image is
-  drawn from it after the starting noise, and image i's step noise comes from a generator seeded with seed i.
-  (Without this, chunk 2 would see a generator already advanced by chunk 1's steps.)
+  drawn from a copy of it (its state after the starting noise), and image i's step noise comes from a generator
+  seeded with seed i. (Without this, chunk 2 would see a generator already advanced by chunk 1's steps.) The
+  user's generator itself advances by the starting noise only, so a deterministic sampler (DPM-Solver++, DDIM,
+  UniPC: the defaults) gives exactly the images it gave before chunking existed, call after call with one
+  generator (as `hf-textimg evaluate` and training's evaluation do). Stochastic samplers with one generator give
+  other (equally random) images than before.
 """
 
 from __future__ import annotations
@@ -41,7 +45,9 @@ def step_generators(generator, num_images: int) -> list[torch.Generator] | None:
     image is drawn from it, on its device) or a list of one per image (returned as it is)."""
     if generator is None or isinstance(generator, (list, tuple)):
         return None if generator is None else list(generator)
-    seeds = torch.randint(0, 2**62, (num_images,), generator=generator, device=generator.device).tolist()
+    copy = torch.Generator(generator.device)
+    copy.set_state(generator.get_state())  # the user's generator is not advanced
+    seeds = torch.randint(0, 2**62, (num_images,), generator=copy, device=generator.device).tolist()
     return [torch.Generator(generator.device).manual_seed(seed) for seed in seeds]
 
 
