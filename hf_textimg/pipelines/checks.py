@@ -18,9 +18,14 @@ scheduler takes here; DDPM and DDIM take every count up to the training timestep
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 
+import diffusers
 import torch
+
+from ..concept.safe_loading import check_safetensors_file
 
 logger = logging.getLogger(__name__)
 
@@ -88,3 +93,30 @@ def set_checked_timesteps(scheduler, num_inference_steps: int, device=None) -> N
             f"{train_steps} training timesteps), which makes its multistep update divide by zero and the images NaN. "
             f"It takes at most {_most_steps(scheduler, num_inference_steps)} steps here. {advice}"
         )
+
+
+def check_pipeline_folder(folder) -> None:
+    """A local pipeline folder is complete before diffusers reads it: `model_index.json` is a JSON object naming a
+    pipeline class that exists, every component it lists has its folder, and every safetensors file there is whole.
+    Each problem is a ValueError naming the file (diffusers would say KeyError '_class_name', AttributeError, or
+    "no file named config.json" without the component)."""
+    index_file = os.path.join(str(folder), "model_index.json")
+    try:
+        with open(index_file) as f:
+            index = json.load(f)
+    except (OSError, ValueError) as error:
+        raise ValueError(f"{index_file} cannot be read as JSON ({error}); save the pipeline again with save_pretrained.") from None
+    class_name = index.get("_class_name") if isinstance(index, dict) else None
+    if not isinstance(class_name, str):
+        raise ValueError(f"{index_file} has no '_class_name' (the pipeline class to build); it is not a saved pipeline.")
+    if not hasattr(diffusers, class_name):
+        raise ValueError(f"{index_file} names the pipeline class {class_name!r}, which neither diffusers nor hf_textimg provides.")
+    for name, entry in index.items():
+        if name.startswith("_") or not (isinstance(entry, list) and len(entry) == 2 and entry[0] is not None):
+            continue
+        component = os.path.join(str(folder), name)
+        if not os.path.isdir(component):
+            raise ValueError(f"{index_file} lists the component {name!r} ({entry[1]}), but {component} is missing.")
+        for file in sorted(os.listdir(component)):
+            if file.endswith(".safetensors"):
+                check_safetensors_file(os.path.join(component, file))

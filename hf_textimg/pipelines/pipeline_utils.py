@@ -20,6 +20,7 @@ from diffusers.image_processor import VaeImageProcessor
 from ..concept.safe_loading import PICKLE_SUFFIXES
 from ..data.prompts import normalize_prompts
 from ..utils.checks import check_generator, check_int
+from .checks import check_pipeline_folder
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +59,7 @@ class TextToImageMixin:
         same refusal from this package's models; diffusers' U-Net then follows diffusers' own default.)"""
         folder = str(pretrained_model_name_or_path)
         if os.path.isdir(folder):
+            check_pipeline_folder(folder)  # model_index.json, component folders, whole safetensors: named errors
             for name in sorted(os.listdir(folder)):
                 sub = os.path.join(folder, name)
                 files = os.listdir(sub) if os.path.isdir(sub) else []
