@@ -26,6 +26,7 @@ import torch
 from PIL import Image
 
 from .prompts import check_prompt_normalization, normalize_prompts
+from .validation import check_caption_column, check_imagefolder_metadata
 
 BUILTIN_DATASETS = ("shapes", "emoji")
 
@@ -91,6 +92,7 @@ def load_image_text_dataset(
     elif train_data_dir is not None:
         if not Path(train_data_dir).is_dir():
             raise ValueError(f"train_data_dir={str(train_data_dir)!r} is not a directory.")
+        check_imagefolder_metadata(train_data_dir, caption_column)  # a bad line named, not an ArrowInvalid from arrow
         data = datasets.load_dataset("imagefolder", data_dir=str(train_data_dir), cache_dir=cache_dir)
         source = f"imagefolder {train_data_dir}"
     elif dataset_name in BUILTIN_DATASETS:
@@ -119,6 +121,8 @@ def load_image_text_dataset(
         raise ValueError(f"{source} split {split!r} is empty; there is nothing to train or evaluate on.")
     if max_samples is not None:
         data = data.select(range(min(max_samples, len(data))))
+    if caption_column:
+        check_caption_column(data, caption_column, f"{source} split {split!r}")
     return data
 
 
