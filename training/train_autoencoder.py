@@ -10,7 +10,6 @@ holds the `ConceptAutoencoder` (config.json + diffusion_pytorch_model.safetensor
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass, field
 
 import torch
@@ -23,6 +22,7 @@ from hf_textimg.training import (
     build_accelerator,
     build_optimizer,
     build_train_dataloader,
+    end_training,
     load_split,
     parse_args,
     run_result,
@@ -31,6 +31,7 @@ from hf_textimg.training import (
     train_loop,
     write_eval_results,
 )
+from hf_textimg.training.entry import run_script
 
 
 @dataclass
@@ -115,9 +116,9 @@ def main(argv: list[str] | None = None) -> dict:
         accelerator.unwrap_model(model).save_pretrained(cfg.output_dir)
         write_eval_results(cfg, result)
         write_card_and_push(cfg, argv, __file__)  # README.md model card; --push_to_hub uploads
-    accelerator.end_training()
+    end_training(accelerator, cfg)
     return result
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    run_script(main)

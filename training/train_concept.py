@@ -14,7 +14,6 @@ both work, plus `eval_results.json`.
 
 from __future__ import annotations
 
-import sys
 import zlib
 from dataclasses import dataclass, field
 from typing import Literal
@@ -33,6 +32,7 @@ from hf_textimg.training import (
     build_accelerator,
     build_optimizer,
     build_train_dataloader,
+    end_training,
     load_or_train_tokenizer,
     load_split,
     parse_args,
@@ -41,6 +41,7 @@ from hf_textimg.training import (
     tracker_config,
     write_eval_results,
 )
+from hf_textimg.training.entry import run_script
 
 
 @dataclass
@@ -234,9 +235,9 @@ def main(argv: list[str] | None = None) -> dict:
         tokenizer.save_pretrained(cfg.output_dir)
         write_eval_results(cfg, result)
         write_card_and_push(cfg, argv, __file__)  # README.md model card; --push_to_hub uploads
-    accelerator.end_training()
+    end_training(accelerator, cfg)
     return result
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    run_script(main)

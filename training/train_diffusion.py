@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +45,7 @@ from hf_textimg.training import (
     build_optimizer,
     check_text_encoder_lr,
     build_train_dataloader,
+    end_training,
     load_or_train_tokenizer,
     load_split,
     param_groups,
@@ -56,6 +56,7 @@ from hf_textimg.training import (
     train_loop,
     write_eval_results,
 )
+from hf_textimg.training.entry import run_script
 from hf_textimg.utils.image_grid import make_captioned_grid
 
 logger = logging.getLogger(__name__)
@@ -353,7 +354,7 @@ def main(argv: list[str] | None = None) -> dict:
         save_pipeline(cfg, tokenizer, text_encoder, unet, noise_scheduler, emas)
         write_eval_results(cfg, result)
         write_card_and_push(cfg, argv, __file__)  # README.md model card; --push_to_hub uploads
-    accelerator.end_training()
+    end_training(accelerator, cfg)
     return result
 
 
@@ -367,4 +368,4 @@ def save_pipeline(cfg, tokenizer, text_encoder, unet, noise_scheduler, emas) -> 
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    run_script(main)
