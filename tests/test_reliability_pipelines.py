@@ -168,3 +168,41 @@ def test_one_generator_advances_by_the_starting_noise_only(diffusion_pipe, sched
     expected = torch.Generator().manual_seed(5)
     randn_tensor((6, 3, 32, 32), generator=expected)
     assert torch.equal(generator.get_state(), expected.get_state())
+
+
+# ---- loading: a broken pipeline folder is named, file by file --------------------------------------------------------------
+def edit_json(path, change):
+    import json
+
+    data = json.loads(path.read_text())
+    change(data)
+    path.write_text(json.dumps(data))
+
+
+def cut_in_half(path):
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+FOLDER_CASES = [
+    ("truncated U-Net weights", lambda d: cut_in_half(d / "unet" / "diffusion_pytorch_model.safetensors"),
+     r"unet/diffusion_pytorch_model.safetensors is truncated or corrupt"),
+    ("no _class_name", lambda d: edit_json(d / "model_index.json", lambda j: j.pop("_class_name")),
+     r"model_index.json has no '_class_name' \(the pipeline class to build\)"),
+    ("unknown pipeline class", lambda d: edit_json(d / "model_index.json", lambda j: j.update(_class_name="FooPipeline")),
+     r"model_index.json names the pipeline class 'FooPipeline', which neither diffusers nor hf_textimg provides"),
+    ("model_index.json not JSON", lambda d: (d / "model_index.json").write_text("{"), r"model_index.json cannot be read as JSON"),
+    ("component folder missing", lambda d: __import__("shutil").rmtree(d / "unet"),
+     r"model_index.json lists the component 'unet' \(UNet2DConditionModel\), but .*unet is missing"),
+    ("text-encoder width edited", lambda d: edit_json(d / "text_encoder" / "config.json", lambda j: j.update(hidden_size=64)),
+     r"text_encoder/config.json does not match the weights saved beside it \(.* is \[\d+, 32\] in model.safetensors but \[\d+, 64\] by the config"),
+]
+
+
+@pytest.mark.parametrize("case, damage, message", FOLDER_CASES, ids=[c[0] for c in FOLDER_CASES])
+def test_broken_pipeline_folders_name_the_file(case, damage, message, diffusion_pipe, tmp_path):
+    from hf_textimg.pipelines import ConceptDiffusionPipeline
+
+    diffusion_pipe.save_pretrained(tmp_path)
+    damage(tmp_path)
+    with pytest.raises(ValueError, match=message):
+        ConceptDiffusionPipeline.from_pretrained(tmp_path)

@@ -289,7 +289,9 @@ def _naming(file: Path, what: str):
     try:
         yield
     except (RuntimeError, ValueError, KeyError, OSError) as error:
-        reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
+        lines = [line.strip() for line in str(error).strip().splitlines()] or [type(error).__name__]
+        # torch's load_state_dict puts the useful part ("size mismatch for ...", "Missing key(s) ...") after a header line
+        reason = next((line for line in lines if line.startswith(("size mismatch", "Missing key", "Unexpected key"))), lines[0])[:300]
         raise ValueError(
             f"{file} does not fit {what} of this run ({reason}). It was written by a run with other settings (model "
             f"sizes, --use_ema, --train_text_encoder: see the config in {file.parent / 'trainer_state.json'}); resume "
