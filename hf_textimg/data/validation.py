@@ -57,7 +57,7 @@ def check_imagefolder_metadata(folder: str | os.PathLike, caption_column: str | 
     every column keeps one JSON type (arrow's requirement)."""
     for metadata in sorted(Path(folder).rglob("metadata.jsonl")):
         kinds: dict = {}
-        with open(metadata, encoding="utf-8") as f:
+        with open(metadata, encoding="utf-8-sig") as f:  # -sig: a byte-order mark is not a JSON error
             for number, line in enumerate(f, start=1):
                 if not line.strip():
                     continue

@@ -230,6 +230,10 @@ class ConceptDiffusionPipeline(TextToImageMixin, DiffusionPipeline):
                 if callback_on_step_end is not None:
                     tensors = {"latents": latents, "prompt_embeds": prompt_embeds, "negative_prompt_embeds": negative_prompt_embeds}
                     outputs = callback_on_step_end(self, i, t, {k: tensors[k] for k in callback_on_step_end_tensor_inputs})
+                    if not isinstance(outputs, dict):
+                        raise ValueError(f"`callback_on_step_end` must return a dict of the tensors it replaces (e.g. `return callback_kwargs`), got {type(outputs).__name__} at step {i}.")
+                    if "latents" in outputs:
+                        check_tensor(outputs["latents"], f"The latents `callback_on_step_end` returned at step {i}", tuple(latents.shape))
                     latents = outputs.pop("latents", latents)
                     prompt_embeds = outputs.pop("prompt_embeds", prompt_embeds)
                     negative_prompt_embeds = outputs.pop("negative_prompt_embeds", negative_prompt_embeds)

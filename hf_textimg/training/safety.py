@@ -13,6 +13,8 @@ from __future__ import annotations
 import dataclasses
 import math
 import numbers
+import os
+import re
 
 import torch
 
@@ -47,7 +49,27 @@ def check_config_numbers(cfg) -> None:
         raise ValueError(f"--max_train_minutes must be > 0 (or unset for no time budget), got {cfg.max_train_minutes}.")
     if cfg.seed >= 2**32:
         raise ValueError(f"--seed must be below 2**32 (numpy's seed range), got {cfg.seed}.")
+    if cfg.max_length < 3:  # the tokenizer adds two special tokens and cannot truncate below them
+        raise ValueError(f"--max_length must be >= 3 (begin and end tokens plus at least one word), got {cfg.max_length}.")
     check_lr_scheduler(cfg.lr_scheduler)
+    check_model_paths(cfg)
+
+
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+|[A-Za-z0-9][\w.-]*")
+
+
+def check_model_paths(cfg) -> None:
+    """Flags naming a trained model (`--*_path`, `--tokenizer_name`) name an existing folder or a Hub repo id, so a
+    typo fails now, not after the data set is built (transformers would say "Repo id must be in the form ...")."""
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if not (f.name.endswith("_path") or f.name == "tokenizer_name") or not isinstance(value, str):
+            continue
+        if os.path.exists(value):
+            if not os.path.isdir(value):
+                raise ValueError(f"--{f.name} {value!r} is a file; pass the folder that save_pretrained wrote.")
+        elif value.startswith((".", "/", "~")) or value.count("/") > 1 or not _HUB_ID.fullmatch(value):
+            raise ValueError(f"--{f.name} {value!r} does not exist, and is not a Hub repo id like 'org/name'.")
 
 
 def check_lr_scheduler(name: str) -> None:

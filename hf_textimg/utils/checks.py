@@ -83,6 +83,11 @@ def check_finite_images(images, what: str) -> None:
 
 
 # ---- where results go: checked before any work, so a long run never ends unable to write ----------------------
+def _check_not_empty(path, name: str) -> None:
+    if not str(path).strip():  # e.g. `--output_dir $OUT` with OUT unset
+        raise ValueError(f"{name} is empty; pass a path.")
+
+
 def _existing_ancestor(path: Path) -> Path:
     path = path.absolute()
     while not path.exists():
@@ -92,6 +97,7 @@ def _existing_ancestor(path: Path) -> Path:
 
 def check_output_file(path: str | os.PathLike, name: str) -> Path:
     """A file that can be written: not a folder, not under a file, in a writable (or creatable) folder."""
+    _check_not_empty(path, name)
     path = Path(path).expanduser()
     if path.is_dir():
         raise ValueError(f"{name} {str(path)!r} is a folder; pass a file name inside it, e.g. {str(path / 'out')!r} with a suffix.")
@@ -107,6 +113,7 @@ def check_output_file(path: str | os.PathLike, name: str) -> Path:
 
 def check_output_dir(path: str | os.PathLike, name: str) -> Path:
     """A folder that exists and is writable, or can be created (its nearest existing ancestor is a writable folder)."""
+    _check_not_empty(path, name)
     path = Path(path).expanduser()
     if path.exists() and not path.is_dir():
         raise ValueError(f"{name} {str(path)!r} is a file; pass a folder.")
