@@ -34,6 +34,7 @@ from diffusers.training_utils import compute_snr
 from hf_textimg.concept import ConceptTextConfig, ConceptTextModel
 from hf_textimg.diffusion import DEFAULT_BLOCK_OUT_CHANNELS, build_unet, encode_concept, unet_input
 from hf_textimg.hub import write_card_and_push
+from hf_textimg.pipelines.checks import set_checked_timesteps
 from hf_textimg.pipelines.pipeline_diffusion import ConceptDiffusionPipeline
 from hf_textimg.tokenization import tokenize_captions
 from hf_textimg.training import (
@@ -126,6 +127,14 @@ class DiffusionTrainConfig(TrainConfig):
         for name in ("num_train_timesteps", "validation_images_per_prompt", "eval_num_inference_steps", "eval_batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name} must be >= 1, got {getattr(self, name)}.")
+        # what the evaluation will ask of the pipeline, checked now rather than after the first training steps
+        if not self.eval_guidance_scale >= 0:
+            raise ValueError(f"--eval_guidance_scale must be >= 0 (1 = no guidance), got {self.eval_guidance_scale}.")
+        try:
+            set_checked_timesteps(inference_scheduler(build_noise_scheduler(self)), self.eval_num_inference_steps)
+        except ValueError as error:
+            raise ValueError(f"--eval_num_inference_steps {self.eval_num_inference_steps} with --num_train_timesteps "
+                             f"{self.num_train_timesteps}: {error}") from None
 
 
 # ---- models ----------------------------------------------------------------------------
