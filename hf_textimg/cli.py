@@ -74,6 +74,26 @@ def non_negative_float(text: str) -> float:
     return value
 
 
+def seed_arg(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if not -(2**63) <= value < 2**64:  # what torch.Generator.manual_seed takes
+        raise argparse.ArgumentTypeError(f"must be between -2**63 and 2**64 - 1, got {value}")
+    return value
+
+
+def weight_arg(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0 <= value < float("inf"):  # also rejects nan
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
+    return value
+
+
 def prompt_text(text: str) -> str:
     if not text.strip():
         raise argparse.ArgumentTypeError("a prompt must not be empty")
@@ -458,7 +478,7 @@ def _add_model_args(parser: argparse.ArgumentParser) -> None:
     add("--scheduler", choices=sorted(SCHEDULERS), default=None,
         help="swap the diffusion pipeline's sampler (built with from_config from the saved one, so the training betas and "
              "prediction type are kept): ddpm needs ~1000 steps, the others ~20-50 (default: the one the model was saved with)")
-    add("--seed", type=int, default=0, help="random seed: the same seed gives the same images (default: 0)")
+    add("--seed", type=seed_arg, default=0, help="random seed: the same seed gives the same images (default: 0)")
     add("--mixed-precision", choices=["no", "bf16"], default="no",
         help="bf16: sample under torch.autocast (about 2.9x faster on a recent CPU; scores in the README); "
              "no: fp32, what the model cards' figures use (default: no)")
@@ -551,11 +571,11 @@ fonts-noto-color-emoji, unicode-data and unicode-cldr-core packages.""",
     data.add_argument("--size", type=int, default=32, choices=[32, 64], help="image side in pixels (default: 32)")
     data.add_argument("--out", required=True, help="output folder")
     data.add_argument("--imagefolder", action="store_true", help="write PNGs + metadata.jsonl per split instead of Arrow files")
-    data.add_argument("--seed", type=int, default=0, help="shapes: random seed (same seed, same data)")
-    data.add_argument("--num-train", type=int, default=20000, help="shapes: train split size")
-    data.add_argument("--num-validation", type=int, default=2000, help="shapes: validation split size")
-    data.add_argument("--num-heldout", type=int, default=2000, help="shapes: held-out-pairs split size")
-    data.add_argument("--kind-probs", type=float, nargs=4, default=None, metavar=("SINGLE", "COUNT", "PAIR", "RELATION"),
+    data.add_argument("--seed", type=seed_arg, default=0, help="shapes: random seed (same seed, same data)")
+    data.add_argument("--num-train", type=positive_int, default=20000, help="shapes: train split size")
+    data.add_argument("--num-validation", type=positive_int, default=2000, help="shapes: validation split size")
+    data.add_argument("--num-heldout", type=positive_int, default=2000, help="shapes: held-out-pairs split size")
+    data.add_argument("--kind-probs", type=weight_arg, nargs=4, default=None, metavar=("SINGLE", "COUNT", "PAIR", "RELATION"),
                       help="shapes: weights of the scene kinds in train/validation (default: 0.4 0.2 0.2 0.2)")
     data.add_argument("--relation-layout", default="any", choices=LAYOUT_CHOICES,
                       help="shapes: relation scenes on any line and cells the relation allows, or one layout per relation (default: any)")
