@@ -135,3 +135,18 @@ def test_evaluate_refuses_to_score_only_blank_images(tmp_path, monkeypatch, caps
     err = capsys.readouterr().err
     assert "every one of the 7 generated images is a single flat colour" in err and "num_inference_steps=20" in err
     assert not out.exists()
+
+
+PARSER_CASES = [
+    (["generate", "a red circle", "--seed", str(2**64)], "--seed: must be between -2**63 and 2**64 - 1"),
+    (["data", "shapes", "--num-train", "-5", "--out", "x"], "--num-train: must be at least 1, got -5"),
+    (["data", "shapes", "--num-validation", "0", "--out", "x"], "--num-validation: must be at least 1, got 0"),
+    (["data", "shapes", "--kind-probs", "nan", "1", "1", "1", "--out", "x"], "--kind-probs: must be a finite number >= 0, got nan"),
+]
+
+
+@pytest.mark.parametrize("argv, message", PARSER_CASES, ids=[" ".join(c[0][-2:]) for c in PARSER_CASES])
+def test_hostile_numbers_are_parser_errors(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err

@@ -206,3 +206,16 @@ def test_broken_pipeline_folders_name_the_file(case, damage, message, diffusion_
     damage(tmp_path)
     with pytest.raises(ValueError, match=message):
         ConceptDiffusionPipeline.from_pretrained(tmp_path)
+
+
+CALLBACK_CASES = [
+    ("returns None", lambda pipe, i, t, tensors: None, r"`callback_on_step_end` must return a dict .* got NoneType at step 0"),
+    ("wrong shape", lambda pipe, i, t, tensors: {"latents": tensors["latents"][:1]}, r"The latents `callback_on_step_end` returned at step 0 must have shape \(2, 3, 32, 32\)"),
+    ("NaN latents", lambda pipe, i, t, tensors: {"latents": tensors["latents"] * float("nan")}, r"The latents `callback_on_step_end` returned at step 0 contains NaN"),
+]
+
+
+@pytest.mark.parametrize("case, callback, message", CALLBACK_CASES, ids=[c[0] for c in CALLBACK_CASES])
+def test_a_callback_that_breaks_the_latents_is_named(case, callback, message, diffusion_pipe):
+    with pytest.raises(ValueError, match=message):
+        call(diffusion_pipe, callback_on_step_end=callback)

@@ -67,7 +67,27 @@ CONFIG_CASES = [
     (["--max_skipped_nonfinite_steps", "-1"], r"--max_skipped_nonfinite_steps must be >= 0"),
     (["--output_dir", "{tmp}/a-file"], r"--output_dir '.*a-file' is a file; pass a folder"),
     (["--output_dir", "{tmp}/a-file/run"], r"--output_dir '.*a-file/run' cannot be created: '.*a-file' is a file"),
+    # found beyond the list
+    (["--output_dir", ""], r"--output_dir is empty; pass a path"),
+    (["--max_length", "1"], r"--max_length must be >= 3 \(begin and end tokens plus at least one word\), got 1"),
+    (["--tokenizer_name", "/no/such/tokenizer"], r"--tokenizer_name '/no/such/tokenizer' does not exist, and is not a Hub repo id"),
+    (["--tokenizer_name", "{tmp}/a-file"], r"--tokenizer_name '.*a-file' is a file; pass the folder that save_pretrained wrote"),
 ]
+
+DIFFUSION_CASES = [
+    (["--eval_guidance_scale", "-2"], r"--eval_guidance_scale must be >= 0"),
+    (["--eval_guidance_scale", "inf"], r"--eval_guidance_scale must be a finite number"),
+    (["--num_train_timesteps", "10"], r"--eval_num_inference_steps 20 with --num_train_timesteps 10: .*repeats timestep"),
+    (["--concept_model_path", "./outputs/no-such-concept"], r"--concept_model_path './outputs/no-such-concept' does not exist"),
+]
+
+
+@pytest.mark.parametrize("extra, message", DIFFUSION_CASES, ids=[" ".join(c[0])[:40] for c in DIFFUSION_CASES])
+def test_evaluation_settings_are_refused_before_training(extra, message, tmp_path):
+    from training import train_diffusion
+
+    with pytest.raises(ValueError, match=message):
+        train_diffusion.main(["--train_text_encoder", "--output_dir", str(tmp_path / "run"), *extra])
 
 
 @pytest.mark.parametrize("extra, message", CONFIG_CASES, ids=[" ".join(c[0])[:40] for c in CONFIG_CASES])
@@ -322,7 +342,8 @@ def test_non_finite_weights_are_never_checkpointed(tmp_path):
 
 
 # ---- the scripts: one line, exit code ---------------------------------------------------------------------------------------
-@pytest.mark.parametrize("error, code", [(ValueError("--flag must be >= 1, got 0."), 2), (TrainingDivergedError("Training stopped at step 3: ..."), 1)])
+@pytest.mark.parametrize("error, code", [(ValueError("--flag must be >= 1, got 0."), 2), (OSError("no such model"), 2),
+                                         (TrainingDivergedError("Training stopped at step 3: ..."), 1)])
 def test_run_script_prints_one_line_and_exits(error, code, capsys, monkeypatch):
     monkeypatch.setattr(sys, "argv", ["train_x.py"])
 
@@ -389,7 +410,20 @@ COLUMN_CASES = [
 ]
 
 
+COLUMN_CASES += [
+    ("no such Hub data set", dict(dataset_name="no-such-org/no-such-set"),
+     r"dataset_name='no-such-org/no-such-set' could not be loaded as shapes, emoji, a save_to_disk folder or a Hub data set \(\w+"),
+]
+
+
 @pytest.mark.parametrize("case, data, message", COLUMN_CASES, ids=[c[0] for c in COLUMN_CASES])
 def test_caption_column_problems_name_the_row(case, data, message):
+    kwargs = dict(dataset_name=data) if isinstance(data, datasets.DatasetDict) else data
     with pytest.raises(ValueError, match=message):
-        load_image_text_dataset(dataset_name=data, image_column="img", caption_column="caption")
+        load_image_text_dataset(image_column="img", caption_column="caption", **kwargs)
+
+
+def test_an_imagefolder_without_images_is_named(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match=r"train_data_dir='.*empty' could not be loaded as a folder of images \(EmptyDatasetError"):
+        load_image_text_dataset(train_data_dir=tmp_path / "empty")
