@@ -427,3 +427,27 @@ def test_an_imagefolder_without_images_is_named(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match=r"train_data_dir='.*empty' could not be loaded as a folder of images \(EmptyDatasetError"):
         load_image_text_dataset(train_data_dir=tmp_path / "empty")
+
+
+RESUME_CASES = [
+    # (changed flags, error pattern or None, warning pattern or None)
+    (["--train_batch_size", "4"], r"--resume_from_checkpoint .*checkpoint-2: --train_batch_size 4 \(checkpoint: 8\)\. The checkpoint's position", None),
+    (["--seed", "3"], r"--seed 3 \(checkpoint: 0\)", None),
+    (["--num_shapes_train", "72"], r"--num_shapes_train 72 \(checkpoint: 64\)", None),
+    (["--learning_rate", "1e-4"], None, r"with --learning_rate 0.0001 \(checkpoint: 0.001\): ignored, the optimizer and learning-rate schedule are restored"),
+    (["--max_train_steps", "3", "--validation_steps", "3"], None, None),  # what a resume is for
+]
+
+
+@pytest.mark.parametrize("extra, error, warning", RESUME_CASES, ids=[" ".join(c[0][:2]) for c in RESUME_CASES])
+def test_resume_with_other_data_settings_is_refused(extra, error, warning, two_checkpoints, tmp_path, caplog):
+    out = tmp_path / "run"
+    shutil.copytree(two_checkpoints, out)
+    args = ["--max_train_steps", "3", "--resume_from_checkpoint", "latest", *extra]
+    if error is not None:
+        with pytest.raises(ValueError, match=error):
+            train(out, *args)
+        return
+    with caplog.at_level(logging.WARNING, logger="hf_textimg.training.checkpointing"):
+        assert train(out, *args)["loss_history"][0][0] == 3
+    assert (re.search(warning, caplog.text) is not None) if warning else "ignored" not in caplog.text

@@ -297,3 +297,35 @@ def _naming(file: Path, what: str):
             f"sizes, --use_ema, --train_text_encoder: see the config in {file.parent / 'trainer_state.json'}); resume "
             "with that run's flags, or start a new run in another --output_dir."
         ) from error
+
+
+# Flags that fix which samples each step sees: a checkpoint's position (epoch, batch) means nothing under other values.
+DATA_ORDER_FLAGS = (
+    "dataset_name", "train_data_dir", "dataset_config_name", "image_column", "caption_column", "resolution",
+    "max_train_samples", "train_batch_size", "gradient_accumulation_steps", "seed",
+)
+# Flags whose new values a resumed run ignores: the optimizer and its schedule come back from the checkpoint.
+RESTORED_FLAGS = ("learning_rate", "text_encoder_lr", "lr_scheduler", "lr_warmup_steps", "adam_beta1", "adam_beta2", "adam_weight_decay", "adam_epsilon")
+
+
+def check_resume_settings(path: Path, saved_config: dict | None, config: dict, num_processes: int) -> None:
+    """A resumed run must see the data the checkpoint's run would have seen next: a changed data-order flag (or
+    number of processes) is a ValueError naming it; a changed optimizer flag, which the restored optimizer state
+    overrides, gets a warning saying so."""
+    if not saved_config:
+        return
+    is_data = lambda k: k in DATA_ORDER_FLAGS or k.startswith(("shapes_", "num_shapes_"))  # noqa: E731
+    changed = {k: (saved_config[k], v) for k, v in config.items() if k in saved_config and saved_config[k] != v}
+    data = [f"--{k} {new!r} (checkpoint: {old!r})" for k, (old, new) in changed.items() if is_data(k)]
+    saved_processes = len(list(path.glob("rng_state_*.json")))
+    if saved_processes and saved_processes != num_processes:
+        data.append(f"{num_processes} processes (checkpoint: {saved_processes})")
+    if data:
+        raise ValueError(
+            f"--resume_from_checkpoint {path}: {', '.join(data)}. The checkpoint's position in the data only means something "
+            "with its run's data order; resume with its settings (trainer_state.json holds them), or start a new run."
+        )
+    ignored = [f"--{k} {new!r} (checkpoint: {old!r})" for k, (old, new) in changed.items() if k in RESTORED_FLAGS]
+    if ignored:
+        logger.warning("Resuming from %s with %s: ignored, the optimizer and learning-rate schedule are restored from the "
+                       "checkpoint. Start a new run to change them.", path, ", ".join(ignored))

@@ -19,7 +19,7 @@ from accelerate.utils import DataLoaderConfiguration, DistributedType, InitProce
 from tqdm.auto import tqdm
 
 from ..data.loading import ImageTextCollator, decode_images, load_image_text_dataset
-from .checkpointing import load_checkpoint, resolve_resume_path, save_checkpoint
+from .checkpointing import check_resume_settings, load_checkpoint, resolve_resume_path, save_checkpoint
 from .config import TrainConfig, config_to_dict
 from .run_lock import lock_output_dir, release_output_dir
 from .safety import diverged, nonfinite, nonfinite_weights
@@ -292,6 +292,7 @@ def train_loop(
     checkpoint_models = lambda: {**models, **(extra_checkpoint_models() if extra_checkpoint_models else {})}  # noqa: E731
     resume = resolve_resume_path(cfg.resume_from_checkpoint, cfg.output_dir)
     if resume is not None:
+        check_resume_settings(resume, _saved_config(resume), config_to_dict(cfg), accelerator.num_processes)
         saved = load_checkpoint(accelerator, resume, checkpoint_models(), optimizer, lr_scheduler)
         state.global_step, state.epoch, state.batch_in_epoch = saved["global_step"], saved["epoch"], saved["batch_in_epoch"]
         state.elapsed_seconds = saved.get("elapsed_seconds", 0.0)
@@ -396,6 +397,12 @@ def _check_weights(cfg: TrainConfig, state: TrainState, models: dict) -> None:
     bad = nonfinite_weights(models)
     if bad:
         raise diverged(cfg, state.global_step, f"the weights of {bad} hold NaN/inf", state.last_checkpoint)
+
+
+def _saved_config(checkpoint: Path) -> dict | None:
+    import json
+
+    return json.loads((checkpoint / "trainer_state.json").read_text()).get("config")
 
 
 def _state_dict(state: TrainState) -> dict:

@@ -103,5 +103,7 @@ def diverged(cfg, step: int, what: str, last_checkpoint) -> TrainingDivergedErro
         f"Training stopped at step {step}: {what}. Nothing after the last good checkpoint was saved, and the model in "
         f"{cfg.output_dir!r} (if any) was not replaced. Usual causes: a learning rate too high for this model "
         f"(--learning_rate {cfg.learning_rate:g}), no gradient clipping (--max_grad_norm {cfg.max_grad_norm:g}), fp16 overflow "
-        f"(--mixed_precision {cfg.mixed_precision}). Change the setting and resume with {resume}."
+        f"(--mixed_precision {cfg.mixed_precision}). Resume with {resume} after changing --max_grad_norm, --mixed_precision or "
+        "--max_skipped_nonfinite_steps, or start a new run with a lower --learning_rate (a resumed run keeps the "
+        "checkpoint's learning-rate schedule)."
     )
