@@ -451,3 +451,23 @@ def test_resume_with_other_data_settings_is_refused(extra, error, warning, two_c
     with caplog.at_level(logging.WARNING, logger="hf_textimg.training.checkpointing"):
         assert train(out, *args)["loss_history"][0][0] == 3
     assert (re.search(warning, caplog.text) is not None) if warning else "ignored" not in caplog.text
+
+
+def test_a_final_save_that_fails_half_way_leaves_the_earlier_model_whole(finished_model, tmp_path, monkeypatch, caplog):
+    from hf_textimg.autoencoder import ConceptAutoencoder
+
+    out = tmp_path / "run"
+    shutil.copytree(finished_model, out)
+    before = {p.name: digest(p) for p in out.iterdir() if p.is_file() and p.name != "eval_results.json"}
+    real_save = ConceptAutoencoder.save_pretrained
+
+    def disk_full(self, folder, **kwargs):
+        real_save(self, folder, **kwargs)  # config.json and the weights are written (to the temporary folder) ...
+        raise OSError(28, "No space left on device")  # ... and then the disk is full
+
+    monkeypatch.setattr(ConceptAutoencoder, "save_pretrained", disk_full)
+    with caplog.at_level(logging.WARNING, logger="hf_textimg.training.loop"), pytest.raises(OSError, match="No space left"):
+        train(out, "--max_train_steps", "2", "--seed", "1")
+    assert "holds an earlier run's model or checkpoints (config.json)" in caplog.text
+    assert {name: digest(out / name) for name in before} == before
+    assert not list(out.glob(".tmp-*"))

@@ -31,6 +31,7 @@ from hf_textimg.training import (
     train_loop,
     write_eval_results,
 )
+from hf_textimg.training.checkpointing import final_save
 from hf_textimg.training.entry import run_script
 
 
@@ -113,7 +114,8 @@ def main(argv: list[str] | None = None) -> dict:
     state = train_loop(accelerator, cfg, {"model": model}, optimizer, lr_scheduler, dataloader, compute_loss, evaluate=evaluate)
     result = run_result(state)
     if accelerator.is_main_process:
-        accelerator.unwrap_model(model).save_pretrained(cfg.output_dir)
+        with final_save(cfg.output_dir) as folder:  # the model already there stays whole if saving fails
+            accelerator.unwrap_model(model).save_pretrained(folder)
         write_eval_results(cfg, result)
         write_card_and_push(cfg, argv, __file__)  # README.md model card; --push_to_hub uploads
     end_training(accelerator, cfg)

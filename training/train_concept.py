@@ -41,6 +41,7 @@ from hf_textimg.training import (
     tracker_config,
     write_eval_results,
 )
+from hf_textimg.training.checkpointing import final_save
 from hf_textimg.training.entry import run_script
 
 
@@ -231,8 +232,9 @@ def main(argv: list[str] | None = None) -> dict:
     )
     result = run_result(state)
     if accelerator.is_main_process:
-        unwrapped.save_pretrained(cfg.output_dir)
-        tokenizer.save_pretrained(cfg.output_dir)
+        with final_save(cfg.output_dir) as folder:  # the model already there stays whole if saving fails
+            unwrapped.save_pretrained(folder)
+            tokenizer.save_pretrained(folder)
         write_eval_results(cfg, result)
         write_card_and_push(cfg, argv, __file__)  # README.md model card; --push_to_hub uploads
     end_training(accelerator, cfg)

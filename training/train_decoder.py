@@ -69,6 +69,7 @@ from hf_textimg.training import (
     train_loop,
     write_eval_results,
 )
+from hf_textimg.training.checkpointing import final_save
 from hf_textimg.training.entry import run_script
 
 
@@ -373,7 +374,8 @@ def main(argv: list[str] | None = None) -> dict:
             tokenizer=tokenizer, text_encoder=accelerator.unwrap_model(text_encoder).eval(), decoder=accelerator.unwrap_model(decoder).eval(),
             prompt_normalization=cfg.prompt_normalization,
         )
-        pipeline.save_pretrained(cfg.output_dir)
+        with final_save(cfg.output_dir) as folder:  # the model already there stays whole if saving fails
+            pipeline.save_pretrained(folder)
         write_eval_results(cfg, result)
         write_card_and_push(cfg, argv, __file__)  # README.md model card; --push_to_hub uploads
     end_training(accelerator, cfg)

@@ -57,6 +57,7 @@ from hf_textimg.training import (
     train_loop,
     write_eval_results,
 )
+from hf_textimg.training.checkpointing import final_save
 from hf_textimg.training.entry import run_script
 from hf_textimg.utils.image_grid import make_captioned_grid
 
@@ -373,7 +374,8 @@ def save_pipeline(cfg, tokenizer, text_encoder, unet, noise_scheduler, emas) -> 
     for name, ema in emas.items():
         ema.copy_to(trained[name].parameters())
     pipe = ConceptDiffusionPipeline(tokenizer, text_encoder, unet, inference_scheduler(noise_scheduler), cfg.prompt_normalization)
-    pipe.save_pretrained(cfg.output_dir, safe_serialization=True)
+    with final_save(cfg.output_dir) as folder:  # the model already there stays whole if saving fails
+        pipe.save_pretrained(folder, safe_serialization=True)
 
 
 if __name__ == "__main__":

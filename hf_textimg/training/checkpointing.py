@@ -329,3 +329,26 @@ def check_resume_settings(path: Path, saved_config: dict | None, config: dict, n
     if ignored:
         logger.warning("Resuming from %s with %s: ignored, the optimizer and learning-rate schedule are restored from the "
                        "checkpoint. Start a new run to change them.", path, ", ".join(ignored))
+
+
+@contextlib.contextmanager
+def final_save(output_dir: str | os.PathLike):
+    """Yield a temporary folder inside `output_dir` for the finished model's `save_pretrained`, then move each of its
+    files and folders into `output_dir`. A crash or a full disk while saving leaves the model already there whole
+    (the temporary folder is removed); only the moves themselves, renames on one file system, touch it."""
+    output_dir = Path(output_dir)
+    tmp = output_dir / f".tmp-final-{uuid.uuid4().hex[:12]}"
+    tmp.mkdir(parents=True)
+    try:
+        yield tmp
+        for entry in sorted(tmp.iterdir()):
+            target = output_dir / entry.name
+            if target.is_dir():  # a folder cannot be replaced by a rename: move the old one aside first
+                old = output_dir / f".tmp-old-{entry.name}-{uuid.uuid4().hex[:12]}"
+                os.replace(target, old)
+                os.replace(entry, target)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(entry, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
