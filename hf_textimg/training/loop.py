@@ -19,7 +19,7 @@ from accelerate.utils import DataLoaderConfiguration, DistributedType, InitProce
 from tqdm.auto import tqdm
 
 from ..data.loading import ImageTextCollator, decode_images, load_image_text_dataset
-from .checkpointing import check_resume_settings, load_checkpoint, resolve_resume_path, save_checkpoint
+from .checkpointing import check_resume_settings, list_checkpoints, load_checkpoint, resolve_resume_path, save_checkpoint
 from .config import TrainConfig, config_to_dict
 from .run_lock import lock_output_dir, release_output_dir
 from .safety import diverged, nonfinite, nonfinite_weights
@@ -66,10 +66,12 @@ def lock_run(accelerator: Accelerator, cfg: TrainConfig) -> None:
             error = f"the main process could not lock --output_dir {cfg.output_dir!r} (its message says why)"
     if error is not None:
         raise ValueError(error)
-    finished = [n for n in ("model_index.json", "config.json") if (Path(cfg.output_dir) / n).is_file()]
-    if finished and not cfg.resume_from_checkpoint and accelerator.is_main_process:
-        logger.warning("%s already holds a finished model (%s); this run replaces it when it ends, and only if its weights "
-                       "are finite.", cfg.output_dir, finished[0])
+    earlier = [n for n in ("model_index.json", "config.json") if (Path(cfg.output_dir) / n).is_file()]
+    earlier += [p.name for p in list_checkpoints(cfg.output_dir)]
+    if earlier and not cfg.resume_from_checkpoint and accelerator.is_main_process:
+        logger.warning("%s holds an earlier run's model or checkpoints (%s): this new run overwrites its checkpoints step by step "
+                       "and replaces the model when it ends, only if its weights are finite. Use --resume_from_checkpoint to "
+                       "continue that run instead, or another --output_dir to keep it.", cfg.output_dir, ", ".join(earlier[:4]))
 
 
 def end_training(accelerator: Accelerator, cfg: TrainConfig) -> None:
