@@ -19,7 +19,7 @@ import torch
 from mp_launch import REPO, harness_command, save_tiny_concept_model, subprocess_env
 from safetensors.torch import load_file
 
-from hf_textimg.training.checkpointing import list_checkpoints, resolve_resume_path
+from hf_textimg.training.checkpointing import list_checkpoints, resolve_resume_path, verify_checkpoint
 from training.train_diffusion import main
 
 STEPS, EVERY, LIMIT = 12, 3, 2
@@ -66,8 +66,9 @@ def assert_same_final_state(run_dir, reference_dir):
         elif name == "trainer_state.json":
             a, b = (json.loads((d / name).read_text()) for d in (ours, theirs))
             assert (a["global_step"], a["epoch"], a["batch_in_epoch"]) == (b["global_step"], b["epoch"], b["batch_in_epoch"])
-        elif name != "rng_state_0.json" and name.endswith(".json"):
+        elif name not in ("rng_state_0.json", "manifest.json") and name.endswith(".json"):  # the manifest hashes trainer_state.json (its clock)
             assert (ours / name).read_text() == (theirs / name).read_text(), name
+    assert verify_checkpoint(ours) is None  # and it is intact by its own manifest
     for component in ("unet/diffusion_pytorch_model.safetensors", "text_encoder/model.safetensors"):
         a, b = load_file(run_dir / component), load_file(reference_dir / component)
         assert all(torch.equal(a[k], b[k]) for k in b), component
