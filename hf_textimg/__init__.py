@@ -17,6 +17,6 @@ from .concept import (  # noqa: E402  (registers the Auto classes)
     ConceptVisionConfig,
     ConceptVisionModel,
 )
-from .diffusion import ConceptPromptEmbeds, build_unet, unet_config  # noqa: E402
-from .pipelines import ConceptDiffusionPipeline, DecoderPipeline  # noqa: E402  (registers the pipelines with diffusers)
+from .diffusion import build_unet, unet_config  # noqa: E402
+from .pipelines import ConceptDiffusionPipeline, ConceptPromptEmbeds, DecoderPipeline  # noqa: E402  (registers the pipelines with diffusers)
 from .tokenization import train_tokenizer  # noqa: E402

@@ -25,7 +25,7 @@ from diffusers.models.resnet import ResnetBlock2D
 from diffusers.utils import BaseOutput
 from torch import nn
 
-from ..concept.safe_loading import check_pretrained_folder
+from ..utils.safe_loading import SafeLoadingMixin
 
 SUPPORTED_IMAGE_SIZES = (32, 64)
 
@@ -118,17 +118,6 @@ class ResnetBlock(ResnetBlock2D):
 
     def forward(self, hidden_states: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
         return super().forward(hidden_states, cond)  # (B, out_channels, H, W)
-
-
-class SafeLoadingMixin:
-    """`from_pretrained` after checking a local folder (`hf_textimg.concept.safe_loading`): its config must be this
-    class's (`_class_name`) and its weights complete safetensors; pickle weights are refused, never unpickled."""
-
-    @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
-        check_pretrained_folder(pretrained_model_name_or_path, cls.__name__, "_class_name", (cls.__name__,), kwargs.get("subfolder") or "")
-        kwargs.setdefault("use_safetensors", True)
-        return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
 
 
 class ConceptImageEncoder(SafeLoadingMixin, ModelMixin, ConfigMixin):

@@ -17,7 +17,7 @@ import os
 import torch
 from diffusers.image_processor import VaeImageProcessor
 
-from ..concept.safe_loading import PICKLE_SUFFIXES
+from ..utils.safe_loading import PICKLE_SUFFIXES
 from ..data.prompts import normalize_prompts
 
 logger = logging.getLogger(__name__)
