@@ -8,7 +8,7 @@ from diffusers import DDPMScheduler, DiffusionPipeline
 from safetensors.torch import load_file
 
 from hf_textimg.concept import ConceptTextConfig, ConceptTextModel
-from hf_textimg.data.shapes import build_shapes_dataset
+from hf_textimg.shapes import build_shapes_dataset
 from hf_textimg.tokenization import train_tokenizer
 from training.train_diffusion import main
 

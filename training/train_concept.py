@@ -23,9 +23,9 @@ import numpy as np
 import torch
 
 from hf_textimg.concept import ConceptConfig, ConceptModel, ConceptVisionModel, regression_loss
-from hf_textimg.data.shapes import hard_negative_caption
 from hf_textimg.evaluation.concept_eval import hard_negative_accuracy, retrieval_recall, shapes_zero_shot
 from hf_textimg.hub import write_card_and_push
+from hf_textimg.shapes import ShapesDataArguments, hard_negative_caption
 from hf_textimg.tokenization import tokenize_captions
 from hf_textimg.training import (
     TensorImageTextDataset,
@@ -191,7 +191,7 @@ def make_evaluator(cfg: ConceptTrainConfig, accelerator, model, tokenizer):
 
 
 def main(argv: list[str] | None = None) -> dict:
-    cfg = parse_args(ConceptTrainConfig, argv)
+    cfg = parse_args(ConceptTrainConfig, argv, ShapesDataArguments)
     accelerator = build_accelerator(cfg)
 
     train_data = load_split(cfg, "train", cfg.max_train_samples)
