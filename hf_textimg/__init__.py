@@ -8,7 +8,8 @@ components as `["hf_textimg", "<ClassName>"]`, so every component class is expor
 
 __version__ = "0.1.0"
 
-from .autoencoder import ConceptAutoencoder, ConceptDecoder, ConceptImageEncoder  # noqa: E402
+from .autoencoder import ConceptAutoencoder, ConceptImageEncoder  # noqa: E402
+from .decoder import ConceptDecoder  # noqa: E402
 from .concept import (  # noqa: E402  (registers the Auto classes)
     ConceptConfig,
     ConceptModel,

@@ -8,7 +8,7 @@ from diffusers import DPMSolverMultistepScheduler
 from PIL import Image
 
 import hf_textimg.pretrained as pretrained
-from hf_textimg.autoencoder import ConceptDecoder
+from hf_textimg.decoder import ConceptDecoder
 from hf_textimg.cli import DEMO_PROMPTS, main
 from hf_textimg.concept import ConceptTextConfig, ConceptTextModel
 from hf_textimg.shapes import BENCHMARK_CATEGORIES, CANONICAL_COUNT_CELLS, CANONICAL_PAIR_CELLS, POSITIONS, parse_prompt

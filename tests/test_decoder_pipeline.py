@@ -7,7 +7,7 @@ from diffusers import DiffusionPipeline
 from PIL import Image
 from transformers import AutoTokenizer
 
-from hf_textimg.autoencoder import ConceptDecoder
+from hf_textimg.decoder import ConceptDecoder
 from hf_textimg.concept import ConceptTextConfig, ConceptTextModel
 from hf_textimg.pipelines.pipeline_decoder import DecoderPipeline
 from hf_textimg.tokenization import train_tokenizer

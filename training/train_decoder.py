@@ -47,9 +47,10 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-from hf_textimg.autoencoder import ConceptAutoencoder, ConceptDecoder, ConceptImageEncoder, reconstruction_loss
+from hf_textimg.autoencoder import ConceptAutoencoder, ConceptImageEncoder, reconstruction_loss
 from hf_textimg.concept import ConceptTextModel, ConceptVisionModel
 from hf_textimg.data.loading import ImageTextCollator
+from hf_textimg.decoder import ConceptDecoder
 from hf_textimg.hub import write_card_and_push
 from hf_textimg.pipelines.pipeline_decoder import DecoderPipeline
 from hf_textimg.shapes import ShapesDataArguments, evaluate_shapes

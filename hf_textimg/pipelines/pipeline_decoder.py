@@ -20,7 +20,7 @@ from diffusers import DiffusionPipeline
 from diffusers.pipelines.pipeline_utils import ImagePipelineOutput
 from diffusers.utils.torch_utils import randn_tensor
 
-from ..autoencoder import ConceptDecoder
+from ..decoder import ConceptDecoder
 from ..concept import ConceptTextModel
 from ..data.prompts import check_prompt_normalization
 from .pipeline_utils import TextToImageMixin, register_with_diffusers
