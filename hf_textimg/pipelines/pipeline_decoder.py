@@ -130,6 +130,7 @@ class DecoderPipeline(TextToImageMixin, DiffusionPipeline):
         return ImagePipelineOutput(images=images)
 
 
-register_with_diffusers(DecoderPipeline)
+# Folders saved before the decoder had its own module name it ["hf_textimg.autoencoder.modeling_autoencoder", "ConceptDecoder"].
+register_with_diffusers(DecoderPipeline, former_modules=("hf_textimg.autoencoder.modeling_autoencoder",))
 
 __all__ = ["DecoderPipeline"]
