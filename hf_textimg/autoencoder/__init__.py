@@ -2,7 +2,6 @@
 its decoder the one-shot `ConceptDecoder` (defined in `hf_textimg.decoder`, exported here too)."""
 
 from .modeling_autoencoder import (
-    SUPPORTED_IMAGE_SIZES,
     ConceptAutoencoder,
     ConceptAutoencoderOutput,
     ConceptDecoder,
@@ -11,7 +10,6 @@ from .modeling_autoencoder import (
 )
 
 __all__ = [
-    "SUPPORTED_IMAGE_SIZES",
     "ConceptAutoencoder",
     "ConceptAutoencoderOutput",
     "ConceptDecoder",

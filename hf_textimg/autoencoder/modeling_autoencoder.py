@@ -25,7 +25,7 @@ from diffusers.models.modeling_utils import ModelMixin
 from diffusers.utils import BaseOutput
 from torch import nn
 
-from ..decoder.modeling_decoder import SUPPORTED_IMAGE_SIZES, ConceptDecoder, ResnetBlock, _check_image_size, _check_widths
+from ..decoder.modeling_decoder import ConceptDecoder, ResnetBlock, _check_widths
 from ..utils.safe_loading import SafeLoadingMixin
 
 
@@ -91,7 +91,7 @@ class ConceptImageEncoder(SafeLoadingMixin, ModelMixin, ConfigMixin):
     r"""Image in [-1, 1] -> a `code_dim`-d code.
 
     Args:
-        image_size (`int`, defaults to 32): input side in pixels; one of `SUPPORTED_IMAGE_SIZES` (32, 64).
+        image_size (`int`, defaults to 32): input side in pixels; a multiple of `2**(len(block_out_channels) - 1)`.
         in_channels (`int`, defaults to 3): image channels.
         code_dim (`int`, defaults to 512): size of the code.
         block_out_channels (`tuple[int]`, defaults to `(32, 64, 128, 128)`): width per level, from full resolution
@@ -113,7 +113,6 @@ class ConceptImageEncoder(SafeLoadingMixin, ModelMixin, ConfigMixin):
         normalize_code: bool = True,
     ):
         super().__init__()
-        _check_image_size(image_size)
         _check_widths("block_out_channels", block_out_channels, norm_num_groups, image_size)
         widths = list(block_out_channels)
         self.conv_in = nn.Conv2d(in_channels, widths[0], 3, padding=1)
@@ -132,8 +131,8 @@ class ConceptImageEncoder(SafeLoadingMixin, ModelMixin, ConfigMixin):
         size, channels = self.config.image_size, self.config.in_channels
         if pixel_values.ndim != 4 or tuple(pixel_values.shape[1:]) != (channels, size, size):
             raise ValueError(
-                f"pixel_values must have shape (B, {channels}, {size}, {size}) for this encoder "
-                f"(supported image sizes are {SUPPORTED_IMAGE_SIZES}), got {tuple(pixel_values.shape)}."
+                f"pixel_values must have shape (B, {channels}, {size}, {size}) for this encoder (config.image_size={size}), "
+                f"got {tuple(pixel_values.shape)}."
             )
         hidden_states = self.conv_in(pixel_values)  # (B, C0, S, S)
         for block in self.down_blocks:
@@ -151,7 +150,7 @@ class ConceptAutoencoder(SafeLoadingMixin, ModelMixin, ConfigMixin):
     r"""[`ConceptImageEncoder`] + [`ConceptDecoder`] sharing `image_size` and `code_dim`.
 
     Args:
-        image_size (`int`, defaults to 32): one of `SUPPORTED_IMAGE_SIZES` (32, 64).
+        image_size (`int`, defaults to 32): image side; a multiple of what both halves' levels halve it by.
         code_dim (`int`, defaults to 512): size of the code between them.
         encoder_block_out_channels (`tuple[int]`, defaults to `(32, 64, 128, 128)`): see [`ConceptImageEncoder`].
         decoder_block_out_channels (`tuple[int]`, defaults to `(128, 64, 32, 16)`): see [`ConceptDecoder`].
@@ -207,7 +206,6 @@ class ConceptAutoencoder(SafeLoadingMixin, ModelMixin, ConfigMixin):
 
 
 __all__ = [
-    "SUPPORTED_IMAGE_SIZES",
     "ConceptAutoencoder",
     "ConceptAutoencoderOutput",
     "ConceptDecoder",

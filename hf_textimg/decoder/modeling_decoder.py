@@ -17,22 +17,17 @@ from diffusers.models.modeling_utils import ModelMixin
 from diffusers.models.resnet import ResnetBlock2D
 from torch import nn
 
+from ..utils.resolution import check_resolution
 from ..utils.safe_loading import SafeLoadingMixin
 
-SUPPORTED_IMAGE_SIZES = (32, 64)
 CODE_CONDITIONINGS = ("input", "scale_shift")  # see ConceptDecoder's `code_conditioning`
 
 
-def _check_image_size(image_size: int) -> None:
-    if image_size not in SUPPORTED_IMAGE_SIZES:
-        raise ValueError(f"image_size={image_size} is not supported; supported sizes are {SUPPORTED_IMAGE_SIZES}.")
-
-
 def _check_widths(name: str, widths, norm_num_groups: int, image_size: int) -> None:
+    """`widths` (one per level, each after the first halving or doubling the side) fit `image_size` and the groups."""
     if len(widths) < 1:
         raise ValueError(f"{name} must name at least one width.")
-    if image_size % 2 ** (len(widths) - 1) != 0:
-        raise ValueError(f"{name} has {len(widths)} levels: too many halvings for image_size={image_size}.")
+    check_resolution(image_size, 2 ** (len(widths) - 1), "image_size", f" for {name} of {len(widths)} levels")
     for width in widths:
         if width % norm_num_groups != 0:
             raise ValueError(f"norm_num_groups ({norm_num_groups}) must divide every width in {name} {tuple(widths)}.")
@@ -58,7 +53,7 @@ class ConceptDecoder(SafeLoadingMixin, ModelMixin, ConfigMixin):
     r"""A `code_dim`-d code (and optional noise) -> image in [-1, 1].
 
     Args:
-        image_size (`int`, defaults to 32): output side in pixels; one of `SUPPORTED_IMAGE_SIZES` (32, 64).
+        image_size (`int`, defaults to 32): output side in pixels; a multiple of `2**(len(block_out_channels) - 1)`.
         out_channels (`int`, defaults to 3): image channels.
         code_dim (`int`, defaults to 512): size of the code it decodes.
         noise_dim (`int`, defaults to 0): size of an extra standard-normal input concatenated to the code, so one
@@ -88,7 +83,6 @@ class ConceptDecoder(SafeLoadingMixin, ModelMixin, ConfigMixin):
         code_conditioning: str = "input",
     ):
         super().__init__()
-        _check_image_size(image_size)
         if code_conditioning not in CODE_CONDITIONINGS:
             raise ValueError(f"code_conditioning must be one of {CODE_CONDITIONINGS}, got {code_conditioning!r}.")
         _check_widths("block_out_channels", block_out_channels, norm_num_groups, image_size)
