@@ -49,8 +49,9 @@ class ConceptTrainConfig(TrainConfig):
         default="contrastive", metadata={"help": "contrastive: train both towers (CLIP); regress: frozen image encoder, text tower predicts its codes."}
     )
     text_encoder_type: Literal["transformer", "conv"] = field(default="transformer", metadata={"help": "Text tower architecture."})
-    text_hidden_size: int = 256
-    text_num_layers: int = 4
+    # The text tower's size; the same defaults as train_diffusion.py's new tower (and the shipped model's recipe).
+    text_hidden_size: int = field(default=128, metadata={"help": "Width of the text tower's token states."})
+    text_num_layers: int = 2
     text_num_heads: int = 4
     vision_base_channels: int = 32
     vision_num_stages: int = 3

@@ -75,6 +75,7 @@ class DiffusionTrainConfig(TrainConfig):
         default=None, metadata={"help": "Learning rate of the fine-tuned text tower (default: --learning_rate). A pretrained concept "
                                 "tower keeps what it knows (e.g. position words) better at ~1/10 of the U-Net's rate."},
     )
+    # A new text tower's size (without --concept_model_path); the same defaults as train_concept.py's.
     text_hidden_size: int = field(default=128, metadata={"help": "New text tower only: width of the token states."})
     text_num_layers: int = 2
     text_num_heads: int = 4
