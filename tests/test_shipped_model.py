@@ -10,6 +10,7 @@ vector instructions does not fail on float rounding (the images matched bit for 
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from diffusers import DiffusionPipeline
 
@@ -27,3 +28,36 @@ def test_shipped_model_images_unchanged():
     generator = torch.Generator().manual_seed(0)
     images = pipe(PROMPTS, num_images_per_prompt=2, num_inference_steps=5, generator=generator, output_type="np").images
     np.testing.assert_allclose(images, np.load(REFERENCE), rtol=0, atol=1e-5)
+
+
+def test_the_training_hint_gives_the_shipped_configuration(tmp_path, monkeypatch):
+    """`hf_textimg.pretrained` prints how to train the shipped model when its folder is missing. Its diffusion command
+    must parse to exactly the configuration the shipped eval_results.json records (the layout flags under their
+    current name), and its concept command must build the shipped text tower's architecture."""
+    import json
+
+    import hf_textimg.pretrained as pretrained
+    from hf_textimg.shapes import SCENE_KINDS, ShapesDataArguments
+    from hf_textimg.training import config_to_dict, parse_args
+    from training.train_concept import ConceptTrainConfig
+    from training.train_diffusion import DiffusionTrainConfig
+
+    monkeypatch.chdir(tmp_path)  # the commands' relative --output_dir
+    recorded = json.loads((pretrained_path() / "eval_results.json").read_text())["config"]
+    parsed = config_to_dict(parse_args(DiffusionTrainConfig, list(pretrained.DIFFUSION_COMMAND[2:]), ShapesDataArguments))
+    # --shapes_<kind>_layout canonical, as the model was trained, is --shapes_canonical_layouts <kind> now
+    assert parsed.pop("shapes_canonical_layouts") == [k for k in SCENE_KINDS if recorded.pop(f"shapes_{k}_layout", "any") == "canonical"]
+    assert parsed == recorded
+
+    concept = parse_args(ConceptTrainConfig, list(pretrained.CONCEPT_COMMAND[2:]), ShapesDataArguments)
+    shipped = json.loads((pretrained_path() / "text_encoder" / "config.json").read_text())
+    built = {"hidden_size": concept.text_hidden_size, "num_layers": concept.text_num_layers, "num_heads": concept.text_num_heads,
+             "intermediate_size": 4 * concept.text_hidden_size, "max_position_embeddings": concept.max_length,
+             "projection_dim": concept.projection_dim, "encoder_type": concept.text_encoder_type}
+    assert built == {k: shipped[k] for k in built}
+
+    monkeypatch.setattr(pretrained, "PRETRAINED_DIR", tmp_path)
+    with pytest.raises(FileNotFoundError, match="is missing") as missing:
+        pretrained.pretrained_path()
+    assert "--shapes_canonical_layouts count relation" in str(missing.value)
+    assert " ".join(pretrained.DIFFUSION_COMMAND) in str(missing.value) and " ".join(pretrained.CONCEPT_COMMAND) in str(missing.value)
