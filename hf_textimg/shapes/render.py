@@ -126,7 +126,11 @@ def _paste(canvas: np.ndarray, obj: ShapeObject, scale: float) -> None:
     image_size = canvas.shape[0]
     key, x0, y0 = _stamp_key(obj.shape, extent_px(obj.size, image_size), (obj.center[0] * scale, obj.center[1] * scale))
     pixels, mask = _patch(*key, obj.color)
-    placed = _overlap(x0, y0, *mask.shape, image_size, image_size)
+    h, w = mask.shape
+    if x0 >= 0 and y0 >= 0 and x0 + w <= image_size and y0 + h <= image_size:  # the usual case, without slicing objects
+        np.copyto(canvas[y0 : y0 + h, x0 : x0 + w], pixels, where=mask[..., None])
+        return
+    placed = _overlap(x0, y0, h, w, image_size, image_size)
     if placed is not None:
         into, part = placed
         np.copyto(canvas[into], pixels[part], where=mask[part][..., None])

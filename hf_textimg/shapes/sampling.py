@@ -69,10 +69,13 @@ def _kind_cumulative(heldout: bool, kind_probs: tuple | None) -> tuple[float, ..
     return tuple(itertools.accumulate(check_kind_probs(kind_probs)))
 
 
+_SPEC_LAYOUT = ShapesLayout.spec()  # made once: a ShapesLayout checks its fields whenever one is made
+
+
 def check_layout(layout: ShapesLayout | None) -> ShapesLayout:
     """`layout` (None: the spec's) after checking it is a `ShapesLayout`."""
     if layout is None:
-        return ShapesLayout.spec()
+        return _SPEC_LAYOUT
     if not isinstance(layout, ShapesLayout):
         raise ValueError(f"layout must be a ShapesLayout (e.g. ShapesLayout.canonical('count')) or None, got {layout!r}")
     return layout
