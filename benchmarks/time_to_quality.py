@@ -41,8 +41,8 @@ from benchmarks.routes import ROUTES, baseline_argv, run_route  # noqa: E402
 
 CATEGORIES = ("single", "color", "position", "count", "pair", "relation", "heldout")
 THRESHOLDS = (0.8, 0.9)
-# Every route scores benchmark_prompts(n) (prompt seed 1234) through hf_textimg.shapes.evaluate_shapes, with --seed
-# seeding the sampling noise; --seed 1234 keeps the routes' runs as they were measured.
+# Every route scores the same prompts, benchmark_prompts(n) (prompt seed 1234), through hf_textimg.shapes.evaluate_shapes;
+# --seed (the same for every route) seeds each run and its sampling noise.
 PROMPT_SEED = 1234
 
 
