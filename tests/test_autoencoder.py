@@ -9,7 +9,7 @@ from training.train_autoencoder import main
 TINY_AE = dict(code_dim=32, encoder_block_out_channels=(8, 16, 16), decoder_block_out_channels=(16, 16, 8), norm_num_groups=4)
 
 
-@pytest.mark.parametrize("size", [32, 64])
+@pytest.mark.parametrize("size", [32, 48, 64])  # 3 levels: any multiple of 4
 def test_shapes_and_unit_norm_codes(size):
     model = ConceptAutoencoder(image_size=size, **TINY_AE).eval()
     images = torch.rand(2, 3, size, size) * 2 - 1
@@ -23,9 +23,9 @@ def test_shapes_and_unit_norm_codes(size):
 
 
 def test_bad_sizes_and_shapes_raise_value_error():
-    for cls in (ConceptImageEncoder, ConceptDecoder, ConceptAutoencoder):
-        with pytest.raises(ValueError, match=r"\(32, 64\)"):
-            cls(image_size=48)
+    for cls in (ConceptImageEncoder, ConceptDecoder, ConceptAutoencoder):  # 4 levels by default: multiples of 8
+        with pytest.raises(ValueError, match=r"image_size must be a positive multiple of 8 for \w*block_out_channels of 4 levels, got 36"):
+            cls(image_size=36)
     encoder = ConceptImageEncoder(code_dim=32, block_out_channels=(8, 16), norm_num_groups=4)
     with pytest.raises(ValueError, match=r"\(B, 3, 32, 32\)"):
         encoder(torch.zeros(1, 3, 64, 64))

@@ -7,7 +7,7 @@ from diffusers import DiffusionPipeline
 from PIL import Image
 from transformers import AutoTokenizer
 
-from hf_textimg.autoencoder import ConceptDecoder
+from hf_textimg.decoder import ConceptDecoder
 from hf_textimg.concept import ConceptTextConfig, ConceptTextModel
 from hf_textimg.pipelines.pipeline_decoder import DecoderPipeline
 from hf_textimg.tokenization import train_tokenizer
@@ -155,3 +155,32 @@ def test_noise_for_a_deterministic_decoder_and_mismatched_components_are_refused
     pipe = make_pipeline()
     with pytest.raises(ValueError, match="code_dim"):
         DecoderPipeline(pipe.tokenizer, pipe.text_encoder, ConceptDecoder(code_dim=64, block_out_channels=(8, 8), norm_num_groups=4))
+
+
+def test_a_folder_saved_before_the_decoder_moved_still_loads_and_draws_the_same():
+    """tests/data/decoder_pipeline_before_move was saved by the code before issue 18 (ConceptDecoder then lived in
+    hf_textimg/autoencoder/modeling_autoencoder.py, the module its model_index.json names), with the images it drew
+    (2 prompts x 2, seed 0) beside it. The copies of the text tower's code that save_pretrained writes are left out:
+    loading through the package does not read them."""
+    import json
+    from pathlib import Path
+
+    from diffusers.pipelines.pipeline_loading_utils import LOADABLE_CLASSES
+
+    folder = Path(__file__).parent / "data" / "decoder_pipeline_before_move"
+    assert json.loads((folder / "model_index.json").read_text())["decoder"] == ["hf_textimg.autoencoder.modeling_autoencoder", "ConceptDecoder"]
+    assert "hf_textimg.autoencoder.modeling_autoencoder" in LOADABLE_CLASSES  # what a Hub download checks first
+    for loader in (DecoderPipeline, DiffusionPipeline):
+        pipe = loader.from_pretrained(folder)
+        assert type(pipe) is DecoderPipeline and type(pipe.decoder) is ConceptDecoder
+        pipe.set_progress_bar_config(disable=True)
+        images = pipe(["a red circle", "a blue square right of a red circle"], num_images_per_prompt=2,
+                      generator=torch.Generator().manual_seed(0), output_type="np").images
+        np.testing.assert_allclose(images, np.load(folder.parent / "decoder_pipeline_before_move_images.npy"), rtol=0, atol=1e-5)
+
+
+def test_a_new_save_names_the_decoder_module(tmp_path):
+    import json
+
+    make_pipeline().save_pretrained(tmp_path)
+    assert json.loads((tmp_path / "model_index.json").read_text())["decoder"] == ["hf_textimg.decoder.modeling_decoder", "ConceptDecoder"]

@@ -148,6 +148,19 @@ def test_bad_inputs_raise_value_error_naming_them(pipe, kwargs, message):
         generate(pipe, **kwargs)
 
 
+def test_height_and_width_any_multiple_of_the_downsampling_factor(pipe):
+    assert generate(pipe, "a red circle", height=48, width=16, num_inference_steps=2).shape == (1, 3, 48, 16)
+
+
+def test_prompt_embeds_importable_from_its_old_homes():
+    import hf_textimg
+    from hf_textimg.pipelines.prompt_embeds import ConceptPromptEmbeds as home, encode_concept
+
+    from hf_textimg import diffusion
+
+    assert ConceptPromptEmbeds is home is hf_textimg.ConceptPromptEmbeds and diffusion.encode_concept is encode_concept
+
+
 def test_prompt_or_embeds_exactly_once(pipe):
     cond, _ = pipe.encode_prompt(PROMPTS, do_classifier_free_guidance=False)
     with pytest.raises(ValueError, match="prompt_embeds"):

@@ -23,9 +23,9 @@ import numpy as np
 import torch
 
 from hf_textimg.concept import ConceptConfig, ConceptModel, ConceptVisionModel, regression_loss
-from hf_textimg.data.shapes import hard_negative_caption
 from hf_textimg.evaluation.concept_eval import hard_negative_accuracy, retrieval_recall, shapes_zero_shot
 from hf_textimg.hub import write_card_and_push
+from hf_textimg.shapes import ShapesDataArguments, hard_negative_caption
 from hf_textimg.tokenization import tokenize_captions
 from hf_textimg.training import (
     TensorImageTextDataset,
@@ -49,8 +49,9 @@ class ConceptTrainConfig(TrainConfig):
         default="contrastive", metadata={"help": "contrastive: train both towers (CLIP); regress: frozen image encoder, text tower predicts its codes."}
     )
     text_encoder_type: Literal["transformer", "conv"] = field(default="transformer", metadata={"help": "Text tower architecture."})
-    text_hidden_size: int = 256
-    text_num_layers: int = 4
+    # The text tower's size; the same defaults as train_diffusion.py's new tower (and the shipped model's recipe).
+    text_hidden_size: int = field(default=128, metadata={"help": "Width of the text tower's token states."})
+    text_num_layers: int = 2
     text_num_heads: int = 4
     vision_base_channels: int = 32
     vision_num_stages: int = 3
@@ -191,7 +192,7 @@ def make_evaluator(cfg: ConceptTrainConfig, accelerator, model, tokenizer):
 
 
 def main(argv: list[str] | None = None) -> dict:
-    cfg = parse_args(ConceptTrainConfig, argv)
+    cfg = parse_args(ConceptTrainConfig, argv, ShapesDataArguments)
     accelerator = build_accelerator(cfg)
 
     train_data = load_split(cfg, "train", cfg.max_train_samples)

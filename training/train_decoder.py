@@ -47,11 +47,13 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-from hf_textimg.autoencoder import ConceptAutoencoder, ConceptDecoder, ConceptImageEncoder, reconstruction_loss
+from hf_textimg.autoencoder import ConceptAutoencoder, ConceptImageEncoder, reconstruction_loss
 from hf_textimg.concept import ConceptTextModel, ConceptVisionModel
 from hf_textimg.data.loading import ImageTextCollator
+from hf_textimg.decoder import ConceptDecoder
 from hf_textimg.hub import write_card_and_push
 from hf_textimg.pipelines.pipeline_decoder import DecoderPipeline
+from hf_textimg.shapes import ShapesDataArguments, evaluate_shapes
 from hf_textimg.training import (
     TensorImageTextDataset,
     TrainConfig,
@@ -121,7 +123,10 @@ class DecoderTrainConfig(TrainConfig):
                                    "residual block's scale and shift (scale_shift; ConceptDecoder's code_conditioning)."},
     )
     norm_num_groups: int = field(default=8, metadata={"help": "Decoder GroupNorm groups (must divide every width)."})
-    num_eval_prompts: int = field(default=50, metadata={"help": "Shapes: benchmark prompts per scorer category at each evaluation."})
+    eval_prompts_per_category: int = field(
+        default=50, metadata={"help": "Shapes benchmark prompts per category at each evaluation (0 = no Shapes scoring)."}
+    )
+    eval_batch_size: int = field(default=64, metadata={"help": "Prompts per pipeline call when scoring the Shapes benchmark."})
 
     def validate(self) -> None:
         super().validate()
@@ -138,8 +143,10 @@ class DecoderTrainConfig(TrainConfig):
             raise ValueError(f"--noise_samples must be >= 1, got {self.noise_samples}.")
         if self.noise_objective == "imle" and self.noise_samples > 1 and self.noise_dim == 0:
             raise ValueError("--noise_samples > 1 picks the best of several noise draws; it needs --noise_dim > 0.")
-        if self.num_eval_prompts < 1:
-            raise ValueError(f"--num_eval_prompts must be >= 1, got {self.num_eval_prompts}.")
+        if self.eval_prompts_per_category < 0:
+            raise ValueError(f"--eval_prompts_per_category must be >= 0 (0: no Shapes scoring), got {self.eval_prompts_per_category}.")
+        if self.eval_batch_size < 1:
+            raise ValueError(f"--eval_batch_size must be >= 1, got {self.eval_batch_size}.")
         if self.train_text_encoder and self.objective == "reconstruct":
             raise ValueError("--train_text_encoder has no effect with --objective reconstruct (the text tower is not used); drop it.")
 
@@ -307,11 +314,12 @@ def make_evaluator(cfg: DecoderTrainConfig, accelerator, tokenizer, text_encoder
                 sums[f"val_{name}"] = sums.get(f"val_{name}", 0.0) + value.item()
             count += 1
         metrics = {name: total / max(count, 1) for name, total in sums.items()}
-        if cfg.uses_shapes:
+        if cfg.uses_shapes and cfg.eval_prompts_per_category > 0:
             pipeline = DecoderPipeline(
                 tokenizer=tokenizer, text_encoder=unwrapped_text, decoder=unwrapped_decoder, prompt_normalization=cfg.prompt_normalization
             )
-            metrics.update(shapes_metrics(pipeline, cfg.num_eval_prompts, cfg.seed))
+            pipeline.set_progress_bar_config(disable=True)
+            metrics.update(evaluate_shapes(pipeline, cfg.eval_prompts_per_category, cfg.seed, cfg.eval_batch_size).to_metrics())
         torch.set_rng_state(rng_state)
         unwrapped_decoder.train()
         unwrapped_text.train(cfg.train_text_encoder)
@@ -320,22 +328,9 @@ def make_evaluator(cfg: DecoderTrainConfig, accelerator, tokenizer, text_encoder
     return evaluate
 
 
-def shapes_metrics(pipeline: DecoderPipeline, num_prompts: int, seed: int) -> dict:
-    """Shapes scorer accuracies on `num_prompts` benchmark prompts per category (prompts training never sees)."""
-    from hf_textimg.evaluation import ShapesScorer
-
-    pipeline.set_progress_bar_config(disable=True)
-    generator = torch.Generator().manual_seed(seed)
-    generate = lambda prompts: list(pipeline(prompts, generator=generator, output_type="np").images)  # noqa: E731
-    report = ShapesScorer().evaluate_pipeline(generate, n_per_category=num_prompts, batch_size=64)  # the fixed benchmark prompt set
-    metrics = {f"shapes_{category}": value for category, value in report.accuracy.items()}
-    metrics["shapes_overall"] = report.overall
-    return metrics
-
-
 # ---- main ------------------------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> dict:
-    cfg = parse_args(DecoderTrainConfig, argv)
+    cfg = parse_args(DecoderTrainConfig, argv, ShapesDataArguments)
     accelerator = build_accelerator(cfg)
 
     tokenizer = load_or_train_tokenizer(cfg, None, accelerator, pretrained=cfg.concept_model_path)

@@ -1,7 +1,7 @@
-"""Image auto-encoder and the concept decoder (512-d code -> pixels), as diffusers models."""
+"""The image auto-encoder (image -> code -> image) as diffusers models: its encoder, `ConceptImageEncoder`, and as
+its decoder the one-shot `ConceptDecoder` (defined in `hf_textimg.decoder`, exported here too)."""
 
 from .modeling_autoencoder import (
-    SUPPORTED_IMAGE_SIZES,
     ConceptAutoencoder,
     ConceptAutoencoderOutput,
     ConceptDecoder,
@@ -10,7 +10,6 @@ from .modeling_autoencoder import (
 )
 
 __all__ = [
-    "SUPPORTED_IMAGE_SIZES",
     "ConceptAutoencoder",
     "ConceptAutoencoderOutput",
     "ConceptDecoder",

@@ -36,7 +36,7 @@ from transformers import PreTrainedModel
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.utils import ModelOutput, can_return_tuple
 
-from .configuration_concept import SUPPORTED_IMAGE_SIZES, ConceptConfig, ConceptTextConfig, ConceptVisionConfig
+from .configuration_concept import ConceptConfig, ConceptTextConfig, ConceptVisionConfig
 from .losses import contrastive_loss
 from .safe_loading import check_pretrained_folder
 
@@ -367,8 +367,7 @@ class ConceptVisionModel(ConceptPreTrainedModel):
         size, channels = self.config.image_size, self.config.num_channels
         if pixel_values.ndim != 4 or pixel_values.shape[1:] != (channels, size, size):
             raise ValueError(
-                f"pixel_values must have shape (B, {channels}, {size}, {size}) for this model "
-                f"(config.image_size={size}; supported image sizes are {SUPPORTED_IMAGE_SIZES}), "
+                f"pixel_values must have shape (B, {channels}, {size}, {size}) for this model (config.image_size={size}), "
                 f"got {tuple(pixel_values.shape)}."
             )
 

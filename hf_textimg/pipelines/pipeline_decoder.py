@@ -20,7 +20,7 @@ from diffusers import DiffusionPipeline
 from diffusers.pipelines.pipeline_utils import ImagePipelineOutput
 from diffusers.utils.torch_utils import randn_tensor
 
-from ..autoencoder import ConceptDecoder
+from ..decoder import ConceptDecoder
 from ..concept import ConceptTextModel
 from ..data.prompts import check_prompt_normalization
 from .pipeline_utils import TextToImageMixin, register_with_diffusers
@@ -130,6 +130,7 @@ class DecoderPipeline(TextToImageMixin, DiffusionPipeline):
         return ImagePipelineOutput(images=images)
 
 
-register_with_diffusers(DecoderPipeline)
+# Folders saved before the decoder had its own module name it ["hf_textimg.autoencoder.modeling_autoencoder", "ConceptDecoder"].
+register_with_diffusers(DecoderPipeline, former_modules=("hf_textimg.autoencoder.modeling_autoencoder",))
 
 __all__ = ["DecoderPipeline"]

@@ -31,8 +31,10 @@ from diffusers.utils.torch_utils import randn_tensor
 
 from ..concept import ConceptTextModel
 from ..data.prompts import check_prompt_normalization
-from ..diffusion.unet import ConceptPromptEmbeds, downsample_factor, encode_concept, unet_input
+from ..diffusion.unet import downsample_factor, unet_input
+from ..utils.resolution import check_resolution
 from .pipeline_utils import TextToImageMixin, register_with_diffusers
+from .prompt_embeds import ConceptPromptEmbeds, encode_concept
 
 
 class ConceptDiffusionPipeline(TextToImageMixin, DiffusionPipeline):
@@ -114,10 +116,8 @@ class ConceptDiffusionPipeline(TextToImageMixin, DiffusionPipeline):
             raise ValueError(f"`num_inference_steps` must be an integer >= 1, got {num_inference_steps!r}.")
         if guidance_scale < 0:
             raise ValueError(f"`guidance_scale` must be >= 0 (1 = no guidance), got {guidance_scale}.")
-        factor = downsample_factor(self.unet)
         for name, value in (("height", height), ("width", width)):
-            if not isinstance(value, int) or value < factor or value % factor:
-                raise ValueError(f"`{name}` must be a positive multiple of {factor} for this U-Net (trained at {self.unet.config.sample_size}), got {value!r}.")
+            check_resolution(value, downsample_factor(self.unet), f"`{name}`", f" for this U-Net (trained at {self.unet.config.sample_size})")
         self.check_common_inputs(batch_size, num_images_per_prompt, generator, output_type)
         expected = (batch_size * num_images_per_prompt, self.unet.config.out_channels, height, width)
         if latents is not None and tuple(latents.shape) != expected:

@@ -17,7 +17,7 @@ import os
 import torch
 from diffusers.image_processor import VaeImageProcessor
 
-from ..concept.safe_loading import PICKLE_SUFFIXES
+from ..utils.safe_loading import PICKLE_SUFFIXES
 from ..data.prompts import normalize_prompts
 
 logger = logging.getLogger(__name__)
@@ -25,8 +25,11 @@ logger = logging.getLogger(__name__)
 OUTPUT_TYPES = ("pil", "np", "pt")
 
 
-def register_with_diffusers(*pipeline_classes) -> None:
-    """Make `DiffusionPipeline.from_pretrained` resolve these classes by name, from a folder or the Hub."""
+def register_with_diffusers(*pipeline_classes, former_modules: tuple[str, ...] = ()) -> None:
+    """Make `DiffusionPipeline.from_pretrained` resolve these classes by name, from a folder or the Hub.
+
+    `former_modules`: modules that saved folders name for a component that has since moved; each must still
+    export the class (e.g. `hf_textimg.autoencoder.modeling_autoencoder` exports `ConceptDecoder`)."""
     import typing
 
     import diffusers
@@ -36,9 +39,9 @@ def register_with_diffusers(*pipeline_classes) -> None:
         setattr(diffusers, cls.__name__, cls)
         # Our components are saved as ["hf_textimg.<module>", "<Class>"]. Loading a folder finds that module in
         # sys.modules, but downloading from the Hub first rejects any library missing from LOADABLE_CLASSES.
-        for component in typing.get_type_hints(cls.__init__).values():
-            if getattr(component, "__module__", "").startswith("hf_textimg."):
-                LOADABLE_CLASSES.setdefault(component.__module__, {})
+        hinted = [c.__module__ for c in typing.get_type_hints(cls.__init__).values() if getattr(c, "__module__", "").startswith("hf_textimg.")]
+        for module in (*hinted, *former_modules):
+            LOADABLE_CLASSES.setdefault(module, {})
 
 
 class TextToImageMixin:
