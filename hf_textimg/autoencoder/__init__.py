@@ -5,7 +5,9 @@ from .modeling_autoencoder import (
     ConceptAutoencoder,
     ConceptAutoencoderOutput,
     ConceptDecoder,
+    ConceptDecoderOutput,
     ConceptImageEncoder,
+    ConceptImageEncoderOutput,
     reconstruction_loss,
 )
 
@@ -14,6 +16,8 @@ __all__ = [
     "ConceptAutoencoder",
     "ConceptAutoencoderOutput",
     "ConceptDecoder",
+    "ConceptDecoderOutput",
     "ConceptImageEncoder",
+    "ConceptImageEncoderOutput",
     "reconstruction_loss",
 ]

@@ -24,6 +24,7 @@ from diffusers.models.modeling_utils import ModelMixin
 from diffusers.models.resnet import ResnetBlock2D
 from diffusers.utils import BaseOutput
 from torch import nn
+from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from ..concept.safe_loading import check_pretrained_folder
 
@@ -42,6 +43,28 @@ class ConceptAutoencoderOutput(BaseOutput):
 
     sample: torch.Tensor
     code: torch.Tensor
+
+
+@dataclass
+class ConceptImageEncoderOutput(BaseOutput):
+    """Output of [`ConceptImageEncoder.forward`].
+
+    Args:
+        code (`torch.Tensor` of shape `(batch_size, code_dim)`): the image's code (unit norm when `normalize_code=True`).
+    """
+
+    code: torch.Tensor
+
+
+@dataclass
+class ConceptDecoderOutput(BaseOutput):
+    """Output of [`ConceptDecoder.forward`].
+
+    Args:
+        sample (`torch.Tensor` of shape `(batch_size, out_channels, image_size, image_size)`): the image, in [-1, 1].
+    """
+
+    sample: torch.Tensor
 
 
 CODE_CONDITIONINGS = ("input", "scale_shift")  # see ConceptDecoder's `code_conditioning`
@@ -171,8 +194,9 @@ class ConceptImageEncoder(SafeLoadingMixin, ModelMixin, ConfigMixin):
         side = image_size // 2 ** (len(widths) - 1)
         self.proj_out = nn.Linear(widths[-1] * side * side, code_dim)
 
-    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """`pixel_values` (B, in_channels, image_size, image_size) in [-1, 1] -> code (B, code_dim)."""
+    def forward(self, pixel_values: torch.Tensor, return_dict: bool = True) -> ConceptImageEncoderOutput | tuple:
+        """`pixel_values` (B, in_channels, image_size, image_size) in [-1, 1] -> code (B, code_dim), in a
+        [`ConceptImageEncoderOutput`] (or a 1-tuple with `return_dict=False`)."""
         size, channels = self.config.image_size, self.config.in_channels
         if pixel_values.ndim != 4 or tuple(pixel_values.shape[1:]) != (channels, size, size):
             raise ValueError(
@@ -184,11 +208,15 @@ class ConceptImageEncoder(SafeLoadingMixin, ModelMixin, ConfigMixin):
             hidden_states = block(hidden_states)  # (B, C_i, S / 2**i, S / 2**i)
         hidden_states = F.silu(self.norm_out(hidden_states))
         code = self.proj_out(hidden_states.flatten(1))  # (B, code_dim)
-        return F.normalize(code, dim=-1) if self.config.normalize_code else code
+        code = F.normalize(code, dim=-1) if self.config.normalize_code else code
+        if not return_dict:
+            return (code,)
+        return ConceptImageEncoderOutput(code=code)
 
-    def get_image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """Same as `forward`; the name the concept vision tower uses, so either can be the frozen image encoder."""
-        return self(pixel_values)
+    def get_image_features(self, pixel_values: torch.Tensor) -> BaseModelOutputWithPooling:
+        """The code as `pooler_output`: the output of `ConceptVisionModel.get_image_features`, so either model can be
+        the frozen image encoder of decoder training."""
+        return BaseModelOutputWithPooling(pooler_output=self(pixel_values).code)
 
 
 class ConceptDecoder(SafeLoadingMixin, ModelMixin, ConfigMixin):
@@ -248,9 +276,12 @@ class ConceptDecoder(SafeLoadingMixin, ModelMixin, ConfigMixin):
         self.norm_out = nn.GroupNorm(norm_num_groups, widths[-1])
         self.conv_out = nn.Conv2d(widths[-1], out_channels, 3, padding=1)
 
-    def forward(self, code: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, code: torch.Tensor, noise: torch.Tensor | None = None, return_dict: bool = True
+    ) -> ConceptDecoderOutput | tuple:
         """`code` (B, code_dim); `noise` (B, noise_dim) or None (= zeros, the decoder's "typical" image) -> image
-        (B, out_channels, image_size, image_size) in [-1, 1]."""
+        (B, out_channels, image_size, image_size) in [-1, 1], as the `sample` of a [`ConceptDecoderOutput`] (or a
+        1-tuple with `return_dict=False`)."""
         if code.ndim != 2 or code.shape[1] != self.config.code_dim:
             raise ValueError(f"code must have shape (B, {self.config.code_dim}), got {tuple(code.shape)}.")
         noise_dim = self.config.noise_dim
@@ -267,11 +298,14 @@ class ConceptDecoder(SafeLoadingMixin, ModelMixin, ConfigMixin):
         for block in self.up_blocks:
             for layer in block:  # (B, C_i, b * 2**i, b * 2**i) after level i
                 hidden_states = layer(hidden_states, cond) if isinstance(layer, ResnetBlock) else layer(hidden_states)
-        hidden_states = self.conv_out(F.silu(self.norm_out(hidden_states)))  # (B, out_channels, S, S)
-        return torch.tanh(hidden_states)
+        sample = torch.tanh(self.conv_out(F.silu(self.norm_out(hidden_states))))  # (B, out_channels, S, S)
+        if not return_dict:
+            return (sample,)
+        return ConceptDecoderOutput(sample=sample)
 
     def decode(self, code: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
-        return self(code, noise)
+        """The image tensor `forward` returns as `sample`."""
+        return self(code, noise).sample
 
 
 class ConceptAutoencoder(SafeLoadingMixin, ModelMixin, ConfigMixin):
@@ -319,11 +353,11 @@ class ConceptAutoencoder(SafeLoadingMixin, ModelMixin, ConfigMixin):
 
     def encode(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """(B, 3, S, S) in [-1, 1] -> (B, code_dim)."""
-        return self.encoder(pixel_values)
+        return self.encoder(pixel_values).code
 
     def decode(self, code: torch.Tensor) -> torch.Tensor:
         """(B, code_dim) -> (B, 3, S, S) in [-1, 1]."""
-        return self.decoder(code)
+        return self.decoder(code).sample
 
     def forward(self, pixel_values: torch.Tensor, return_dict: bool = True) -> ConceptAutoencoderOutput | tuple:
         code = self.encode(pixel_values)
@@ -338,6 +372,8 @@ __all__ = [
     "ConceptAutoencoder",
     "ConceptAutoencoderOutput",
     "ConceptDecoder",
+    "ConceptDecoderOutput",
     "ConceptImageEncoder",
+    "ConceptImageEncoderOutput",
     "reconstruction_loss",
 ]

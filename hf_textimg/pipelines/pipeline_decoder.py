@@ -85,7 +85,7 @@ class DecoderPipeline(TextToImageMixin, DiffusionPipeline):
 
     @torch.no_grad()
     def decode(self, codes: torch.Tensor, noise: torch.Tensor | None) -> torch.Tensor:
-        return self.decoder(codes.to(self.decoder.dtype), noise)  # (B, 3, S, S) in [-1, 1]
+        return self.decoder(codes.to(self.decoder.dtype), noise).sample  # (B, 3, S, S) in [-1, 1]
 
     @torch.no_grad()
     def __call__(
