@@ -1,6 +1,6 @@
 """Shared by the upstream-suite modules: the markers those suites use, and a per-class summary.
 
-`pytest tests/upstream -p no:randomly` ends with a table of passed / failed / skipped / xfailed
+`pytest tests/upstream` ends with a table of passed / failed / skipped / xfailed
 tests per test class (the counts docs/conformance.md quotes); subtests are not counted separately.
 """
 
