@@ -48,7 +48,8 @@ def import_upstream(library: str, *module_names: str) -> list[types.ModuleType]:
     """Import `module_names` (dotted, relative to the upstream `tests/`) of `library`, or skip the calling module."""
     folder = upstream_tests_dir(library)
     if folder is None or not all(_module_file(folder, name) for name in module_names):
-        pytest.skip(f"{library}'s common test suite is not here ({folder}); {HOW_TO_GET[library]}.", allow_module_level=True)
+        where = f" (looked in {folder})" if folder else ""
+        pytest.skip(f"the {library} common test suite is not here{where}: {HOW_TO_GET[library]}.", allow_module_level=True)
     package = f"upstream_{library}_tests"
     if package not in sys.modules:
         init = folder / "__init__.py"
