@@ -41,7 +41,7 @@ from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.processing_utils import Unpack
 from transformers.utils import ModelOutput, TransformersKwargs, can_return_tuple
 from transformers.utils.generic import merge_with_config_defaults
-from transformers.utils.output_capturing import OutputRecorder, capture_outputs
+from transformers.utils.output_capturing import capture_outputs
 
 from .configuration_concept import SUPPORTED_IMAGE_SIZES, ConceptConfig, ConceptTextConfig, ConceptVisionConfig
 from .losses import contrastive_loss
@@ -407,7 +407,7 @@ class ConceptVisionModel(ConceptPreTrainedModel):
     input_modalities = ("image",)
     _keys_to_ignore_on_load_unexpected = [r"^text_model\.", r"^logit_scale$"]
     # hidden_states: the stem's output (the first stage's input), then each stage's output
-    _can_record_outputs = {"hidden_states": OutputRecorder(ConceptVisionStage, num_hidden_layers_key="num_stages")}
+    _can_record_outputs = {"hidden_states": ConceptVisionStage}
 
     def __init__(self, config: ConceptVisionConfig):
         super().__init__(config)
