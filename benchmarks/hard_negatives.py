@@ -41,9 +41,12 @@ def score(model_path: str, data, pixel_values: torch.Tensor, seed: int) -> dict:
 
     def embed_text(captions: list[str]) -> torch.Tensor:
         batch = tokenize_captions(tokenizer, captions, tokenizer.model_max_length)
-        return model.get_text_features(batch["input_ids"], batch["attention_mask"])
+        return model.get_text_features(batch["input_ids"], batch["attention_mask"]).pooler_output
 
-    return hard_negative_accuracy(embed_text, model.get_image_features, pixel_values, list(data["text"]), list(data["kind"]), seed=seed)
+    def embed_images(pixels: torch.Tensor) -> torch.Tensor:
+        return model.get_image_features(pixels).pooler_output
+
+    return hard_negative_accuracy(embed_text, embed_images, pixel_values, list(data["text"]), list(data["kind"]), seed=seed)
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -165,11 +165,11 @@ def make_evaluator(cfg: ConceptTrainConfig, accelerator, model, tokenizer):
     @torch.no_grad()
     def embed_text(captions: list[str]) -> torch.Tensor:
         batch = tokenize_captions(tokenizer, captions, cfg.max_length).to(accelerator.device)
-        return unwrapped.get_text_features(batch["input_ids"], batch["attention_mask"]).float().cpu()
+        return unwrapped.get_text_features(batch["input_ids"], batch["attention_mask"]).pooler_output.float().cpu()
 
     @torch.no_grad()
     def embed_images(pixel_values: torch.Tensor) -> torch.Tensor:
-        return unwrapped.get_image_features(pixel_values.to(accelerator.device)).float().cpu()
+        return unwrapped.get_image_features(pixel_values.to(accelerator.device)).pooler_output.float().cpu()
 
     def evaluate(state) -> dict:
         unwrapped.eval()
@@ -211,7 +211,7 @@ def main(argv: list[str] | None = None) -> dict:
             out = model(batch["input_ids"], batch["attention_mask"], batch["pixel_values"], return_loss=True, **negatives)
             return out.loss, {"logit_scale": out.logit_scale.item()}
         with torch.no_grad():
-            target = unwrapped.get_image_features(batch["pixel_values"])  # (B, P), frozen
+            target = unwrapped.get_image_features(batch["pixel_values"]).pooler_output  # (B, P), frozen
         pred = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).text_embeds
         return regression_loss(pred, target, kind=cfg.regress_loss), {}
 

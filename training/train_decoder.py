@@ -206,7 +206,7 @@ class NoisePosterior(torch.nn.Module):
         self.head = torch.nn.Sequential(torch.nn.Linear(hidden_dim + code_dim, hidden_dim), torch.nn.SiLU(), torch.nn.Linear(hidden_dim, 2 * noise_dim))
 
     def forward(self, pixel_values: torch.Tensor, code: torch.Tensor) -> torch.Tensor:
-        return self.head(torch.cat([self.image_features(pixel_values), code], dim=-1))  # (B, 2 * noise_dim)
+        return self.head(torch.cat([self.image_features(pixel_values).code, code], dim=-1))  # (B, 2 * noise_dim)
 
 
 def build_posterior(cfg: DecoderTrainConfig, code_dim: int) -> NoisePosterior | None:
@@ -239,7 +239,7 @@ def best_noise(cfg: DecoderTrainConfig, decoder, code: torch.Tensor, target: tor
     if cfg.noise_samples == 1 or noise is None:
         return noise
     candidates = torch.randn(cfg.noise_samples, batch_size, cfg.noise_dim, device=code.device)  # (K, B, N)
-    images = decoder(code.repeat(cfg.noise_samples, 1), candidates.flatten(0, 1))  # (K * B, 3, R, R)
+    images = decoder(code.repeat(cfg.noise_samples, 1), candidates.flatten(0, 1)).sample  # (K * B, 3, R, R)
     errors = pixel_loss(cfg, images, target.repeat(cfg.noise_samples, 1, 1, 1), reduce=False)
     best = errors.view(cfg.noise_samples, batch_size).argmin(dim=0)  # (B,)
     return candidates[best, torch.arange(batch_size, device=code.device)]  # (B, N)
@@ -271,16 +271,16 @@ def make_loss_fn(cfg: DecoderTrainConfig, text_encoder, image_encoder, decoder, 
         terms = {}
         if use_reconstruct:
             with torch.no_grad():
-                code = image_encoder.get_image_features(target)  # (B, D), frozen
+                code = image_encoder.get_image_features(target).pooler_output  # (B, D), frozen
             noise = noise_for(code, target, terms, "kl_reconstruct") if posterior is not None else draw_noise(cfg, len(code), code.device)
-            sample = decoder(code, noise)
+            sample = decoder(code, noise).sample
             terms["reconstruct"] = (cfg.reconstruct_weight, pixel_loss(cfg, sample, target))
         if use_consistency:
             with torch.set_grad_enabled(cfg.train_text_encoder and torch.is_grad_enabled()):
                 code1 = text_encoder(batch["input_ids"], attention_mask=batch["attention_mask"]).text_embeds  # (B, D)
             noise = noise_for(code1, target, terms, "kl") if posterior is not None else best_noise(cfg, decoder, code1, target)
-            generated = decoder(code1, noise)  # (B, 3, R, R)
-            code2 = image_encoder.get_image_features(generated)  # (B, D); frozen weights, gradient flows to the image
+            generated = decoder(code1, noise).sample  # (B, 3, R, R)
+            code2 = image_encoder.get_image_features(generated).pooler_output  # (B, D); frozen weights, gradient flows to the image
             # code 1 is the target, so it is detached: a trained text tower pulled towards whatever the decoder makes
             # collapses every caption onto the code of one average image.
             terms["consistency"] = (cfg.consistency_weight, 1 - F.cosine_similarity(code1.detach(), code2, dim=-1).mean())

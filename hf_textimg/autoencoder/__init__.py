@@ -5,7 +5,9 @@ from .modeling_autoencoder import (
     ConceptAutoencoder,
     ConceptAutoencoderOutput,
     ConceptDecoder,
+    ConceptDecoderOutput,
     ConceptImageEncoder,
+    ConceptImageEncoderOutput,
     reconstruction_loss,
 )
 
@@ -13,6 +15,8 @@ __all__ = [
     "ConceptAutoencoder",
     "ConceptAutoencoderOutput",
     "ConceptDecoder",
+    "ConceptDecoderOutput",
     "ConceptImageEncoder",
+    "ConceptImageEncoderOutput",
     "reconstruction_loss",
 ]

@@ -24,8 +24,9 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from diffusers.utils import BaseOutput
 from torch import nn
+from transformers.modeling_outputs import BaseModelOutputWithPooling
 
-from ..decoder.modeling_decoder import ConceptDecoder, ResnetBlock, _check_widths
+from ..decoder.modeling_decoder import ConceptDecoder, ConceptDecoderOutput, ResnetBlock, _check_widths
 from ..utils.safe_loading import SafeLoadingMixin
 
 
@@ -43,6 +44,15 @@ class ConceptAutoencoderOutput(BaseOutput):
     code: torch.Tensor
 
 
+@dataclass
+class ConceptImageEncoderOutput(BaseOutput):
+    """Output of [`ConceptImageEncoder.forward`].
+
+    Args:
+        code (`torch.Tensor` of shape `(batch_size, code_dim)`): the image's code (unit norm when `normalize_code=True`).
+    """
+
+    code: torch.Tensor
 
 
 def reconstruction_loss(
@@ -126,8 +136,9 @@ class ConceptImageEncoder(SafeLoadingMixin, ModelMixin, ConfigMixin):
         side = image_size // 2 ** (len(widths) - 1)
         self.proj_out = nn.Linear(widths[-1] * side * side, code_dim)
 
-    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """`pixel_values` (B, in_channels, image_size, image_size) in [-1, 1] -> code (B, code_dim)."""
+    def forward(self, pixel_values: torch.Tensor, return_dict: bool = True) -> ConceptImageEncoderOutput | tuple:
+        """`pixel_values` (B, in_channels, image_size, image_size) in [-1, 1] -> code (B, code_dim), in a
+        [`ConceptImageEncoderOutput`] (or a 1-tuple with `return_dict=False`)."""
         size, channels = self.config.image_size, self.config.in_channels
         if pixel_values.ndim != 4 or tuple(pixel_values.shape[1:]) != (channels, size, size):
             raise ValueError(
@@ -139,11 +150,15 @@ class ConceptImageEncoder(SafeLoadingMixin, ModelMixin, ConfigMixin):
             hidden_states = block(hidden_states)  # (B, C_i, S / 2**i, S / 2**i)
         hidden_states = F.silu(self.norm_out(hidden_states))
         code = self.proj_out(hidden_states.flatten(1))  # (B, code_dim)
-        return F.normalize(code, dim=-1) if self.config.normalize_code else code
+        code = F.normalize(code, dim=-1) if self.config.normalize_code else code
+        if not return_dict:
+            return (code,)
+        return ConceptImageEncoderOutput(code=code)
 
-    def get_image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """Same as `forward`; the name the concept vision tower uses, so either can be the frozen image encoder."""
-        return self(pixel_values)
+    def get_image_features(self, pixel_values: torch.Tensor) -> BaseModelOutputWithPooling:
+        """The code as `pooler_output`: the output of `ConceptVisionModel.get_image_features`, so either model can be
+        the frozen image encoder of decoder training."""
+        return BaseModelOutputWithPooling(pooler_output=self(pixel_values).code)
 
 
 class ConceptAutoencoder(SafeLoadingMixin, ModelMixin, ConfigMixin):
@@ -191,11 +206,11 @@ class ConceptAutoencoder(SafeLoadingMixin, ModelMixin, ConfigMixin):
 
     def encode(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """(B, 3, S, S) in [-1, 1] -> (B, code_dim)."""
-        return self.encoder(pixel_values)
+        return self.encoder(pixel_values).code
 
     def decode(self, code: torch.Tensor) -> torch.Tensor:
         """(B, code_dim) -> (B, 3, S, S) in [-1, 1]."""
-        return self.decoder(code)
+        return self.decoder(code).sample
 
     def forward(self, pixel_values: torch.Tensor, return_dict: bool = True) -> ConceptAutoencoderOutput | tuple:
         code = self.encode(pixel_values)
@@ -209,6 +224,8 @@ __all__ = [
     "ConceptAutoencoder",
     "ConceptAutoencoderOutput",
     "ConceptDecoder",
+    "ConceptDecoderOutput",
     "ConceptImageEncoder",
+    "ConceptImageEncoderOutput",
     "reconstruction_loss",
 ]

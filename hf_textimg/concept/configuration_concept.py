@@ -110,6 +110,9 @@ class ConceptVisionConfig(PretrainedConfig):
 
     model_type = "concept_vision_model"
     base_config_key = "vision_config"
+    # Generic transformers utilities (e.g. selecting hidden states by negative index) count layers by this name;
+    # each stage gives one hidden state.
+    attribute_map = {"num_hidden_layers": "num_stages"}
 
     image_size: int = 32
     num_channels: int = 3

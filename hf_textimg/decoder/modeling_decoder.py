@@ -10,17 +10,31 @@ A diffusers model (`ModelMixin`, `ConfigMixin`): `save_pretrained` writes `confi
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from diffusers.models.resnet import ResnetBlock2D
+from diffusers.utils import BaseOutput
 from torch import nn
 
 from ..utils.resolution import check_resolution
 from ..utils.safe_loading import SafeLoadingMixin
 
 CODE_CONDITIONINGS = ("input", "scale_shift")  # see ConceptDecoder's `code_conditioning`
+
+
+@dataclass
+class ConceptDecoderOutput(BaseOutput):
+    """Output of [`ConceptDecoder.forward`].
+
+    Args:
+        sample (`torch.Tensor` of shape `(batch_size, out_channels, image_size, image_size)`): the image, in [-1, 1].
+    """
+
+    sample: torch.Tensor
 
 
 def _check_widths(name: str, widths, norm_num_groups: int, image_size: int) -> None:
@@ -105,9 +119,12 @@ class ConceptDecoder(SafeLoadingMixin, ModelMixin, ConfigMixin):
         self.norm_out = nn.GroupNorm(norm_num_groups, widths[-1])
         self.conv_out = nn.Conv2d(widths[-1], out_channels, 3, padding=1)
 
-    def forward(self, code: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, code: torch.Tensor, noise: torch.Tensor | None = None, return_dict: bool = True
+    ) -> ConceptDecoderOutput | tuple:
         """`code` (B, code_dim); `noise` (B, noise_dim) or None (= zeros, the decoder's "typical" image) -> image
-        (B, out_channels, image_size, image_size) in [-1, 1]."""
+        (B, out_channels, image_size, image_size) in [-1, 1], as the `sample` of a [`ConceptDecoderOutput`] (or a
+        1-tuple with `return_dict=False`)."""
         if code.ndim != 2 or code.shape[1] != self.config.code_dim:
             raise ValueError(f"code must have shape (B, {self.config.code_dim}), got {tuple(code.shape)}.")
         noise_dim = self.config.noise_dim
@@ -124,11 +141,14 @@ class ConceptDecoder(SafeLoadingMixin, ModelMixin, ConfigMixin):
         for block in self.up_blocks:
             for layer in block:  # (B, C_i, b * 2**i, b * 2**i) after level i
                 hidden_states = layer(hidden_states, cond) if isinstance(layer, ResnetBlock) else layer(hidden_states)
-        hidden_states = self.conv_out(F.silu(self.norm_out(hidden_states)))  # (B, out_channels, S, S)
-        return torch.tanh(hidden_states)
+        sample = torch.tanh(self.conv_out(F.silu(self.norm_out(hidden_states))))  # (B, out_channels, S, S)
+        if not return_dict:
+            return (sample,)
+        return ConceptDecoderOutput(sample=sample)
 
     def decode(self, code: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
-        return self(code, noise)
+        """The image tensor `forward` returns as `sample`."""
+        return self(code, noise).sample
 
 
-__all__ = ["CODE_CONDITIONINGS", "ConceptDecoder", "ResnetBlock"]
+__all__ = ["CODE_CONDITIONINGS", "ConceptDecoder", "ConceptDecoderOutput", "ResnetBlock"]

@@ -42,7 +42,8 @@ class DecoderPipeline(TextToImageMixin, DiffusionPipeline):
     def __init__(self, tokenizer, text_encoder: ConceptTextModel, decoder: ConceptDecoder, prompt_normalization: str | None = None):
         super().__init__()
         check_prompt_normalization(prompt_normalization)
-        if text_encoder.config.projection_dim != decoder.config.code_dim:
+        # any component may be None (e.g. a pipeline that only encodes prompts); check widths when both are there
+        if text_encoder is not None and decoder is not None and text_encoder.config.projection_dim != decoder.config.code_dim:
             raise ValueError(
                 f"text_encoder makes {text_encoder.config.projection_dim}-d codes but decoder.config.code_dim is "
                 f"{decoder.config.code_dim}; they must match."
@@ -50,28 +51,47 @@ class DecoderPipeline(TextToImageMixin, DiffusionPipeline):
         self.register_modules(tokenizer=tokenizer, text_encoder=text_encoder, decoder=decoder)
         self.register_to_config(prompt_normalization=prompt_normalization)
 
-    def check_inputs(self, prompt, num_images_per_prompt: int, generator, noise, output_type: str, height=None, width=None) -> list[str]:
-        prompts = self.check_prompt(prompt)
-        self.check_common_inputs(len(prompts), num_images_per_prompt, generator, output_type)
+    def check_inputs(
+        self, prompt, prompt_embeds, num_images_per_prompt: int, generator, noise, output_type: str, height=None, width=None
+    ) -> int:
+        """Raise a ValueError naming the argument for anything that cannot work; return the number of prompts."""
+        if (prompt is None) == (prompt_embeds is None):
+            raise ValueError("Pass exactly one of `prompt` and `prompt_embeds`.")
+        code_dim = self.decoder.config.code_dim
+        if prompt_embeds is not None and (not isinstance(prompt_embeds, torch.Tensor) or prompt_embeds.ndim != 2 or prompt_embeds.shape[1] != code_dim):
+            shape = tuple(prompt_embeds.shape) if isinstance(prompt_embeds, torch.Tensor) else type(prompt_embeds).__name__
+            raise ValueError(f"`prompt_embeds` must be a tensor of concept codes (prompts, {code_dim}) (see encode_prompt), got {shape}.")
+        batch_size = len(self.check_prompt(prompt)) if prompt is not None else len(prompt_embeds)
+        self.check_common_inputs(batch_size, num_images_per_prompt, generator, output_type)
         size = self.decoder.config.image_size
         for name, value in (("height", height), ("width", width)):
             if value is not None and value != size:
                 raise ValueError(f"`{name}`={value!r} is not supported: this decoder makes {size}x{size} images only; leave it unset or pass {size}.")
-        noise_dim, n = self.decoder.config.noise_dim, len(prompts) * num_images_per_prompt
+        noise_dim, n = self.decoder.config.noise_dim, batch_size * num_images_per_prompt
         if noise is not None:
             if noise_dim == 0:
                 raise ValueError("`noise` was given but this decoder has noise_dim=0 (deterministic); pass noise=None.")
             if not isinstance(noise, torch.Tensor) or tuple(noise.shape) != (n, noise_dim):
                 shape = tuple(noise.shape) if isinstance(noise, torch.Tensor) else type(noise).__name__
                 raise ValueError(f"`noise` must be a tensor of shape ({n}, {noise_dim}) (prompts x images per prompt, noise_dim), got {shape}.")
-        return prompts
+        return batch_size
 
     @torch.no_grad()
-    def encode_prompt(self, prompts: list[str], num_images_per_prompt: int = 1) -> torch.Tensor:
-        """Concept codes (len(prompts) * num_images_per_prompt, code_dim); each prompt's code repeated in place."""
-        batch = self.tokenize_prompt(prompts)
-        codes = self.text_encoder(batch["input_ids"], attention_mask=batch["attention_mask"]).text_embeds  # (B, D)
-        return codes.repeat_interleave(num_images_per_prompt, dim=0)  # (B * n, D)
+    def encode_prompt(
+        self, prompt: str | list[str] | None, num_images_per_prompt: int = 1, prompt_embeds: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor]:
+        """`(prompt_embeds,)`: unit-norm concept codes (prompts * num_images_per_prompt, code_dim), each prompt's code
+        repeated in place; a tuple, as diffusers pipelines' `encode_prompt` returns, here of one.
+
+        Needs only the tokenizer and text encoder (the decoder may be None); `__call__` takes the codes back as
+        `prompt_embeds` (with `num_images_per_prompt=1` they are one row per prompt)."""
+        if prompt_embeds is None:
+            if self.text_encoder is None or self.tokenizer is None:
+                raise ValueError("This pipeline has no tokenizer / text_encoder to encode `prompt`; pass `prompt_embeds` instead.")
+            batch = self.tokenize_prompt(self.check_prompt(prompt))
+            prompt_embeds = self.text_encoder(batch["input_ids"], attention_mask=batch["attention_mask"]).text_embeds  # (B, D)
+        prompt_embeds = prompt_embeds.to(self._execution_device).repeat_interleave(num_images_per_prompt, dim=0)  # (B * n, D)
+        return (prompt_embeds,)
 
     def prepare_noise(self, batch_size: int, generator, noise: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
         """(batch_size, noise_dim) standard-normal noise from `generator` (one generator, or one per image), the
@@ -85,12 +105,12 @@ class DecoderPipeline(TextToImageMixin, DiffusionPipeline):
 
     @torch.no_grad()
     def decode(self, codes: torch.Tensor, noise: torch.Tensor | None) -> torch.Tensor:
-        return self.decoder(codes.to(self.decoder.dtype), noise)  # (B, 3, S, S) in [-1, 1]
+        return self.decoder(codes.to(self.decoder.dtype), noise).sample  # (B, 3, S, S) in [-1, 1]
 
     @torch.no_grad()
     def __call__(
         self,
-        prompt: str | list[str],
+        prompt: str | list[str] | None = None,
         num_images_per_prompt: int = 1,
         generator: torch.Generator | list[torch.Generator] | None = None,
         noise: torch.Tensor | None = None,
@@ -98,26 +118,29 @@ class DecoderPipeline(TextToImageMixin, DiffusionPipeline):
         return_dict: bool = True,
         height: int | None = None,
         width: int | None = None,
+        prompt_embeds: torch.Tensor | None = None,
     ) -> ImagePipelineOutput | tuple:
         r"""Generate images for `prompt`.
 
         Args:
-            prompt (`str` or `list[str]`): one caption or a non-empty list of captions.
+            prompt (`str` or `list[str]`): one caption or a non-empty list of captions; or pass `prompt_embeds`.
             num_images_per_prompt (`int`, defaults to 1): images per caption, in order (all images of prompt 0 first).
             generator (`torch.Generator` or a list of one per image, *optional*): seeds the decoder noise. Ignored
                 when the decoder has `noise_dim=0`.
             noise (`torch.Tensor` of shape `(len(prompts) * num_images_per_prompt, noise_dim)`, *optional*): the
                 decoder noise itself, instead of drawing it with `generator`.
-            output_type (`str`, defaults to `"pil"`): `"pil"`, `"np"` ((B, H, W, 3) in [0, 1]) or `"pt"`
-                ((B, 3, H, W) in [0, 1]).
+            output_type (`str`, defaults to `"pil"`): `"pil"`, `"np"` ((B, H, W, 3) in [0, 1]), `"pt"`
+                ((B, 3, H, W) in [0, 1]) or `"latent"` (the decoder's output itself, (B, 3, H, W) in [-1, 1]).
             return_dict (`bool`, defaults to `True`): return an `ImagePipelineOutput` rather than a tuple.
             height, width (`int`, *optional*): accepted for the common pipeline signature; the decoder makes
                 `decoder.config.image_size` square images only, so any other value is a ValueError.
+            prompt_embeds (`torch.Tensor` of shape `(prompts, code_dim)`, *optional*): concept codes to decode instead
+                of encoding `prompt` (e.g. from `encode_prompt`, or a mix of two); used as given, not re-normalised.
         """
         # 1. Check inputs
-        prompts = self.check_inputs(prompt, num_images_per_prompt, generator, noise, output_type, height, width)
+        self.check_inputs(prompt, prompt_embeds, num_images_per_prompt, generator, noise, output_type, height, width)
         # 2. Encode the prompts into concept codes, one row per image
-        codes = self.encode_prompt(prompts, num_images_per_prompt)  # (B * n, code_dim)
+        (codes,) = self.encode_prompt(prompt, num_images_per_prompt, prompt_embeds)  # (B * n, code_dim)
         # 3. Prepare the decoder noise
         noise = self.prepare_noise(len(codes), generator, noise, codes.dtype)  # (B * n, noise_dim) or None
         # 4. Decode

@@ -37,6 +37,20 @@ from .pipeline_utils import TextToImageMixin, register_with_diffusers
 from .prompt_embeds import ConceptPromptEmbeds, encode_concept
 
 
+def check_widths(text_encoder: ConceptTextModel, unet: UNet2DConditionModel) -> None:
+    """The U-Net must read what the text encoder writes: its token states and its concept."""
+    if text_encoder.config.hidden_size != unet.config.cross_attention_dim:
+        raise ValueError(
+            f"text_encoder.config.hidden_size ({text_encoder.config.hidden_size}) must equal "
+            f"unet.config.cross_attention_dim ({unet.config.cross_attention_dim})."
+        )
+    if text_encoder.config.projection_dim != unet.config.projection_class_embeddings_input_dim:
+        raise ValueError(
+            f"text_encoder.config.projection_dim ({text_encoder.config.projection_dim}) must equal "
+            f"unet.config.projection_class_embeddings_input_dim ({unet.config.projection_class_embeddings_input_dim})."
+        )
+
+
 class ConceptDiffusionPipeline(TextToImageMixin, DiffusionPipeline):
     r"""Generate images by iterative denoising in pixel space, conditioned on a caption's concept.
 
@@ -61,16 +75,8 @@ class ConceptDiffusionPipeline(TextToImageMixin, DiffusionPipeline):
     ):
         super().__init__()
         check_prompt_normalization(prompt_normalization)
-        if text_encoder.config.hidden_size != unet.config.cross_attention_dim:
-            raise ValueError(
-                f"text_encoder.config.hidden_size ({text_encoder.config.hidden_size}) must equal "
-                f"unet.config.cross_attention_dim ({unet.config.cross_attention_dim})."
-            )
-        if text_encoder.config.projection_dim != unet.config.projection_class_embeddings_input_dim:
-            raise ValueError(
-                f"text_encoder.config.projection_dim ({text_encoder.config.projection_dim}) must equal "
-                f"unet.config.projection_class_embeddings_input_dim ({unet.config.projection_class_embeddings_input_dim})."
-            )
+        if text_encoder is not None and unet is not None:  # any component may be None, e.g. to only encode prompts
+            check_widths(text_encoder, unet)
         self.register_modules(tokenizer=tokenizer, text_encoder=text_encoder, unet=unet, scheduler=scheduler)
         self.register_to_config(prompt_normalization=prompt_normalization)
 
@@ -90,6 +96,10 @@ class ConceptDiffusionPipeline(TextToImageMixin, DiffusionPipeline):
     @property
     def interrupt(self) -> bool:
         return self._interrupt
+
+    @property
+    def cross_attention_kwargs(self) -> dict | None:
+        return self._cross_attention_kwargs
 
     # -- stages --------------------------------------------------------------------------------
     def check_inputs(
@@ -139,24 +149,29 @@ class ConceptDiffusionPipeline(TextToImageMixin, DiffusionPipeline):
     ) -> tuple[ConceptPromptEmbeds, ConceptPromptEmbeds | None]:
         """Conditional and (with guidance) unconditional conditionings, one row per image
         (each prompt's row repeated `num_images_per_prompt` times in place). Without a negative
-        prompt the unconditional branch is the empty caption `""`."""
+        prompt the unconditional branch is the empty caption `""`.
+
+        Needs only the tokenizer and text encoder (the other components may be None); `__call__`
+        takes what it returns back as `prompt_embeds` / `negative_prompt_embeds`."""
         if prompt_embeds is None:
             prompt_embeds = self._encode(self.check_prompt(prompt))
-        negative = None
-        if do_classifier_free_guidance:
-            if negative_prompt_embeds is None:
-                negative_prompt = "" if negative_prompt is None else negative_prompt
-                if isinstance(negative_prompt, str):
-                    negative_prompt = [negative_prompt] * len(prompt_embeds)
-                negative_prompt_embeds = self._encode(self.check_prompt(negative_prompt, "negative_prompt"))
-            negative = self._prepare(negative_prompt_embeds, num_images_per_prompt)
-        return self._prepare(prompt_embeds, num_images_per_prompt), negative
+        if do_classifier_free_guidance and negative_prompt_embeds is None:
+            negative_prompt = "" if negative_prompt is None else negative_prompt
+            if isinstance(negative_prompt, str):
+                negative_prompt = [negative_prompt] * len(prompt_embeds)
+            negative_prompt_embeds = self._encode(self.check_prompt(negative_prompt, "negative_prompt"))
+        prompt_embeds = self._prepare(prompt_embeds, num_images_per_prompt)
+        negative_prompt_embeds = self._prepare(negative_prompt_embeds, num_images_per_prompt) if do_classifier_free_guidance else None
+        return prompt_embeds, negative_prompt_embeds
 
     def _encode(self, prompts: list[str]) -> ConceptPromptEmbeds:
+        if self.text_encoder is None or self.tokenizer is None:
+            raise ValueError("This pipeline has no tokenizer / text_encoder to encode `prompt`; pass `prompt_embeds` (from encode_prompt) instead.")
         return encode_concept(self.text_encoder, **self.tokenize_prompt(prompts))
 
     def _prepare(self, embeds: ConceptPromptEmbeds, num_images_per_prompt: int) -> ConceptPromptEmbeds:
-        return embeds.to(self._execution_device, self.unet.dtype).repeat_interleave(num_images_per_prompt)
+        dtype = (self.unet if self.unet is not None else self.text_encoder).dtype  # what will read them
+        return embeds.to(self._execution_device, dtype).repeat_interleave(num_images_per_prompt)
 
     def prepare_latents(self, num_images: int, height: int, width: int, generator, latents: torch.Tensor | None) -> torch.Tensor:
         """Starting noise (num_images, 3, height, width); with a list of generators, image i is drawn from generator i."""
@@ -171,12 +186,13 @@ class ConceptDiffusionPipeline(TextToImageMixin, DiffusionPipeline):
 
     def predict(self, latents: torch.Tensor, t: torch.Tensor, prompt_embeds: ConceptPromptEmbeds, negative_prompt_embeds: ConceptPromptEmbeds | None) -> torch.Tensor:
         """The (guided) model output at timestep `t`, same shape as `latents`."""
+        extra = {"cross_attention_kwargs": self._cross_attention_kwargs}
         if not self.do_classifier_free_guidance or negative_prompt_embeds is None:
             model_input = unet_input(self.unet, self.scheduler.scale_model_input(latents, t))
-            return self.unet(model_input, t, **prompt_embeds.unet_kwargs()).sample
+            return self.unet(model_input, t, **prompt_embeds.unet_kwargs(), **extra).sample
         model_input = unet_input(self.unet, self.scheduler.scale_model_input(torch.cat([latents, latents]), t))  # (2B, 3[+2], H, W)
         both = ConceptPromptEmbeds.cat([negative_prompt_embeds, prompt_embeds])
-        pred_uncond, pred_cond = self.unet(model_input, t, **both.unet_kwargs()).sample.chunk(2)
+        pred_uncond, pred_cond = self.unet(model_input, t, **both.unet_kwargs(), **extra).sample.chunk(2)
         return self.guide(pred_uncond, pred_cond)
 
     def _step_kwargs(self, generator) -> dict:
@@ -222,6 +238,7 @@ class ConceptDiffusionPipeline(TextToImageMixin, DiffusionPipeline):
         negative_prompt_embeds: ConceptPromptEmbeds | None = None,
         output_type: str = "pil",
         return_dict: bool = True,
+        cross_attention_kwargs: dict | None = None,
         callback_on_step_end: Callable[[DiffusionPipeline, int, torch.Tensor, dict], dict] | PipelineCallback | MultiPipelineCallbacks | None = None,
         callback_on_step_end_tensor_inputs: list[str] = ["latents"],  # noqa: B006 (diffusers' signature)
     ) -> ImagePipelineOutput | tuple:
@@ -241,9 +258,11 @@ class ConceptDiffusionPipeline(TextToImageMixin, DiffusionPipeline):
             latents (`torch.Tensor` of shape (images, 3, height, width), *optional*): starting noise, unscaled.
             prompt_embeds, negative_prompt_embeds ([`ConceptPromptEmbeds`], *optional*): precomputed conditionings,
                 one row per prompt (see `encode_prompt`).
-            output_type (`str`, defaults to `"pil"`): `"pil"`, `"np"` ((B, H, W, 3) in [0, 1]) or `"pt"` ((B, 3, H, W)
-                in [0, 1]).
+            output_type (`str`, defaults to `"pil"`): `"pil"`, `"np"` ((B, H, W, 3) in [0, 1]), `"pt"` ((B, 3, H, W)
+                in [0, 1]) or `"latent"` (the final sample itself, (B, 3, H, W) in [-1, 1], unclamped).
             return_dict (`bool`, defaults to `True`): return an `ImagePipelineOutput` rather than a tuple.
+            cross_attention_kwargs (`dict`, *optional*): passed to the U-Net's attention processors (e.g. `{"scale": 0.5}`
+                for a LoRA), as in diffusers' text-to-image pipelines.
             callback_on_step_end (`Callable`, *optional*): called as `fn(pipe, step, timestep, tensors)` after each
                 step with the tensors named in `callback_on_step_end_tensor_inputs` (any of `latents`,
                 `prompt_embeds`, `negative_prompt_embeds`); the dict it returns replaces them.
@@ -257,7 +276,7 @@ class ConceptDiffusionPipeline(TextToImageMixin, DiffusionPipeline):
             prompt, negative_prompt, prompt_embeds, negative_prompt_embeds, height, width, num_inference_steps,
             guidance_scale, num_images_per_prompt, generator, latents, output_type, callback_on_step_end_tensor_inputs,
         )
-        self._guidance_scale, self._interrupt = guidance_scale, False
+        self._guidance_scale, self._interrupt, self._cross_attention_kwargs = guidance_scale, False, cross_attention_kwargs
         # 2. Encode the prompts: conditional and unconditional, one row per image
         prompt_embeds, negative_prompt_embeds = self.encode_prompt(
             prompt, num_images_per_prompt, self.do_classifier_free_guidance, negative_prompt, prompt_embeds, negative_prompt_embeds
@@ -268,7 +287,7 @@ class ConceptDiffusionPipeline(TextToImageMixin, DiffusionPipeline):
         latents = self.prepare_latents(batch_size * num_images_per_prompt, height, width, generator, latents)  # (N, 3, H, W)
         # 5. Denoise
         latents = self.denoise(latents, prompt_embeds, negative_prompt_embeds, generator, callback_on_step_end, callback_on_step_end_tensor_inputs)
-        # 6. Post-process: pixel space, so the final sample is the image in [-1, 1]
+        # 6. Post-process: pixel space, so the final sample is the image in [-1, 1] ("latent" returns it as is)
         images = self.postprocess(latents, output_type)
         self.maybe_free_model_hooks()
         if not return_dict:

@@ -22,7 +22,7 @@ from ..data.prompts import normalize_prompts
 
 logger = logging.getLogger(__name__)
 
-OUTPUT_TYPES = ("pil", "np", "pt")
+OUTPUT_TYPES = ("pil", "np", "pt", "latent")
 
 
 def register_with_diffusers(*pipeline_classes, former_modules: tuple[str, ...] = ()) -> None:
@@ -36,7 +36,9 @@ def register_with_diffusers(*pipeline_classes, former_modules: tuple[str, ...] =
     from diffusers.pipelines.pipeline_loading_utils import LOADABLE_CLASSES
 
     for cls in pipeline_classes:
+        # diffusers looks pipeline classes up in both (`DiffusionPipeline.from_pretrained`; its tools and tests)
         setattr(diffusers, cls.__name__, cls)
+        setattr(diffusers.pipelines, cls.__name__, cls)
         # Our components are saved as ["hf_textimg.<module>", "<Class>"]. Loading a folder finds that module in
         # sys.modules, but downloading from the Hub first rejects any library missing from LOADABLE_CLASSES.
         hinted = [c.__module__ for c in typing.get_type_hints(cls.__init__).values() if getattr(c, "__module__", "").startswith("hf_textimg.")]
@@ -120,5 +122,8 @@ class TextToImageMixin:
         return {k: v.to(self._execution_device) for k, v in batch.items() if k in ("input_ids", "attention_mask")}
 
     def postprocess(self, images: torch.Tensor, output_type: str):
-        """(B, 3, H, W) in [-1, 1] -> list of PIL images, (B, H, W, 3) numpy in [0, 1], or (B, 3, H, W) tensor in [0, 1]."""
+        """(B, 3, H, W) in [-1, 1] -> list of PIL images, (B, H, W, 3) numpy in [0, 1], or (B, 3, H, W) tensor in [0, 1];
+        `"latent"`: the model's output itself, as diffusers pipelines return their latents (here pixels)."""
+        if output_type == "latent":
+            return images
         return self.image_processor.postprocess(images.detach().float().clamp(-1, 1), output_type=output_type)
