@@ -1,6 +1,7 @@
 # Two commands, each doing its own set-up from a clean clone:
 #   make demo   create .venv, install torch (CPU wheel) and the package, run the demo
-#   make test   the same set-up with the `test` extra, then the test suite
+#   make test   the same set-up with the `test` extra and transformers' common tests (downloaded once
+#               from PyPI into .cache/upstream-tests/), then the test suite
 # Users who bring their own torch (e.g. a CUDA build) keep it: torch is only installed
 # when `import torch` fails in the environment.
 
@@ -11,7 +12,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 PYTEST_ARGS ?=
 
-.PHONY: demo test install install-test clean
+.PHONY: demo test install install-test upstream-tests clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -32,11 +33,15 @@ install: $(VENV)/.installed
 
 install-test: $(VENV)/.installed-test
 
+# transformers' ModelTesterMixin / ConfigTester for the installed version (tests/upstream/; docs/conformance.md)
+upstream-tests: install-test
+	$(PY) tests/upstream/fetch_upstream_tests.py
+
 demo: install
 	$(VENV)/bin/hf-textimg demo --out outputs/demo
 
-test: install-test
+test: install-test upstream-tests
 	HF_HUB_OFFLINE=1 $(PY) -m pytest $(PYTEST_ARGS)
 
 clean:
-	rm -rf $(VENV) outputs .pytest_cache
+	rm -rf $(VENV) outputs .pytest_cache .cache/upstream-tests

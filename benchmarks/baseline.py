@@ -55,6 +55,7 @@ from transformers import CLIPTextConfig, CLIPTextModel
 
 from hf_textimg.data.loading import ImageTextCollator, ImageTextTransform
 from hf_textimg.diffusion import DEFAULT_BLOCK_OUT_CHANNELS, build_unet as build_our_unet
+from hf_textimg.shapes import ShapesDataArguments, evaluate_shapes
 from hf_textimg.tokenization import tokenize_captions
 from hf_textimg.training import (
     build_emas,
@@ -273,20 +274,15 @@ def make_evaluator(cfg: BaselineTrainConfig, pipeline_fn):
     sampling noise from `--seed`, the same steps, guidance and batch size; EMA weights when used."""
 
     def evaluate(state) -> dict:
-        from hf_textimg.evaluation.shapes_scorer import ShapesScorer
-
         start = time.perf_counter()
         metrics = {}
         if cfg.uses_shapes and cfg.eval_prompts_per_category > 0:
             with pipeline_fn() as pipe:
-                generator = torch.Generator().manual_seed(cfg.seed)
-                kwargs = dict(num_inference_steps=cfg.eval_num_inference_steps, guidance_scale=cfg.eval_guidance_scale)
-                report = ShapesScorer().evaluate_pipeline(
-                    lambda batch: pipe(batch, generator=generator, output_type="np", **kwargs).images,
-                    n_per_category=cfg.eval_prompts_per_category, batch_size=cfg.eval_batch_size,
+                report = evaluate_shapes(
+                    pipe, cfg.eval_prompts_per_category, cfg.seed, cfg.eval_batch_size,
+                    num_inference_steps=cfg.eval_num_inference_steps, guidance_scale=cfg.eval_guidance_scale,
                 )
-            metrics = {"shapes_overall": report.overall, "shapes_heldout": report.heldout}
-            metrics.update({f"shapes_{k}": v for k, v in report.accuracy.items() if k != "heldout"})
+            metrics = report.to_metrics()
         metrics["eval_seconds"] = time.perf_counter() - start
         return metrics
 
@@ -306,7 +302,7 @@ def make_pipeline_fn(tokenizer, text_encoder, unet, noise_scheduler, emas: dict,
 
 # ---- main ---------------------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> dict:
-    cfg = parse_args(BaselineTrainConfig, argv)
+    cfg = parse_args(BaselineTrainConfig, argv, ShapesDataArguments)
     accelerator = build_accelerator(cfg)
 
     train_data = load_split(cfg, "train", cfg.max_train_samples)

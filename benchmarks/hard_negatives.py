@@ -5,7 +5,7 @@
 
 For each model: on `--num_scenes` validation scenes of every kind (generated with `--data_seed`), how often the
 image's concept is closer to its caption than to the same words with one fact changed
-(`hf_textimg.data.shapes.hard_negative_caption`), overall and per scene kind. `train_concept.py` reports the same
+(`hf_textimg.shapes.hard_negative_caption`), overall and per scene kind. `train_concept.py` reports the same
 metric on its own validation set during training; this scores models trained before it existed, side by side.
 Prints a table, then one JSON line per model.
 """
@@ -23,7 +23,7 @@ if __package__ in (None, ""):  # run as `python benchmarks/hard_negatives.py`: m
 import torch  # noqa: E402
 
 from benchmarks.common import format_table  # noqa: E402
-from hf_textimg.data import build_shapes_dataset  # noqa: E402
+from hf_textimg.shapes import build_shapes_dataset  # noqa: E402
 from hf_textimg.evaluation.concept_eval import hard_negative_accuracy  # noqa: E402
 from hf_textimg.tokenization import tokenize_captions  # noqa: E402
 from hf_textimg.training import TensorImageTextDataset  # noqa: E402
@@ -41,9 +41,12 @@ def score(model_path: str, data, pixel_values: torch.Tensor, seed: int) -> dict:
 
     def embed_text(captions: list[str]) -> torch.Tensor:
         batch = tokenize_captions(tokenizer, captions, tokenizer.model_max_length)
-        return model.get_text_features(batch["input_ids"], batch["attention_mask"])
+        return model.get_text_features(batch["input_ids"], batch["attention_mask"]).pooler_output
 
-    return hard_negative_accuracy(embed_text, model.get_image_features, pixel_values, list(data["text"]), list(data["kind"]), seed=seed)
+    def embed_images(pixels: torch.Tensor) -> torch.Tensor:
+        return model.get_image_features(pixels).pooler_output
+
+    return hard_negative_accuracy(embed_text, embed_images, pixel_values, list(data["text"]), list(data["kind"]), seed=seed)
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -107,7 +107,7 @@ def child_sample(name: str, args) -> dict:
     import torch
 
     from benchmarks.sampling_throughput import load_pipeline
-    from hf_textimg.evaluation.shapes_scorer import benchmark_prompts
+    from hf_textimg.shapes import benchmark_prompts
 
     path = {"oneshot": args.oneshot_model, "diffusion": args.model, "baseline": args.baseline_model}.get(name)
     pool = [p.prompt for p in benchmark_prompts(10)]

@@ -18,7 +18,7 @@ from itertools import islice
 import numpy as np
 import torch
 
-from hf_textimg.data.shapes import ShapesStream, caption_scene, render_batch, sample_scene
+from hf_textimg.shapes import ShapesStream, caption_scene, render_batch, sample_scene
 
 
 def _rate(fn, num_images: int, repeats: int) -> float:

@@ -82,10 +82,10 @@ ROUTES: dict[str, Route] = {
         "training.train_decoder",
         ("--objective", "both", "--train_text_encoder", "--consistency_weight", "0.1", "--pixel_weight", "1", "--reconstruct_weight", "1",
          "--foreground_weight", "10", "--noise_dim", "16", "--noise_samples", "4", "--learning_rate", "2e-3", "--lr_warmup_steps", "50",
-         "--lr_scheduler", "cosine", "--max_train_steps", "4000", "--train_batch_size", "64", "--num_eval_prompts", "40",
+         "--lr_scheduler", "cosine", "--max_train_steps", "4000", "--train_batch_size", "64", "--eval_prompts_per_category", "40",
          "--max_eval_samples", "256"),
         ("--objective", "both", "--train_text_encoder", "--noise_dim", "4", "--noise_samples", "2", "--train_batch_size", "8",
-         "--decoder_block_out_channels", "16", "8", "--norm_num_groups", "4", "--num_eval_prompts", "1"),
+         "--decoder_block_out_channels", "16", "8", "--norm_num_groups", "4", "--eval_prompts_per_category", "1"),
         needs_concept_model=True,
     ),
     "diffusion": Route("training.train_diffusion", tuple(DIFFUSION_RECIPE), (*DIFFUSION_QUICK, *OUR_UNET_QUICK), needs_concept_model=True),
@@ -121,11 +121,12 @@ def our_unet_parameters(quick: bool, text_hidden_size: int | None = None) -> int
     `build_model`), the size the baseline's U-Net is matched to."""
     from accelerate import init_empty_weights
 
+    from hf_textimg.shapes import ShapesDataArguments
     from hf_textimg.training import parse_args
     from training.train_diffusion import DiffusionTrainConfig, build_model
 
     route = ROUTES["diffusion+text"]
-    cfg = parse_args(DiffusionTrainConfig, route.argv(quick, extra=["--output_dir", "/tmp/unused"]))
+    cfg = parse_args(DiffusionTrainConfig, route.argv(quick, extra=["--output_dir", "/tmp/unused"]), ShapesDataArguments)
     width = text_hidden_size or cfg.text_hidden_size  # the concept model's text tower is as wide as diffusion+text's
     text_encoder = SimpleNamespace(config=SimpleNamespace(hidden_size=width, projection_dim=cfg.projection_dim))
     with init_empty_weights():

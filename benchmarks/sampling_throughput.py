@@ -37,7 +37,7 @@ PIPELINES = ["oneshot", "diffusion", "baseline", "baseline+ourattention"]
 
 def shapes_tokenizer(max_length: int, n: int = 2000):
     """Our caption tokenizer trained on `n` Shapes captions (scenes sampled, not rendered)."""
-    from hf_textimg.data.shapes import caption_scene, sample_scene
+    from hf_textimg.shapes import caption_scene, sample_scene
     from hf_textimg.tokenization import train_tokenizer
 
     rng = np.random.default_rng(0)
@@ -47,6 +47,7 @@ def shapes_tokenizer(max_length: int, n: int = 2000):
 def random_pipeline(name: str, quick: bool, workdir: str):
     """Pipeline `name` (one of PIPELINES) with random weights at its training route's size."""
     from hf_textimg.concept import ConceptTextConfig, ConceptTextModel
+    from hf_textimg.shapes import ShapesDataArguments
     from hf_textimg.training import parse_args
     from training import train_decoder, train_diffusion
 
@@ -54,10 +55,10 @@ def random_pipeline(name: str, quick: bool, workdir: str):
 
     out = ["--output_dir", workdir]
     # The diffusion+text route's text tower is the size of the concept model's (the README's 128 x 2 layers).
-    text_cfg = parse_args(train_diffusion.DiffusionTrainConfig, ROUTES["diffusion+text"].argv(quick, extra=out))
+    text_cfg = parse_args(train_diffusion.DiffusionTrainConfig, ROUTES["diffusion+text"].argv(quick, extra=out), ShapesDataArguments)
     tokenizer = shapes_tokenizer(text_cfg.max_length)
     if name.startswith("baseline"):
-        cfg = parse_args(baseline.BaselineTrainConfig, baseline_argv(name, quick, workdir))
+        cfg = parse_args(baseline.BaselineTrainConfig, baseline_argv(name, quick, workdir), ShapesDataArguments)
         scheduler = baseline.sampling_scheduler(baseline.build_noise_scheduler())
         return baseline.BaselinePipeline(tokenizer, baseline.build_text_encoder(cfg, tokenizer), baseline.build_unet(cfg), scheduler)
     text_encoder = ConceptTextModel(ConceptTextConfig(
@@ -69,7 +70,7 @@ def random_pipeline(name: str, quick: bool, workdir: str):
     if name == "oneshot":
         from hf_textimg.pipelines.pipeline_decoder import DecoderPipeline
 
-        cfg = parse_args(train_decoder.DecoderTrainConfig, ROUTES["decoder"].argv(quick, "unused", extra=out))
+        cfg = parse_args(train_decoder.DecoderTrainConfig, ROUTES["decoder"].argv(quick, "unused", extra=out), ShapesDataArguments)
         return DecoderPipeline(tokenizer=tokenizer, text_encoder=text_encoder, decoder=train_decoder.build_decoder(cfg, text_cfg.projection_dim))
     from hf_textimg.pipelines.pipeline_diffusion import ConceptDiffusionPipeline
 
@@ -127,7 +128,7 @@ def main(argv: list[str] | None = None) -> dict:
         args.batch_sizes, args.steps, args.warmup, args.repeats = [1, 4], [2], 0, 1
     info = machine_info()
 
-    from hf_textimg.evaluation.shapes_scorer import benchmark_prompts
+    from hf_textimg.shapes import benchmark_prompts
 
     pool = [p.prompt for p in benchmark_prompts(10)]  # 70 prompts, all categories
     paths = {"oneshot": args.oneshot_model, "diffusion": args.model, "baseline": args.baseline_model}

@@ -19,8 +19,8 @@ import time
 import numpy as np
 import torch
 
-from hf_textimg.data import shapes as S
-from hf_textimg.evaluation.shapes_scorer import ShapesScorer
+from hf_textimg import shapes as S
+from hf_textimg.shapes import ShapesScorer
 
 CATEGORIES = ("single", "color", "position", "count", "pair", "relation", "heldout")
 FLIP = {"left of": "right of", "right of": "left of", "above": "below", "below": "above"}

@@ -67,7 +67,7 @@ def train_variant(route: str, variant: str, quick: bool, workdir: Path, concept_
 
 def sample_variant(variant: str, quick: bool, workdir: str, batch: int, steps: int, warmup: int, repeats: int) -> dict:
     from benchmarks.sampling_throughput import measure, random_pipeline
-    from hf_textimg.evaluation.shapes_scorer import benchmark_prompts
+    from hf_textimg.shapes import benchmark_prompts
 
     pipe = random_pipeline("diffusion", quick, workdir)
     pipe.set_progress_bar_config(disable=True)

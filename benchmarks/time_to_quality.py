@@ -41,8 +41,8 @@ from benchmarks.routes import ROUTES, baseline_argv, run_route  # noqa: E402
 
 CATEGORIES = ("single", "color", "position", "count", "pair", "relation", "heldout")
 THRESHOLDS = (0.8, 0.9)
-# train_decoder.py scores benchmark_prompts(n, seed=--seed) and train_diffusion.py benchmark_prompts(n) (seed 1234):
-# --seed 1234 makes every route score the same prompt set.
+# Every route scores the same prompts, benchmark_prompts(n) (prompt seed 1234), through hf_textimg.shapes.evaluate_shapes;
+# --seed (the same for every route) seeds each run and its sampling noise.
 PROMPT_SEED = 1234
 
 
@@ -50,7 +50,7 @@ def route_argv(route: str, quick: bool, out: str, concept_path: str | None, prom
     """(routes.ROUTES name, argv) of a time-to-quality route."""
     common = ["--output_dir", out, "--seed", str(PROMPT_SEED)]
     if route == "oneshot":
-        return "decoder", ROUTES["decoder"].argv(quick, concept_path, extra=[*common, "--num_eval_prompts", str(prompts), *extra])
+        return "decoder", ROUTES["decoder"].argv(quick, concept_path, extra=[*common, "--eval_prompts_per_category", str(prompts), *extra])
     scoring = ["--eval_prompts_per_category", str(prompts)]
     if route.startswith("baseline"):
         return route, baseline_argv(route, quick, out, extra=[*common, *scoring, *extra])

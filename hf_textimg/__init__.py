@@ -8,7 +8,8 @@ components as `["hf_textimg", "<ClassName>"]`, so every component class is expor
 
 __version__ = "0.1.0"
 
-from .autoencoder import ConceptAutoencoder, ConceptDecoder, ConceptImageEncoder  # noqa: E402
+from .autoencoder import ConceptAutoencoder, ConceptImageEncoder  # noqa: E402
+from .decoder import ConceptDecoder  # noqa: E402
 from .concept import (  # noqa: E402  (registers the Auto classes)
     ConceptConfig,
     ConceptModel,
@@ -17,6 +18,6 @@ from .concept import (  # noqa: E402  (registers the Auto classes)
     ConceptVisionConfig,
     ConceptVisionModel,
 )
-from .diffusion import ConceptPromptEmbeds, build_unet, unet_config  # noqa: E402
-from .pipelines import ConceptDiffusionPipeline, DecoderPipeline  # noqa: E402  (registers the pipelines with diffusers)
+from .diffusion import build_unet, unet_config  # noqa: E402
+from .pipelines import ConceptDiffusionPipeline, ConceptPromptEmbeds, DecoderPipeline  # noqa: E402  (registers the pipelines with diffusers)
 from .tokenization import train_tokenizer  # noqa: E402

@@ -23,12 +23,11 @@ import time
 from pathlib import Path
 
 from .pretrained import DEFAULT_MODEL, available_models, pretrained_path
+from .shapes.vocab import IMAGE_SIZES, SCENE_KINDS  # plain constants: the module imports nothing heavy
 from .utils.checks import check_output_dir, check_output_file
 
 DEFAULT_STEPS = 20
-# hf_textimg.data.shapes.*_LAYOUTS, written out: importing that module here would slow `--help` (datasets, torch)
-LAYOUT_CHOICES = ("any", "canonical")
-DEFAULT_GUIDANCE = 3.0  # README "Diffusion", Guidance: chosen on the validation prompts (not the benchmark's) for the shipped model
+DEFAULT_GUIDANCE = 3.0  # chosen for the shipped model on the validation prompts (not the benchmark's; docs/performance.md)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 CHUNK_IMAGES = 128  # images per pipeline call in `generate`/`demo`, each chunk written before the next is made
 GRID_MAX_IMAGES = 1024  # images one grid shows (8 columns of 128-px cells: ~1,000 x 20,000 px)
@@ -229,7 +228,7 @@ def call_kwargs(pipe, steps: int | None, guidance: float | None) -> dict:
 
 def autocast(pipe, mixed_precision: str):
     """`--mixed-precision bf16`: the pipeline call under torch.autocast on its device (weights stay fp32), which
-    samples the shipped model 2.85x faster on a 2-core CPU (README "Performance"); "no": full fp32."""
+    samples the shipped model 2.85x faster on a 2-core CPU (docs/performance.md); "no": full fp32."""
     import contextlib
 
     import torch
@@ -342,10 +341,7 @@ def run_generate(args) -> int:
 
 
 def run_evaluate(args) -> int:
-    import torch
-
-    from .data.shapes import BENCHMARK_CATEGORIES
-    from .evaluation import ShapesScorer
+    from .shapes import BENCHMARK_CATEGORIES, evaluate_shapes
 
     start = time.perf_counter()
     if args.json:
@@ -353,24 +349,24 @@ def run_evaluate(args) -> int:
     pipe = load_pipeline(args.model, args.device, args.scheduler)
     pipe.set_progress_bar_config(disable=True)
     kwargs = call_kwargs(pipe, args.steps, args.guidance)
-    # One generator across batches, as training's evaluation does, so the defaults reproduce eval_results.json.
-    generator = torch.Generator().manual_seed(args.seed)
     total = len(BENCHMARK_CATEGORIES) * args.prompts_per_category
     done, blank = 0, 0
 
-    def generate(batch: list[str]):
-        nonlocal done, blank
-        with autocast(pipe, args.mixed_precision):
-            images = pipe(batch, generator=generator, output_type="np", **kwargs).images
-        done += len(batch)
-        blank += count_blank(images)
+    def progress(num_images: int) -> None:
+        nonlocal done
+        done += num_images
         if not args.quiet:
             print(f"  generated {done}/{total} images ({time.perf_counter() - start:.0f}s)", file=sys.stderr)
-        return images
 
-    report = ShapesScorer().evaluate_pipeline(
-        generate, n_per_category=args.prompts_per_category, batch_size=args.batch_size, prompt_set=args.prompt_set
-    )
+    def counting_blanks(*call_args, **call_kwargs):  # the pipeline, counting images that are one flat colour
+        nonlocal blank
+        output = pipe(*call_args, **call_kwargs)
+        blank += count_blank(output.images)
+        return output
+
+    # Training's evaluation calls the same function, so the defaults reproduce eval_results.json.
+    with autocast(pipe, args.mixed_precision):
+        report = evaluate_shapes(counting_blanks, args.prompts_per_category, args.seed, args.batch_size, args.prompt_set, on_batch=progress, **kwargs)
     if blank == done:
         raise ValueError(
             f"every one of the {done} generated images is a single flat colour, so every score would be 0.0 for a reason "
@@ -401,7 +397,7 @@ def run_evaluate(args) -> int:
 
 def run_demo(args) -> int:
     """The shipped model on one prompt per Shapes category, as a captioned grid, each image scored."""
-    from .evaluation import ShapesScorer
+    from .shapes import ShapesScorer
 
     start = time.perf_counter()
     path = check_output_file(Path(args.out) / "shapes_demo.png", "--out")
@@ -428,7 +424,7 @@ def run_demo(args) -> int:
 
 def _build_dataset(args):
     if args.dataset == "shapes":
-        from .data.shapes import build_shapes_dataset
+        from .shapes import ShapesLayout, build_shapes_dataset
 
         return build_shapes_dataset(
             size=args.size,
@@ -437,10 +433,7 @@ def _build_dataset(args):
             num_heldout=args.num_heldout,
             seed=args.seed,
             kind_probs=args.kind_probs,
-            relation_layout=args.relation_layout,
-            count_layout=args.count_layout,
-            single_layout=args.single_layout,
-            pair_layout=args.pair_layout,
+            layout=ShapesLayout.canonical(*args.canonical_layouts) if args.canonical_layouts else ShapesLayout.spec(),
         )
     from .data.emoji import build_emoji_dataset
 
@@ -480,7 +473,7 @@ def _add_model_args(parser: argparse.ArgumentParser) -> None:
              "prediction type are kept): ddpm needs ~1000 steps, the others ~20-50 (default: the one the model was saved with)")
     add("--seed", type=seed_arg, default=0, help="random seed: the same seed gives the same images (default: 0)")
     add("--mixed-precision", choices=["no", "bf16"], default="no",
-        help="bf16: sample under torch.autocast (about 2.9x faster on a recent CPU; scores in the README); "
+        help="bf16: sample under torch.autocast (about 2.9x faster on a recent CPU; scores in docs/performance.md); "
              "no: fp32, what the model cards' figures use (default: no)")
     add("--device", type=device_arg, default="auto", help="auto (cuda when available, else cpu), cpu, cuda, cuda:N or mps (default: auto)")
 
@@ -568,7 +561,7 @@ emoji -> train / validation / heldout_variants. The emoji set needs Debian's
 fonts-noto-color-emoji, unicode-data and unicode-cldr-core packages.""",
     )
     data.add_argument("dataset", choices=["shapes", "emoji"], help="which data set to build")
-    data.add_argument("--size", type=int, default=32, choices=[32, 64], help="image side in pixels (default: 32)")
+    data.add_argument("--size", type=int, default=32, choices=IMAGE_SIZES, help="image side in pixels (default: 32)")
     data.add_argument("--out", required=True, help="output folder")
     data.add_argument("--imagefolder", action="store_true", help="write PNGs + metadata.jsonl per split instead of Arrow files")
     data.add_argument("--seed", type=seed_arg, default=0, help="shapes: random seed (same seed, same data)")
@@ -577,14 +570,11 @@ fonts-noto-color-emoji, unicode-data and unicode-cldr-core packages.""",
     data.add_argument("--num-heldout", type=positive_int, default=2000, help="shapes: held-out-pairs split size")
     data.add_argument("--kind-probs", type=weight_arg, nargs=4, default=None, metavar=("SINGLE", "COUNT", "PAIR", "RELATION"),
                       help="shapes: weights of the scene kinds in train/validation (default: 0.4 0.2 0.2 0.2)")
-    data.add_argument("--relation-layout", default="any", choices=LAYOUT_CHOICES,
-                      help="shapes: relation scenes on any line and cells the relation allows, or one layout per relation (default: any)")
-    data.add_argument("--count-layout", default="any", choices=LAYOUT_CHOICES,
-                      help="shapes: count scenes in n random distinct cells, or one layout per count (default: any)")
-    data.add_argument("--single-layout", default="any", choices=LAYOUT_CHOICES,
-                      help="shapes: single scenes with no size / position named: random, or large in the centre (default: any)")
-    data.add_argument("--pair-layout", default="any", choices=LAYOUT_CHOICES,
-                      help="shapes: pair scenes in two random distinct cells, or the middle row's outer cells (default: any)")
+    data.add_argument("--canonical-layouts", nargs="+", default=[], choices=SCENE_KINDS, metavar="KIND",
+                      help="shapes: scene kinds drawn in one canonical layout per caption instead of the spec's random cells "
+                           "(single: large, centred when unnamed; count: one layout per count; pair: the middle row's outer "
+                           "cells; relation: the middle line's outer cells), e.g. --canonical-layouts count relation "
+                           "(default: none, the spec; hf_textimg.shapes.ShapesLayout)"),
     data.add_argument("--style", default="noto", choices=["noto", "twemoji", "both"], help="emoji: artwork style")
     data.add_argument("--cache-dir", default=None, help="emoji: cache folder (default: $HF_TEXTIMG_CACHE or ~/.cache/hf_textimg)")
     data.set_defaults(func=run_data)

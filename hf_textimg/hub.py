@@ -118,6 +118,14 @@ def _training_command(script: str | None, argv: list[str] | None) -> str | None:
     return shlex.join(["python", f"training/{Path(script).name}", *redacted])
 
 
+def _canonical_layouts(config: dict) -> list[str]:
+    """Shapes scene kinds trained in the canonical layout: `shapes_canonical_layouts`, or, in a config saved before
+    that flag, the kinds whose `shapes_<kind>_layout` was "canonical"."""
+    if "shapes_canonical_layouts" in config:
+        return list(config["shapes_canonical_layouts"] or [])
+    return [kind for kind in ("single", "count", "pair", "relation") if config.get(f"shapes_{kind}_layout") == "canonical"]
+
+
 # ---- evaluation as card metadata ------------------------------------------------------------
 def _metric_label(key: str) -> str:
     return key.removeprefix("shapes_").replace("_", " ")
@@ -218,6 +226,7 @@ def render_model_card(
         model_config=model_config,
         text_encoder_config=text_encoder_config,
         config=config,
+        canonical_layouts=_canonical_layouts(config),
         config_json=json.dumps(config, indent=2) if config else None,
         command=command,
         global_step=results.get("global_step"),

@@ -85,7 +85,7 @@ def save_tiny_concept_model(folder: Path) -> Path:
     import torch
 
     from hf_textimg.concept import ConceptConfig, ConceptModel
-    from hf_textimg.data.shapes import build_shapes_dataset
+    from hf_textimg.shapes import build_shapes_dataset
     from hf_textimg.tokenization import train_tokenizer
 
     captions = build_shapes_dataset(num_train=200, num_validation=1, num_heldout=1)["train"]["text"]

@@ -3,13 +3,19 @@
 import pytest
 import torch
 
-from hf_textimg.autoencoder import ConceptAutoencoder, ConceptDecoder, ConceptImageEncoder
+from hf_textimg.autoencoder import (
+    ConceptAutoencoder,
+    ConceptDecoder,
+    ConceptDecoderOutput,
+    ConceptImageEncoder,
+    ConceptImageEncoderOutput,
+)
 from training.train_autoencoder import main
 
 TINY_AE = dict(code_dim=32, encoder_block_out_channels=(8, 16, 16), decoder_block_out_channels=(16, 16, 8), norm_num_groups=4)
 
 
-@pytest.mark.parametrize("size", [32, 64])
+@pytest.mark.parametrize("size", [32, 48, 64])  # 3 levels: any multiple of 4
 def test_shapes_and_unit_norm_codes(size):
     model = ConceptAutoencoder(image_size=size, **TINY_AE).eval()
     images = torch.rand(2, 3, size, size) * 2 - 1
@@ -23,9 +29,9 @@ def test_shapes_and_unit_norm_codes(size):
 
 
 def test_bad_sizes_and_shapes_raise_value_error():
-    for cls in (ConceptImageEncoder, ConceptDecoder, ConceptAutoencoder):
-        with pytest.raises(ValueError, match=r"\(32, 64\)"):
-            cls(image_size=48)
+    for cls in (ConceptImageEncoder, ConceptDecoder, ConceptAutoencoder):  # 4 levels by default: multiples of 8
+        with pytest.raises(ValueError, match=r"image_size must be a positive multiple of 8 for \w*block_out_channels of 4 levels, got 36"):
+            cls(image_size=36)
     encoder = ConceptImageEncoder(code_dim=32, block_out_channels=(8, 16), norm_num_groups=4)
     with pytest.raises(ValueError, match=r"\(B, 3, 32, 32\)"):
         encoder(torch.zeros(1, 3, 64, 64))
@@ -44,8 +50,8 @@ def test_decoder_noise_changes_the_image_and_none_means_zeros():
     torch.manual_seed(0)
     decoder = ConceptDecoder(code_dim=32, noise_dim=4, block_out_channels=(16, 8), norm_num_groups=4).eval()
     code = torch.randn(2, 32)
-    assert torch.equal(decoder(code), decoder(code, torch.zeros(2, 4)))
-    assert not torch.equal(decoder(code), decoder(code, torch.randn(2, 4)))
+    assert torch.equal(decoder(code).sample, decoder(code, torch.zeros(2, 4)).sample)
+    assert not torch.equal(decoder(code).sample, decoder(code, torch.randn(2, 4)).sample)
     assert decoder.decode(code).shape == (2, 3, 32, 32)
 
 
@@ -57,8 +63,8 @@ def test_scale_shift_conditioning_reads_the_code_in_every_block():
         for decoder in (plain, film):  # cut the code's only path in "input": the projection to the first map
             decoder.proj_in.weight.zero_()
         code, noise = torch.randn(2, 32), torch.randn(2, 4)
-        assert torch.equal(plain(code, noise), plain(-code, -noise))
-        assert not torch.allclose(film(code, noise), film(-code, -noise))  # still reaches the blocks
+        assert torch.equal(plain(code, noise).sample, plain(-code, -noise).sample)
+        assert not torch.allclose(film(code, noise).sample, film(-code, -noise).sample)  # still reaches the blocks
     with pytest.raises(ValueError, match=r"code_conditioning must be one of \('input', 'scale_shift'\)"):
         ConceptDecoder(code_conditioning="film")
 
@@ -81,8 +87,7 @@ def test_save_load_round_trip_is_exact_and_safetensors_only(tmp_path, cls, kwarg
     loaded = cls.from_pretrained(tmp_path).eval()
     args = inputs()
     with torch.no_grad():
-        a, b = model(*args), loaded(*args)
-    a, b = (a.sample, b.sample) if cls is ConceptAutoencoder else (a, b)
+        a, b = model(*args, return_dict=False)[0], loaded(*args, return_dict=False)[0]  # the code or the image
     assert torch.equal(a, b)
 
 
@@ -91,7 +96,7 @@ def test_halves_save_alone(tmp_path):
     model.decoder.save_pretrained(tmp_path)
     code = torch.randn(2, 32)
     with torch.no_grad():
-        assert torch.equal(ConceptDecoder.from_pretrained(tmp_path).eval()(code), model.decode(code))
+        assert torch.equal(ConceptDecoder.from_pretrained(tmp_path).eval()(code).sample, model.decode(code))
 
 
 def test_training_lowers_loss_reports_psnr_and_saves(tmp_path):
@@ -149,3 +154,19 @@ def test_shift_tolerance_forgives_offsets_up_to_the_tolerance():
     assert sample.grad.abs().sum() > 0
     with pytest.raises(ValueError, match="shift_tolerance must be >= 0"):
         reconstruction_loss(target, target, shift_tolerance=-1)
+
+
+def test_encoder_and_decoder_return_output_dataclasses_or_tuples():
+    torch.manual_seed(0)
+    encoder = ConceptImageEncoder(code_dim=32, block_out_channels=(8, 16), norm_num_groups=4).eval()
+    decoder = ConceptDecoder(code_dim=32, noise_dim=4, block_out_channels=(16, 8), norm_num_groups=4).eval()
+    images, noise = torch.rand(2, 3, 32, 32) * 2 - 1, torch.randn(2, 4)
+    with torch.no_grad():
+        encoded, decoded = encoder(images), decoder(encoder(images).code, noise)
+        (code,) = encoder(images, return_dict=False)
+        (sample,) = decoder(code, noise, return_dict=False)
+    assert isinstance(encoded, ConceptImageEncoderOutput) and isinstance(decoded, ConceptDecoderOutput)
+    assert encoded.code.shape == (2, 32) and torch.equal(encoded.code, code)
+    assert decoded.sample.shape == (2, 3, 32, 32) and torch.equal(decoded.sample, sample)
+    # the image encoder answers get_image_features like the concept vision tower: the code as pooler_output
+    assert torch.equal(encoder.get_image_features(images).pooler_output, code)

@@ -82,7 +82,7 @@ PIPELINE_CASES = [
     (("diffusion_pipe",), dict(guidance_scale=-1.0), r"`guidance_scale` must be >= 0"),
     (BOTH, dict(num_images_per_prompt=0), r"`num_images_per_prompt` must be an integer >= 1, got 0"),
     (BOTH, dict(generator=[torch.Generator()] * 3), r"list of 3 generators for 2 images"),
-    (BOTH, dict(output_type="jpeg"), r"`output_type` must be one of \('pil', 'np', 'pt'\), got 'jpeg'"),
+    (BOTH, dict(output_type="jpeg"), r"`output_type` must be one of \('pil', 'np', 'pt', 'latent'\), got 'jpeg'"),
     (("diffusion_pipe",), dict(height=31), r"`height` must be a positive multiple of 2 for this U-Net"),
     (("diffusion_pipe",), dict(width=0), r"`width` must be a positive multiple of 2"),
     (("decoder_pipe",), dict(height=64), r"`height`=64 is not supported: this decoder makes 32x32 images only"),
@@ -296,7 +296,8 @@ def read_only_dir(tmp_path, monkeypatch):
 
 
 TRAINING_CASES = [
-    ("unsupported resolution", ["--resolution", "48"], r"--resolution 48 is not supported; use one of \(32, 64\)"),
+    ("resolution the Shapes world has not", ["--resolution", "48"], r"--resolution 48 is not a size the Shapes world is drawn at; use one of \(32, 64\)"),
+    ("non-positive resolution", ["--resolution", "0"], r"--resolution must be a positive integer, got 0"),
     ("unwritable output_dir", ["--output_dir", "{read_only}/run"], r"--output_dir .*read-only/run' is not writable"),
     ("resume from a missing checkpoint", ["--resume_from_checkpoint", "{tmp}/run/checkpoint-500"],
      r"--resume_from_checkpoint '.*checkpoint-500' is not a checkpoint folder \(no trainer_state.json\)"),

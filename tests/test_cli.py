@@ -8,10 +8,10 @@ from diffusers import DPMSolverMultistepScheduler
 from PIL import Image
 
 import hf_textimg.pretrained as pretrained
-from hf_textimg.autoencoder import ConceptDecoder
+from hf_textimg.decoder import ConceptDecoder
 from hf_textimg.cli import DEMO_PROMPTS, main
 from hf_textimg.concept import ConceptTextConfig, ConceptTextModel
-from hf_textimg.data.shapes import BENCHMARK_CATEGORIES, CANONICAL_COUNT_CELLS, CANONICAL_PAIR_CELLS, POSITIONS, parse_prompt
+from hf_textimg.shapes import BENCHMARK_CATEGORIES, CANONICAL_COUNT_CELLS, CANONICAL_PAIR_CELLS, POSITIONS, parse_prompt
 from hf_textimg.diffusion import build_unet
 from hf_textimg.pipelines import ConceptDiffusionPipeline, DecoderPipeline
 from hf_textimg.tokenization import train_tokenizer
@@ -165,10 +165,10 @@ def test_shipped_model_listens_to_position_words():
 
 
 def test_shipped_model_reads_the_relation_axis_and_order(capsys):
-    """Regression test of the relation diagnosis, through the probe benchmark: the model shipped before
-    `--shapes_relation_layout canonical` drew "left of" and "above" alike (x0 differed by 0.11 at t=800, colour
-    1.74), and the one shipped before `--prompt_normalization shapes_relations` drew "a left of b" and "a right of
-    b" alike (0.07; its token states did not say which object goes first: side probe 0.53)."""
+    """Regression test of the relation diagnosis, through the probe benchmark: the model shipped before canonical
+    relation layouts (`--shapes_canonical_layouts relation`) drew "left of" and "above" alike (x0 differed by 0.11 at
+    t=800, colour 1.74), and the one shipped before `--prompt_normalization shapes_relations` drew "a left of b" and
+    "a right of b" alike (0.07; its token states did not say which object goes first: side probe 0.53)."""
     from benchmarks.word_probes import SWAPS, main as word_probes
 
     (result,) = word_probes([])
@@ -265,23 +265,24 @@ RELATION_LAYOUT_CELLS = {((0, 1), (2, 1)), ((2, 1), (0, 1)), ((1, 0), (1, 2)), (
 
 
 @pytest.mark.parametrize(
-    "kind, probs, layout_flag, allowed",
+    "kinds, probs, allowed",
     [
-        ("relation", ["0", "0", "0", "1"], "--relation-layout", RELATION_LAYOUT_CELLS),
-        ("count", ["0", "1", "0", "0"], "--count-layout", set(CANONICAL_COUNT_CELLS.values())),
-        ("pair", ["0", "0", "1", "0"], "--pair-layout", {CANONICAL_PAIR_CELLS}),
+        (["relation"], ["0", "0", "0", "1"], RELATION_LAYOUT_CELLS),
+        (["count"], ["0", "1", "0", "0"], set(CANONICAL_COUNT_CELLS.values())),
+        (["pair"], ["0", "0", "1", "0"], {CANONICAL_PAIR_CELLS}),
+        (["count", "relation"], ["0", "1", "0", "1"], RELATION_LAYOUT_CELLS | set(CANONICAL_COUNT_CELLS.values())),
     ],
 )
-def test_data_shapes_mix_and_canonical_layouts(tmp_path, kind, probs, layout_flag, allowed):
-    argv = ["data", "shapes", "--out", str(tmp_path / kind), "--kind-probs", *probs, layout_flag, "canonical", *SMALL]
+def test_data_shapes_mix_and_canonical_layouts(tmp_path, kinds, probs, allowed):
+    argv = ["data", "shapes", "--out", str(tmp_path / "d"), "--kind-probs", *probs, "--canonical-layouts", *kinds, *SMALL]
     assert main(argv) == 0
-    train = datasets.load_from_disk(str(tmp_path / kind))["train"]
-    assert set(train["kind"]) == {kind}
+    train = datasets.load_from_disk(str(tmp_path / "d"))["train"]
+    assert set(train["kind"]) == set(kinds)
     assert {tuple(tuple(o["cell"]) for o in objects) for objects in train["objects"]} <= allowed
 
 
 def test_data_shapes_canonical_single_layout(tmp_path):
-    argv = ["data", "shapes", "--out", str(tmp_path / "single"), "--kind-probs", "1", "0", "0", "0", "--single-layout", "canonical", *SMALL]
+    argv = ["data", "shapes", "--out", str(tmp_path / "single"), "--kind-probs", "1", "0", "0", "0", "--canonical-layouts", "single", *SMALL]
     assert main(argv) == 0
     train = datasets.load_from_disk(str(tmp_path / "single"))["train"]
     for text, (obj,) in zip(train["text"], train["objects"]):  # what the caption leaves open is large / centre

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 from transformers import AutoConfig, AutoModel
+from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from hf_textimg.concept import (
-    SUPPORTED_IMAGE_SIZES,
     ConceptConfig,
     ConceptModel,
     ConceptTextConfig,
@@ -95,11 +95,11 @@ def test_text_model_shapes_and_unit_norm(encoder_type):
     assert out.text_embeds.shape == (4, PROJ)
     assert len(out.hidden_states) == 2 + 1
     assert_unit_norm(out.text_embeds)
-    assert torch.equal(model.get_text_features(input_ids, attention_mask), out.text_embeds)
+    assert torch.equal(model.get_text_features(input_ids, attention_mask).pooler_output, out.text_embeds)
     assert isinstance(model(input_ids, attention_mask=attention_mask, return_dict=False), tuple)
 
 
-@pytest.mark.parametrize("image_size", SUPPORTED_IMAGE_SIZES)
+@pytest.mark.parametrize("image_size", [32, 48, 64])  # global average pooling: any side works
 def test_vision_model_shapes_and_unit_norm(image_size):
     torch.manual_seed(0)
     model = ConceptVisionModel(ConceptVisionConfig(**tiny_vision_kwargs(image_size=image_size))).eval()
@@ -127,8 +127,68 @@ def test_dual_model_output_shapes():
     assert_unit_norm(out.text_embeds)
     assert_unit_norm(out.image_embeds)
     assert out.text_model_output.last_hidden_state.shape == (3, SEQ_LEN, 32)
-    assert torch.equal(model.get_text_features(input_ids, attention_mask), out.text_embeds)
-    assert torch.equal(model.get_image_features(pixel_values), out.image_embeds)
+    assert torch.equal(model.get_text_features(input_ids, attention_mask).pooler_output, out.text_embeds)
+    assert torch.equal(model.get_image_features(pixel_values).pooler_output, out.image_embeds)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# CLIPModel's conventions: feature outputs, return_dict, attention implementations
+
+
+def test_get_features_return_clip_outputs_with_the_unit_norm_concept_as_pooler_output():
+    model = tiny_concept_model().eval()
+    input_ids, attention_mask, pixel_values = make_batch()
+    with torch.no_grad():
+        out = model(input_ids=input_ids, attention_mask=attention_mask, pixel_values=pixel_values)
+        text = model.get_text_features(input_ids, attention_mask, output_hidden_states=True)
+        image = model.get_image_features(pixel_values)
+        text_tuple = model.get_text_features(input_ids, attention_mask, return_dict=False)
+
+    assert isinstance(text, BaseModelOutputWithPooling) and isinstance(image, BaseModelOutputWithPooling)
+    assert torch.equal(text.pooler_output, out.text_embeds) and torch.equal(image.pooler_output, out.image_embeds)
+    assert torch.equal(text.last_hidden_state, out.text_model_output.last_hidden_state)  # (B, L, hidden_size)
+    assert image.last_hidden_state.shape == out.vision_model_output.last_hidden_state.shape  # (B, C, h, w)
+    assert len(text.hidden_states) == 2 + 1 and image.hidden_states is None  # only on request
+    # return_dict=False: the fields that are set, in order
+    assert isinstance(text_tuple, tuple) and torch.equal(text_tuple[1], out.text_embeds)
+
+
+def test_attention_runs_through_the_attention_interface_sdpa_by_default_eager_on_request():
+    torch.manual_seed(0)
+    config = ConceptTextConfig(**tiny_text_kwargs())
+    sdpa = ConceptTextModel(config).eval()
+    eager = ConceptTextModel._from_config(copy.deepcopy(config), attn_implementation="eager").eval()
+    eager.load_state_dict(sdpa.state_dict())
+    input_ids, attention_mask, _ = make_batch()
+    assert sdpa.config._attn_implementation == "sdpa" and eager.config._attn_implementation == "eager"
+
+    with torch.no_grad():
+        out_sdpa = sdpa(input_ids, attention_mask=attention_mask)
+        out_eager = eager(input_ids, attention_mask=attention_mask, output_attentions=True)
+
+    torch.testing.assert_close(out_eager.text_embeds, out_sdpa.text_embeds, atol=1e-5, rtol=0)
+    torch.testing.assert_close(out_eager.last_hidden_state, out_sdpa.last_hidden_state, atol=1e-5, rtol=0)
+    assert out_sdpa.attentions is None
+    assert len(out_eager.attentions) == 2  # one per layer, (B, heads, L, L), rows sum to 1
+    assert out_eager.attentions[0].shape == (4, 4, SEQ_LEN, SEQ_LEN)
+    torch.testing.assert_close(out_eager.attentions[0].sum(-1), torch.ones(4, 4, SEQ_LEN))
+    # padded keys get no weight: row i of the batch has i padding tokens at the end
+    assert out_eager.attentions[1][3, :, :, SEQ_LEN - 3 :].abs().max() == 0
+
+
+def test_shipped_text_encoder_gives_the_same_concepts_with_eager_and_sdpa_attention():
+    from hf_textimg.pretrained import pretrained_path
+
+    folder = pretrained_path() / "text_encoder"
+    sdpa = ConceptTextModel.from_pretrained(folder).eval()
+    eager = ConceptTextModel.from_pretrained(folder, attn_implementation="eager").eval()
+    ids = torch.randint(3, sdpa.config.vocab_size, (3, 12), generator=torch.Generator().manual_seed(0))
+    mask = torch.ones_like(ids)
+    mask[1:, 8:] = 0  # two padded captions
+    with torch.no_grad():
+        a, b = sdpa(ids, attention_mask=mask), eager(ids, attention_mask=mask)
+    torch.testing.assert_close(a.last_hidden_state, b.last_hidden_state, atol=1e-5, rtol=0)
+    torch.testing.assert_close(a.text_embeds, b.text_embeds, atol=1e-5, rtol=0)
 
 
 def test_init_weights_follow_the_config():
@@ -147,12 +207,12 @@ def test_init_weights_follow_the_config():
             assert torch.equal(param, torch.ones_like(param)), name
 
 
-def test_unsupported_image_size_raises_naming_supported_sizes():
-    with pytest.raises(ValueError, match=r"image_size.*\(32, 64\)"):
-        ConceptVisionConfig(image_size=48)
+def test_impossible_image_size_raises_naming_it():
+    with pytest.raises(ValueError, match=r"num_stages=4 is not possible for image_size=4"):
+        ConceptVisionConfig(image_size=4, num_stages=4)
 
     model = ConceptVisionModel(ConceptVisionConfig(**tiny_vision_kwargs(image_size=32)))
-    with pytest.raises(ValueError, match=r"supported image sizes are \(32, 64\)"):
+    with pytest.raises(ValueError, match=r"pixel_values must have shape \(B, 3, 32, 32\) for this model \(config.image_size=32\)"):
         model(torch.zeros(1, 3, 64, 64))
 
 
@@ -242,10 +302,10 @@ def test_each_tower_loads_from_the_dual_checkpoint(tmp_path):
 
     assert not text_info["missing_keys"] and not vision_info["missing_keys"]
     with torch.no_grad():
-        text_ref = model.get_text_features(input_ids, attention_mask)
-        image_ref = model.get_image_features(pixel_values)
-        assert torch.equal(text_model.get_text_features(input_ids, attention_mask), text_ref)
-        assert torch.equal(vision_model.get_image_features(pixel_values), image_ref)
+        text_ref = model.get_text_features(input_ids, attention_mask).pooler_output
+        image_ref = model.get_image_features(pixel_values).pooler_output
+        assert torch.equal(text_model.get_text_features(input_ids, attention_mask).pooler_output, text_ref)
+        assert torch.equal(vision_model.get_image_features(pixel_values).pooler_output, image_ref)
 
 
 def test_auto_classes_resolve_from_saved_folders(tmp_path):
@@ -402,8 +462,8 @@ def test_regression_route_trains_text_and_leaves_frozen_vision_bit_identical():
     losses = []
     for _ in range(5):
         with torch.no_grad():
-            target = model.get_image_features(pixel_values)
-        loss = regression_loss(model.get_text_features(input_ids, attention_mask), target, kind="cosine")
+            target = model.get_image_features(pixel_values).pooler_output
+        loss = regression_loss(model.get_text_features(input_ids, attention_mask).pooler_output, target, kind="cosine")
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()

@@ -7,7 +7,7 @@ from diffusers import DiffusionPipeline
 from PIL import Image
 from transformers import AutoTokenizer
 
-from hf_textimg.autoencoder import ConceptDecoder
+from hf_textimg.decoder import ConceptDecoder
 from hf_textimg.concept import ConceptTextConfig, ConceptTextModel
 from hf_textimg.pipelines.pipeline_decoder import DecoderPipeline
 from hf_textimg.tokenization import train_tokenizer
@@ -85,7 +85,7 @@ def test_each_component_round_trips(saved):
     assert public(decoder.config) == public(pipe.decoder.config)
     code, noise = torch.randn(3, 32), torch.randn(3, 4)
     with torch.no_grad():
-        assert torch.equal(decoder(code, noise), pipe.decoder(code, noise))
+        assert torch.equal(decoder(code, noise).sample, pipe.decoder(code, noise).sample)
 
 
 def test_noise_gives_varied_but_reproducible_images():
@@ -125,11 +125,35 @@ def test_output_types_and_return_dict():
     (images,) = pipe(PROMPTS, output_type="pt", return_dict=False, generator=torch.Generator().manual_seed(0))
     assert torch.equal(images, generate(pipe, PROMPTS, seed=0))
     # Pixels from the pipeline are the decoder's [-1, 1] output mapped to [0, 1].
-    codes = pipe.encode_prompt(PROMPTS)
+    (codes,) = pipe.encode_prompt(PROMPTS)
     noise = torch.randn(3, 4, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
-        raw = pipe.decoder(codes, noise)
+        raw = pipe.decoder(codes, noise).sample
     assert torch.allclose(images, (raw + 1) / 2, atol=1e-6)
+
+
+def test_encode_prompt_without_a_decoder_and_prompt_embeds_back_into_call():
+    pipe = make_pipeline()
+    text_only = DecoderPipeline(pipe.tokenizer, pipe.text_encoder, decoder=None)
+    (prompt_embeds,) = text_only.encode_prompt(PROMPTS)  # (3, code_dim), unit norm
+    assert prompt_embeds.shape == (3, 32) and torch.allclose(prompt_embeds.norm(dim=-1), torch.ones(3), atol=1e-5)
+    decoder_only = DecoderPipeline(tokenizer=None, text_encoder=None, decoder=pipe.decoder)
+    from_embeds = decoder_only(prompt_embeds=prompt_embeds, generator=torch.Generator().manual_seed(0), output_type="pt").images
+    assert torch.equal(from_embeds, generate(pipe))
+    with pytest.raises(ValueError, match="prompt_embeds"):
+        pipe(PROMPTS, prompt_embeds=prompt_embeds)
+    with pytest.raises(ValueError, match=r"prompt_embeds` must be a tensor of concept codes \(prompts, 32\)"):
+        pipe(prompt_embeds=prompt_embeds[:, :16])
+
+
+def test_latent_output_is_the_decoders_sample():
+    pipe = make_pipeline()
+    latent = pipe(PROMPTS, generator=torch.Generator().manual_seed(0), output_type="latent").images
+    (codes,) = pipe.encode_prompt(PROMPTS)
+    noise = torch.randn(3, 4, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.equal(latent, pipe.decoder(codes, noise).sample)
+    assert torch.equal(pipe.postprocess(latent, "pt"), generate(pipe))
 
 
 @pytest.mark.parametrize(
@@ -139,7 +163,7 @@ def test_output_types_and_return_dict():
         ({"prompt": ["a red circle", 3]}, r"prompt\[1\]"),
         ({"prompt": 7}, "prompt"),
         ({"prompt": "a red circle", "num_images_per_prompt": 0}, "num_images_per_prompt"),
-        ({"prompt": "a red circle", "output_type": "latent"}, "output_type"),
+        ({"prompt": "a red circle", "output_type": "latents"}, "output_type"),
         ({"prompt": ["a", "b"], "generator": [torch.Generator()] * 3}, "generator"),
         ({"prompt": "a red circle", "noise": torch.zeros(2, 4)}, "noise"),
     ],
@@ -155,3 +179,32 @@ def test_noise_for_a_deterministic_decoder_and_mismatched_components_are_refused
     pipe = make_pipeline()
     with pytest.raises(ValueError, match="code_dim"):
         DecoderPipeline(pipe.tokenizer, pipe.text_encoder, ConceptDecoder(code_dim=64, block_out_channels=(8, 8), norm_num_groups=4))
+
+
+def test_a_folder_saved_before_the_decoder_moved_still_loads_and_draws_the_same():
+    """tests/data/decoder_pipeline_before_move was saved by the code before issue 18 (ConceptDecoder then lived in
+    hf_textimg/autoencoder/modeling_autoencoder.py, the module its model_index.json names), with the images it drew
+    (2 prompts x 2, seed 0) beside it. The copies of the text tower's code that save_pretrained writes are left out:
+    loading through the package does not read them."""
+    import json
+    from pathlib import Path
+
+    from diffusers.pipelines.pipeline_loading_utils import LOADABLE_CLASSES
+
+    folder = Path(__file__).parent / "data" / "decoder_pipeline_before_move"
+    assert json.loads((folder / "model_index.json").read_text())["decoder"] == ["hf_textimg.autoencoder.modeling_autoencoder", "ConceptDecoder"]
+    assert "hf_textimg.autoencoder.modeling_autoencoder" in LOADABLE_CLASSES  # what a Hub download checks first
+    for loader in (DecoderPipeline, DiffusionPipeline):
+        pipe = loader.from_pretrained(folder)
+        assert type(pipe) is DecoderPipeline and type(pipe.decoder) is ConceptDecoder
+        pipe.set_progress_bar_config(disable=True)
+        images = pipe(["a red circle", "a blue square right of a red circle"], num_images_per_prompt=2,
+                      generator=torch.Generator().manual_seed(0), output_type="np").images
+        np.testing.assert_allclose(images, np.load(folder.parent / "decoder_pipeline_before_move_images.npy"), rtol=0, atol=1e-5)
+
+
+def test_a_new_save_names_the_decoder_module(tmp_path):
+    import json
+
+    make_pipeline().save_pretrained(tmp_path)
+    assert json.loads((tmp_path / "model_index.json").read_text())["decoder"] == ["hf_textimg.decoder.modeling_decoder", "ConceptDecoder"]

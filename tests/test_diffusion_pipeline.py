@@ -128,13 +128,44 @@ def test_prompt_embeds_and_negative_prompt(pipe):
     assert torch.equal(generate(pipe, guidance_scale=1.0), generate(pipe, guidance_scale=0.5 + 0.5))  # no CFG path
 
 
+def test_encode_prompt_needs_only_the_text_components_and_its_output_goes_back_into_call(pipe):
+    text_only = ConceptDiffusionPipeline(pipe.tokenizer, pipe.text_encoder, unet=None, scheduler=None)
+    prompt_embeds, negative_prompt_embeds = text_only.encode_prompt(PROMPTS, negative_prompt="a green plus")
+    without_text = ConceptDiffusionPipeline(tokenizer=None, text_encoder=None, unet=pipe.unet, scheduler=pipe.scheduler)
+    without_text.set_progress_bar_config(disable=True)
+    from_embeds = generate(without_text, prompt=None, prompt_embeds=prompt_embeds, negative_prompt_embeds=negative_prompt_embeds)
+    assert torch.equal(from_embeds, generate(pipe, negative_prompt="a green plus"))
+    with pytest.raises(ValueError, match="no tokenizer / text_encoder"):
+        generate(without_text)
+
+
+def test_latent_output_is_the_final_sample_before_postprocessing(pipe):
+    latent = generate(pipe, output_type="latent")  # (B, 3, H, W) in [-1, 1], unclamped
+    assert latent.shape == (2, 3, 32, 32) and latent.dtype == pipe.unet.dtype
+    assert torch.equal(pipe.postprocess(latent, "pt"), generate(pipe, output_type="pt"))
+    final = {}
+    generate(pipe, callback_on_step_end=lambda p, i, t, tensors: final.update(tensors) or tensors)
+    assert torch.equal(latent, final["latents"])
+
+
+def test_cross_attention_kwargs_reach_the_unet(pipe):
+    seen = []
+    original = pipe.unet.forward
+    pipe.unet.forward = lambda *args, **kwargs: seen.append(kwargs["cross_attention_kwargs"]) or original(*args, **kwargs)
+    try:
+        generate(pipe, num_inference_steps=1, cross_attention_kwargs={"scale": 1.0})
+    finally:
+        del pipe.unet.forward
+    assert seen == [{"scale": 1.0}]
+
+
 @pytest.mark.parametrize(
     "kwargs, message",
     [
         ({"num_inference_steps": 0}, "num_inference_steps"),
         ({"guidance_scale": -1.0}, "guidance_scale"),
         ({"generator": [torch.Generator()] * 3}, "generators"),
-        ({"output_type": "latent"}, "output_type"),
+        ({"output_type": "latents"}, "output_type"),
         ({"height": 33}, "height"),
         ({"width": 0}, "width"),
         ({"num_images_per_prompt": 0}, "num_images_per_prompt"),
@@ -146,6 +177,19 @@ def test_prompt_embeds_and_negative_prompt(pipe):
 def test_bad_inputs_raise_value_error_naming_them(pipe, kwargs, message):
     with pytest.raises(ValueError, match=message):
         generate(pipe, **kwargs)
+
+
+def test_height_and_width_any_multiple_of_the_downsampling_factor(pipe):
+    assert generate(pipe, "a red circle", height=48, width=16, num_inference_steps=2).shape == (1, 3, 48, 16)
+
+
+def test_prompt_embeds_importable_from_its_old_homes():
+    import hf_textimg
+    from hf_textimg.pipelines.prompt_embeds import ConceptPromptEmbeds as home, encode_concept
+
+    from hf_textimg import diffusion
+
+    assert ConceptPromptEmbeds is home is hf_textimg.ConceptPromptEmbeds and diffusion.encode_concept is encode_concept
 
 
 def test_prompt_or_embeds_exactly_once(pipe):

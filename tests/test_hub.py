@@ -79,7 +79,7 @@ save_file({"local": generate(local), "pulled": generate(pulled)}, work / "diffus
 model = AutoModel.from_pretrained(work / "concept")
 batch = AutoTokenizer.from_pretrained(work / "concept")(prompts, padding=True, truncation=True, return_tensors="pt")
 with torch.no_grad():
-    features = model.get_text_features(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+    features = model.get_text_features(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).pooler_output
 save_file({"text": features}, work / "concept-features.safetensors")
 # The pushed last-checkpoint/ resumes training (its tokenizer/ sits beside it in the snapshot).
 from huggingface_hub import snapshot_download
@@ -117,7 +117,7 @@ model = AutoModel.from_pretrained("org/tiny-concept", trust_remote_code=True)
 tokenizer = AutoTokenizer.from_pretrained("org/tiny-concept", trust_remote_code=True)
 batch = tokenizer(json.loads(sys.argv[2]), padding=True, truncation=True, return_tensors="pt")
 with torch.no_grad():
-    features = model.get_text_features(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+    features = model.get_text_features(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).pooler_output
 save_file({"text": features}, sys.argv[1])
 print(json.dumps({"class": type(model).__module__ + "." + type(model).__name__,
                   "hf_textimg_modules": sorted(m for m in sys.modules if m.split(".")[0] == "hf_textimg")}))

@@ -14,7 +14,7 @@ from hf_textimg.data.loading import (
     save_as_imagefolder,
     tensor_to_pil,
 )
-from hf_textimg.data.shapes import parse_prompt
+from hf_textimg.shapes import parse_prompt
 from hf_textimg.tokenization import train_tokenizer
 
 
@@ -95,26 +95,47 @@ def test_list_captions_pick_one_and_bad_caption_type():
         ImageTextTransform(32)(bad[:1])
 
 
-def test_shapes_mix_arguments_reach_the_built_data_set():
-    from hf_textimg.training import TrainConfig, load_split
+def test_shapes_flags_reach_the_built_data_set(tmp_path):
+    from hf_textimg.shapes import ShapesDataArguments
+    from hf_textimg.training import TrainConfig, load_split, parse_args
 
-    cfg = TrainConfig(num_shapes_train=60, num_shapes_eval=8, shapes_kind_probs=[0, 0, 0, 1], shapes_relation_layout="canonical")
-    train = load_split(cfg, "train")
+    def split(*flags):
+        cfg = parse_args(TrainConfig, ["--num_shapes_eval", "8", "--output_dir", str(tmp_path), *flags], ShapesDataArguments)
+        return load_split(cfg, "train")
+
+    train = split("--num_shapes_train", "60", "--shapes_kind_probs", "0", "0", "0", "1", "--shapes_canonical_layouts", "relation")
     assert set(train["kind"]) == {"relation"}
     cells = {tuple(tuple(o["cell"]) for o in objects) for objects in train["objects"]}
     assert cells <= {((0, 1), (2, 1)), ((2, 1), (0, 1)), ((1, 0), (1, 2)), ((1, 2), (1, 0))}
-    counts = load_split(TrainConfig(num_shapes_train=30, num_shapes_eval=8, shapes_kind_probs=[0, 1, 0, 0], shapes_count_layout="canonical"), "train")
+    counts = split("--num_shapes_train", "30", "--shapes_kind_probs", "0", "1", "0", "0", "--shapes_canonical_layouts", "count")
     assert {len(objects) for objects in counts["objects"]} == {2, 3, 4}
     assert {frozenset(tuple(o["cell"]) for o in objects) for objects in counts["objects"]} == {
         frozenset(((0, 1), (2, 1))), frozenset(((0, 1), (1, 1), (2, 1))), frozenset(((0, 0), (2, 0), (0, 2), (2, 2)))
     }
-    pairs = load_split(TrainConfig(num_shapes_train=20, num_shapes_eval=8, shapes_kind_probs=[1, 0, 1, 0], shapes_single_layout="canonical",
-                                   shapes_pair_layout="canonical"), "train")
+    pairs = split("--num_shapes_train", "20", "--shapes_kind_probs", "1", "0", "1", "0", "--shapes_canonical_layouts", "single", "pair")
     assert set(pairs["kind"]) == {"single", "pair"}
     for text, kind, objects in zip(pairs["text"], pairs["kind"], pairs["objects"]):
         if kind == "pair":
             assert [tuple(o["cell"]) for o in objects] == [(0, 1), (2, 1)]
         else:  # an unnamed size is large
             assert objects[0]["size"] == (parse_prompt(text).objects[0].size or "large"), text
-    default = load_split(TrainConfig(num_shapes_train=60, num_shapes_eval=8), "train")
+    default = split("--num_shapes_train", "60")
     assert len(set(default["kind"])) == 4  # another cache entry: the default mix
+    assert {len(objects) for objects, kind in zip(default["objects"], default["kind"]) if kind == "pair"} == {2}
+
+
+def test_shapes_flags_are_checked_and_recorded(tmp_path):
+    from hf_textimg.shapes import ShapesDataArguments, ShapesLayout
+    from hf_textimg.training import TrainConfig, config_to_dict, parse_args
+
+    out = ["--output_dir", str(tmp_path)]
+    cfg = parse_args(TrainConfig, ["--shapes_canonical_layouts", "relation", "count", *out], ShapesDataArguments)
+    assert cfg.dataset_args.layout == ShapesLayout.canonical("count", "relation")
+    assert parse_args(TrainConfig, out, ShapesDataArguments).dataset_args.layout == ShapesLayout.spec()
+    config = config_to_dict(cfg)  # flat, as eval_results.json and the model card read it
+    assert config["shapes_canonical_layouts"] == ["relation", "count"] and config["num_shapes_train"] == 50000 and "dataset_args" not in config
+    with pytest.raises(SystemExit):  # argparse: not one of the scene kinds
+        parse_args(TrainConfig, ["--shapes_canonical_layouts", "diagonal", *out], ShapesDataArguments)
+    with pytest.raises(ValueError, match=r"--resolution 48 is not a size the Shapes world is drawn at; use one of \(32, 64\)"):
+        parse_args(TrainConfig, ["--resolution", "48", *out], ShapesDataArguments)
+    assert parse_args(TrainConfig, ["--resolution", "48", "--dataset_name", "emoji", *out], ShapesDataArguments).resolution == 48

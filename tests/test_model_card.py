@@ -24,7 +24,7 @@ DIFFUSION = SHAPES + [
     "--train_text_encoder", "--text_hidden_size", "32", "--text_num_layers", "1", "--text_num_heads", "2", "--projection_dim", "32",
     "--eval_prompts_per_category", "1", "--eval_num_inference_steps", "2", "--validation_images_per_prompt", "1",
     "--max_train_steps", "4", "--checkpointing_steps", "4", "--validation_steps", "2",
-    "--shapes_relation_layout", "canonical", "--shapes_count_layout", "canonical", "--prompt_normalization", "shapes_relations",
+    "--shapes_canonical_layouts", "relation", "count", "--prompt_normalization", "shapes_relations",
 ]
 CONCEPT = SHAPES + [
     "--text_hidden_size", "32", "--text_num_layers", "1", "--text_num_heads", "2", "--vision_base_channels", "16",
@@ -81,10 +81,10 @@ def test_card_body_has_evaluation_training_samples_and_licences(diffusion_dir):
     assert grid == "validation/step-4.png" and (diffusion_dir / grid).is_file()
     assert "## Training data and licences" in text and "The Shapes world" in text and "## Limitations" in text
     # the data and caption options that shape what it draws are stated as limitations
-    assert "Trained with `--shapes_relation_layout canonical`" in text and "which object goes first" not in text
+    assert "(`--shapes_canonical_layouts relation`)" in text and "which object goes first" not in text
     assert "Trained with `--prompt_normalization shapes_relations`" in text
-    assert "Trained with `--shapes_count_layout canonical`" in text
-    assert "--shapes_single_layout canonical`" not in text and "--shapes_pair_layout canonical`" not in text
+    assert "(`--shapes_canonical_layouts count`)" in text
+    assert "`--shapes_canonical_layouts single`" not in text and "`--shapes_canonical_layouts pair`" not in text
 
 
 def test_the_hub_token_is_written_nowhere(diffusion_dir):
@@ -130,9 +130,9 @@ def test_decoder_and_autoencoder_cards(concept_dir, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # the decoder snippet saves sample.png
     decoder, autoencoder = tmp_path / "decoder", tmp_path / "autoencoder"
     train_decoder(SHAPES + ["--concept_model_path", str(concept_dir), "--output_dir", str(decoder), "--max_train_steps", "2",
-                            "--validation_steps", "2", "--checkpointing_steps", "100", "--num_eval_prompts", "1",
+                            "--validation_steps", "2", "--checkpointing_steps", "100", "--eval_prompts_per_category", "1",
                             "--decoder_block_out_channels", "16", "16", "8", "--norm_num_groups", "4",
-                            "--shapes_single_layout", "canonical", "--shapes_pair_layout", "canonical"])
+                            "--shapes_canonical_layouts", "single", "pair"])
     train_autoencoder(SHAPES + ["--caption_column", "", "--output_dir", str(autoencoder), "--max_train_steps", "2",
                                 "--validation_steps", "2", "--checkpointing_steps", "100", "--code_dim", "32",
                                 "--encoder_block_out_channels", "8", "16", "16", "--decoder_block_out_channels", "16", "16", "8",
@@ -141,9 +141,9 @@ def test_decoder_and_autoencoder_cards(concept_dir, tmp_path, monkeypatch):
     assert decoder_card.data.pipeline_tag == "text-to-image" and "one-shot" in decoder_card.data.tags
     assert "python training/train_decoder.py" in decoder_card.text and "| single |" in decoder_card.text
     # the canonical layouts it trained with are limitations; the ones it did not are not mentioned
-    assert "Trained with `--shapes_single_layout canonical`" in decoder_card.text
-    assert "Trained with `--shapes_pair_layout canonical`" in decoder_card.text
-    assert "--shapes_count_layout canonical`" not in decoder_card.text
+    assert "(`--shapes_canonical_layouts single`)" in decoder_card.text
+    assert "(`--shapes_canonical_layouts pair`)" in decoder_card.text
+    assert "`--shapes_canonical_layouts count`" not in decoder_card.text
     assert autoencoder_card.data.library_name == "diffusers" and "psnr" in autoencoder_card.text
     for card in (decoder_card, autoencoder_card):
         ModelCardData(**card.data.to_dict(), ignore_metadata_errors=False)

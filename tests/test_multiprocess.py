@@ -50,7 +50,7 @@ SCRIPT_ARGS = {
     "autoencoder": AUTOENCODER + ["--push_to_hub", "--hub_model_id", "tester/mp-autoencoder"],
     # noise_dim 0: the decoder is deterministic, so the comparison needs no help
     "decoder": ["--objective", "both", "--train_text_encoder", "--noise_dim", "0", "--noise_samples", "1",
-                "--decoder_block_out_channels", "16", "16", "8", "--norm_num_groups", "4", "--num_eval_prompts", "1"],
+                "--decoder_block_out_channels", "16", "16", "8", "--norm_num_groups", "4", "--eval_prompts_per_category", "1"],
     "diffusion": ["--train_text_encoder", "--use_ema", "--ema_decay", "0.9", "--unet_block_out_channels", "16", "32",
                   "--unet_attention_head_dim", "8", "--unet_norm_num_groups", "8", "--eval_prompts_per_category", "0",
                   "--eval_num_inference_steps", "2", "--validation_images_per_prompt", "1", "--validation_prompts", "a red circle"],

@@ -6,14 +6,17 @@ import numpy as np
 import pytest
 import torch
 
-from hf_textimg.data import shapes as S
-from hf_textimg.data.shapes import (
+from hf_textimg import shapes as S
+from hf_textimg.shapes import (
     HELDOUT_PAIRS,
+    LAYOUT_CHOICES,
     PALETTE,
     POSITIONS,
     Scene,
     ShapeObject,
+    ShapesLayout,
     ShapesStream,
+    benchmark_prompts,
     build_shapes_dataset,
     caption_scene,
     parse_prompt,
@@ -22,7 +25,7 @@ from hf_textimg.data.shapes import (
     sample_scene,
     scene_query,
 )
-from hf_textimg.evaluation.shapes_scorer import benchmark_prompts
+from hf_textimg.shapes.sampling import _footprint, _sample_query
 
 
 def _scenes(seed, n, size=32, split="train", kind=None):
@@ -100,7 +103,7 @@ def test_interiors_exact_palette_background_white_edges_blended(size):
             full = _fully_covered(obj, size)
             assert full.sum() >= 4
             assert (image[full] == PALETTE[obj.color]).all(), (obj, caption_scene(scene))
-            x0, y0, x1, y1 = S._footprint(obj, size)
+            x0, y0, x1, y1 = _footprint(obj, size)
             touched[y0:y1, x0:x1] = True
             # every pixel of the object's box is a blend of white and its colour
             box = image[y0:y1, x0:x1].reshape(-1, 3) - 255.0
@@ -273,7 +276,7 @@ def _coverage_from_pixels(image, scene):
     total, scale = 0.0, image.shape[0] / scene.size
     for obj in scene.objects:
         obj = dataclasses.replace(obj, center=(obj.center[0] * scale, obj.center[1] * scale))
-        x0, y0, x1, y1 = S._footprint(obj, image.shape[0])
+        x0, y0, x1, y1 = _footprint(obj, image.shape[0])
         box = image[max(y0, 0) : y1, max(x0, 0) : x1].reshape(-1, 3).astype(np.float64) - 255.0
         direction = np.array(PALETTE[obj.color], dtype=np.float64) - 255.0
         total += float(np.clip(box @ direction / (direction @ direction), 0, 1).sum())
@@ -299,7 +302,7 @@ def test_benchmark_queries_never_in_train(small_dataset):
     bench = {p.query.key() for seed in (0, 1234) for p in benchmark_prompts(n_per_category=300, seed=seed)}
     rng = np.random.default_rng(0)
     # control: without the exclusion, the train query distribution does hit benchmark queries
-    raw = [S._sample_query(rng, kind, heldout=False) for kind in S.SCENE_KINDS for _ in range(300)]
+    raw = [_sample_query(rng, kind, heldout=False) for kind in S.SCENE_KINDS for _ in range(300)]
     assert sum(q.key() in bench for q in raw) > 100
     train_keys = {scene_query(s).key() for s in _scenes(13, 8000)}
     train_keys |= {parse_prompt(t).key() for t in small_dataset["train"]["text"]}
@@ -337,14 +340,26 @@ def test_bad_arguments_name_the_argument():
         sample_scene(rng, kind_probs=(1.0, 0.0, 0.0))
     with pytest.raises(ValueError, match=r"kind_probs must be 4 non-negative weights"):
         build_shapes_dataset(num_train=2, num_validation=1, num_heldout=1, kind_probs=(0, 0, 0, 0))
-    with pytest.raises(ValueError, match=r"unknown relation_layout 'diagonal'; expected one of \('any', 'canonical'\)"):
-        sample_scene(rng, relation_layout="diagonal")
-    with pytest.raises(ValueError, match=r"unknown count_layout 'grid'; expected one of \('any', 'canonical'\)"):
-        ShapesStream(count_layout="grid")
-    with pytest.raises(ValueError, match=r"unknown single_layout 'centre'; expected one of \('any', 'canonical'\)"):
-        build_shapes_dataset(num_train=2, num_validation=1, num_heldout=1, single_layout="centre")
-    with pytest.raises(ValueError, match=r"unknown pair_layout 'row'; expected one of \('any', 'canonical'\)"):
-        sample_scene(rng, pair_layout="row")
+    with pytest.raises(ValueError, match=r"unknown relation layout 'diagonal'; expected one of \('any', 'canonical'\)"):
+        ShapesLayout(relation="diagonal")
+    with pytest.raises(ValueError, match=r"unknown scene kind\(s\) \['triple'\] for a canonical layout"):
+        ShapesLayout.canonical("count", "triple")
+    with pytest.raises(ValueError, match=r"layout must be a ShapesLayout \(e.g. ShapesLayout.canonical\('count'\)\) or None, got 'canonical'"):
+        sample_scene(rng, layout="canonical")
+    with pytest.raises(ValueError, match=r"layout must be a ShapesLayout"):
+        ShapesStream(layout={"count": "canonical"})
+    with pytest.raises(ValueError, match=r"layout must be a ShapesLayout"):
+        build_shapes_dataset(num_train=2, num_validation=1, num_heldout=1, layout="canonical")
+
+
+def test_layout_spec_and_canonical():
+    assert ShapesLayout.spec() == ShapesLayout() == ShapesLayout(single="any", count="any", pair="any", relation="any")
+    assert ShapesLayout.spec().canonical_kinds == ()
+    assert ShapesLayout.canonical() == ShapesLayout(*["canonical"] * 4) and ShapesLayout.canonical().canonical_kinds == S.SCENE_KINDS
+    both = ShapesLayout.canonical("relation", "count")
+    assert both == ShapesLayout(count="canonical", relation="canonical") and both.canonical_kinds == ("count", "relation")
+    assert both.is_canonical("count") and not both.is_canonical("single")
+    assert hash(both) == hash(ShapesLayout(count="canonical", relation="canonical"))  # frozen: a cache key of the built data
 
 
 def test_kind_probs_set_the_mix_of_train_and_validation_only():
@@ -357,10 +372,10 @@ def test_kind_probs_set_the_mix_of_train_and_validation_only():
     assert heldout.count("single") > 100  # the held-out split keeps its own (mostly single) mix
 
 
-@pytest.mark.parametrize("relation_layout", S.RELATION_LAYOUTS)
+@pytest.mark.parametrize("relation_layout", LAYOUT_CHOICES)
 def test_relation_layouts(relation_layout):
     rng = np.random.default_rng(3)
-    scenes = [sample_scene(rng, "relation", relation_layout=relation_layout) for _ in range(300)]
+    scenes = [sample_scene(rng, "relation", layout=ShapesLayout(relation=relation_layout)) for _ in range(300)]
     layouts = {}
     for scene in scenes:
         (ac, ar), (bc, br) = (o.cell for o in scene.objects)
@@ -375,12 +390,12 @@ def test_relation_layouts(relation_layout):
         assert {len(v) for v in layouts.values()} == {9}
 
 
-@pytest.mark.parametrize("count_layout", S.COUNT_LAYOUTS)
+@pytest.mark.parametrize("count_layout", LAYOUT_CHOICES)
 def test_count_layouts(count_layout):
     rng = np.random.default_rng(5)
     layouts = {}
     for _ in range(300):
-        scene = sample_scene(rng, "count", count_layout=count_layout)
+        scene = sample_scene(rng, "count", layout=ShapesLayout(count=count_layout))
         cells = tuple(o.cell for o in scene.objects)
         assert len(set(cells)) == len(cells) and len({(o.color, o.shape) for o in scene.objects}) == 1
         assert parse_prompt(caption_scene(scene, rng)).count == len(cells)  # the caption still says n
@@ -392,12 +407,12 @@ def test_count_layouts(count_layout):
         assert min(len(v) for v in layouts.values()) > 20
 
 
-@pytest.mark.parametrize("single_layout", S.SINGLE_LAYOUTS)
+@pytest.mark.parametrize("single_layout", LAYOUT_CHOICES)
 def test_single_layouts(single_layout):
     rng = np.random.default_rng(7)
     unnamed_sizes, unnamed_cells = set(), set()
     for _ in range(300):
-        scene = sample_scene(rng, "single", single_layout=single_layout)
+        scene = sample_scene(rng, "single", layout=ShapesLayout(single=single_layout))
         (obj,) = scene.objects
         query = parse_prompt(caption_scene(scene, rng))
         assert query.objects[0].size in (None, obj.size)  # a named size or position is always kept
@@ -412,12 +427,12 @@ def test_single_layouts(single_layout):
         assert unnamed_sizes == {"small", "large"} and len(unnamed_cells) == 9
 
 
-@pytest.mark.parametrize("pair_layout", S.PAIR_LAYOUTS)
+@pytest.mark.parametrize("pair_layout", LAYOUT_CHOICES)
 def test_pair_layouts(pair_layout):
     rng = np.random.default_rng(8)
     layouts = set()
     for _ in range(200):
-        scene = sample_scene(rng, "pair", pair_layout=pair_layout)
+        scene = sample_scene(rng, "pair", layout=ShapesLayout(pair=pair_layout))
         query = parse_prompt(caption_scene(scene))  # the canonical caption names the objects in scene order
         assert [(o.color, o.shape) for o in query.objects] == [(o.color, o.shape) for o in scene.objects]
         layouts.add(tuple(o.cell for o in scene.objects))
@@ -427,13 +442,12 @@ def test_pair_layouts(pair_layout):
         assert len(layouts) > 40
 
 
-@pytest.mark.parametrize("layout", ["single_layout", "count_layout", "pair_layout", "relation_layout"])
-def test_a_canonical_layout_leaves_other_kinds_alone(layout):
+@pytest.mark.parametrize("kind", S.SCENE_KINDS)
+def test_a_canonical_layout_leaves_other_kinds_alone(kind):
     a, b = np.random.default_rng(6), np.random.default_rng(6)
-    kind = layout.split("_")[0]
     for other in set(S.SCENE_KINDS) - {kind}:
         for _ in range(20):  # same scenes and the same random draws
-            assert sample_scene(a, other) == sample_scene(b, other, **{layout: "canonical"})
+            assert sample_scene(a, other) == sample_scene(b, other, layout=ShapesLayout.canonical(kind))
 
 
 def test_canonical_relation_prompt_is_the_same_ask_with_left_of_or_above():

@@ -7,9 +7,9 @@ import torch
 from PIL import Image
 from scipy import ndimage
 
-from hf_textimg.data import shapes as S
-from hf_textimg.data.shapes import caption_query, render_scene, sample_scene, scene_from_query, scene_query
-from hf_textimg.evaluation.shapes_scorer import (
+from hf_textimg import shapes as S
+from hf_textimg.shapes import caption_query, render_scene, sample_scene, scene_from_query, scene_query
+from hf_textimg.shapes import (
     OVERALL_CATEGORIES,
     BenchmarkPrompt,
     ShapesScorer,
@@ -190,6 +190,31 @@ def test_evaluate_pipeline_with_oracle_and_blank_generators(scorer):
 
     blank = scorer.evaluate_pipeline(lambda texts: [np.full((64, 64, 3), 255, np.uint8)] * len(texts), n_per_category=4)
     assert blank.overall == 0.0 and blank.heldout == 0.0
+
+
+class OraclePipeline:
+    """Draws every prompt exactly (a pipeline's call signature), and records how it was called."""
+
+    def __init__(self):
+        self.calls, self.rng = [], np.random.default_rng(0)
+
+    def __call__(self, prompts, generator=None, output_type="pil", **kwargs):
+        self.calls.append((len(prompts), torch.rand(1, generator=generator).item(), output_type, kwargs))
+        images = [render_scene(scene_from_query(parse_prompt(p), self.rng, 32)) / 255.0 for p in prompts]  # (H, W, 3) in [0, 1]
+        return type("Output", (), {"images": np.stack(images)})
+
+
+def test_evaluate_shapes_scores_a_pipeline_with_one_seeded_generator():
+    pipe, batches = OraclePipeline(), []
+    report = S.evaluate_shapes(pipe, prompts_per_category=3, seed=5, batch_size=8, on_batch=batches.append, guidance_scale=2.0)
+    assert report.accuracy == {c: 1.0 for c in S.BENCHMARK_CATEGORIES} and report.counts == {c: 3 for c in S.BENCHMARK_CATEGORIES}
+    assert batches == [8, 8, 5] and [n for n, *_ in pipe.calls] == batches
+    assert all(output_type == "np" and kwargs == {"guidance_scale": 2.0} for _, _, output_type, kwargs in pipe.calls)
+    generator = torch.Generator().manual_seed(5)  # one generator, seeded once, drawn on by every batch in turn
+    assert [draw for _, draw, *_ in pipe.calls] == [torch.rand(1, generator=generator).item() for _ in range(3)]
+    assert report.to_metrics() == {"shapes_overall": 1.0, "shapes_heldout": 1.0, **{f"shapes_{c}": 1.0 for c in OVERALL_CATEGORIES}}
+    validation = S.evaluate_shapes(OraclePipeline(), prompts_per_category=1, prompt_set="validation")
+    assert validation.counts == {c: 1 for c in S.BENCHMARK_CATEGORIES}
 
 
 def test_evaluate_counts_plain_prompts_under_every_category(scorer):

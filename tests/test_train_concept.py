@@ -38,7 +38,7 @@ def test_contrastive_loss_goes_down_and_reloads(contrastive_run):
     tokenizer = AutoTokenizer.from_pretrained(out)
     batch = tokenizer(["a red circle", "two blue pluses"], padding=True, return_tensors="pt")
     with torch.no_grad():
-        embeds = model.get_text_features(batch["input_ids"], batch["attention_mask"])
+        embeds = model.get_text_features(batch["input_ids"], batch["attention_mask"]).pooler_output
     assert embeds.shape == (2, 32)
     assert torch.allclose(embeds.norm(dim=-1), torch.ones(2), atol=1e-5)
     assert model.get_logit_scale().item() <= model.config.max_logit_scale

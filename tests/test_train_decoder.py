@@ -9,7 +9,7 @@ from safetensors.torch import load_file
 
 from hf_textimg.autoencoder import ConceptAutoencoder
 from hf_textimg.concept import ConceptConfig, ConceptModel
-from hf_textimg.data.shapes import build_shapes_dataset
+from hf_textimg.shapes import build_shapes_dataset
 from hf_textimg.pipelines.pipeline_decoder import DecoderPipeline
 from hf_textimg.tokenization import train_tokenizer
 from training import train_decoder
@@ -67,7 +67,7 @@ def test_each_objective_lowers_its_loss(concept_dir, tmp_path, objective):
 def test_consistency_keeps_the_image_encoder_frozen_and_saves_a_pipeline(concept_dir, tmp_path, monkeypatch):
     captured = {}
     result = run(concept_dir, tmp_path, "--objective", "consistency", "--train_text_encoder", "--pixel_weight", "0.5",
-                 "--noise_dim", "4", "--noise_objective", "imle", "--noise_samples", "3", "--num_eval_prompts", "2", capture=captured, monkeypatch=monkeypatch)
+                 "--noise_dim", "4", "--noise_objective", "imle", "--noise_samples", "3", "--eval_prompts_per_category", "2", capture=captured, monkeypatch=monkeypatch)
     assert mean_loss(result, slice(-3, None)) < mean_loss(result, slice(0, 3))
 
     # The image encoder the loss back-propagated through is bit-identical to the saved one ...
@@ -93,7 +93,7 @@ def test_deterministic_decoder_with_shift_tolerant_loss_on_canonical_layouts(con
     """The one-shot recipe: no noise, a pixel loss that forgives Shapes' 1 px jitter, canonical layouts (and the
     code read by every decoder block)."""
     result = run(concept_dir, tmp_path, "--objective", "both", "--train_text_encoder", "--noise_dim", "0", "--pixel_shift_tolerance", "1",
-                 "--shapes_single_layout", "canonical", "--shapes_pair_layout", "canonical", "--num_eval_prompts", "1",
+                 "--shapes_canonical_layouts", "single", "pair", "--eval_prompts_per_category", "1",
                  "--decoder_code_conditioning", "scale_shift")
     assert mean_loss(result, slice(-3, None)) < 0.8 * mean_loss(result, slice(0, 3))
     assert not any(name.startswith("val_kl") for name in result["metrics"])  # no noise, no posterior
@@ -102,7 +102,7 @@ def test_deterministic_decoder_with_shift_tolerant_loss_on_canonical_layouts(con
     first, second = (pipe("a red circle", generator=torch.Generator().manual_seed(s), output_type="pt").images for s in (0, 1))
     assert torch.equal(first, second)  # one image per prompt, whatever the seed
     config = json.loads((tmp_path / "eval_results.json").read_text())["config"]
-    assert config["pixel_shift_tolerance"] == 1 and config["shapes_single_layout"] == config["shapes_pair_layout"] == "canonical"
+    assert config["pixel_shift_tolerance"] == 1 and config["shapes_canonical_layouts"] == ["single", "pair"]
 
 
 def test_reconstruct_through_an_autoencoder_encoder(concept_dir, tmp_path):
@@ -135,7 +135,7 @@ def test_bad_arguments_name_the_flag(concept_dir, tmp_path, extra, flag):
 
 def test_text_encoder_lr_is_the_text_towers_own_rate(concept_dir, tmp_path):
     run(concept_dir, tmp_path, "--objective", "consistency", "--train_text_encoder", "--text_encoder_lr", "1e-9",
-        "--num_eval_prompts", "1", steps=3)
+        "--eval_prompts_per_category", "1", steps=3)
     before, after = load_file(concept_dir / "model.safetensors"), load_file(tmp_path / "text_encoder" / "model.safetensors")
     text = {k.removeprefix("text_model."): v for k, v in before.items() if k.startswith("text_model.")}
     assert set(after) <= set(text)

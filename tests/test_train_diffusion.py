@@ -8,7 +8,7 @@ from diffusers import DDPMScheduler, DiffusionPipeline
 from safetensors.torch import load_file
 
 from hf_textimg.concept import ConceptTextConfig, ConceptTextModel
-from hf_textimg.data.shapes import build_shapes_dataset
+from hf_textimg.shapes import build_shapes_dataset
 from hf_textimg.tokenization import train_tokenizer
 from training.train_diffusion import main
 
@@ -140,6 +140,30 @@ def test_bad_arguments_name_the_flag(tmp_path):
         main(TINY + NEW_TEXT_TOWER + ["--output_dir", str(tmp_path), "--snr_gamma", "-1"])
     with pytest.raises(ValueError, match="--text_encoder_lr .* needs --train_text_encoder"):
         main(TINY + ["--output_dir", str(tmp_path), "--concept_model_path", "x", "--text_encoder_lr", "1e-4"])
+    with pytest.raises(ValueError, match=r"--eval_prompts_per_category must be >= 0"):
+        main(TINY + NEW_TEXT_TOWER + ["--output_dir", str(tmp_path), "--eval_prompts_per_category", "-1"])
+
+
+def test_the_unet_takes_any_multiple_of_its_downsampling_factor(tmp_path):
+    """Not only the Shapes world's 32 and 64 px: any side the U-Net's levels can halve (issue 18)."""
+    from hf_textimg.diffusion import unet_config
+    from hf_textimg.shapes import ShapesDataArguments
+    from hf_textimg.training import parse_args
+    from training.train_diffusion import DiffusionTrainConfig
+
+    assert unet_config(resolution=48, block_out_channels=(16, 32, 32), norm_num_groups=8, attention_head_dim=8)["sample_size"] == 48
+    assert unet_config(resolution=128, block_out_channels=(16, 32, 32, 32, 32), norm_num_groups=8, attention_head_dim=8)["sample_size"] == 128
+    with pytest.raises(ValueError, match=r"resolution must be a positive multiple of 4 for 3 levels, got 50"):
+        unet_config(resolution=50, block_out_channels=(16, 32, 32), norm_num_groups=8, attention_head_dim=8)
+    with pytest.raises(ValueError, match=r"No default block_out_channels for resolution 128"):
+        unet_config(resolution=128)
+    argv = ["--dataset_name", "emoji", "--train_text_encoder", "--output_dir", str(tmp_path)]
+    cfg = parse_args(DiffusionTrainConfig, [*argv, "--resolution", "128", "--unet_block_out_channels", "16", "32", "32", "32"], ShapesDataArguments)
+    assert cfg.resolution == 128
+    with pytest.raises(ValueError, match=r"--resolution 128 has no default U-Net widths .* pass --unet_block_out_channels"):
+        parse_args(DiffusionTrainConfig, [*argv, "--resolution", "128"], ShapesDataArguments)
+    with pytest.raises(ValueError, match=r"--resolution must be a positive multiple of 8 for a U-Net of 4 levels, got 60"):
+        parse_args(DiffusionTrainConfig, [*argv, "--resolution", "60", "--unet_block_out_channels", "16", "32", "32", "32"], ShapesDataArguments)
 
 
 @pytest.mark.parametrize("snr_gamma", [0.0, 5.0])

@@ -22,9 +22,9 @@ import numpy as np
 import torch
 
 from hf_textimg.concept import ConceptConfig, ConceptModel, ConceptVisionModel, regression_loss
-from hf_textimg.data.shapes import hard_negative_caption
 from hf_textimg.evaluation.concept_eval import hard_negative_accuracy, retrieval_recall, shapes_zero_shot
 from hf_textimg.hub import write_card_and_push
+from hf_textimg.shapes import ShapesDataArguments, hard_negative_caption
 from hf_textimg.tokenization import tokenize_captions
 from hf_textimg.training import (
     TensorImageTextDataset,
@@ -51,8 +51,9 @@ class ConceptTrainConfig(TrainConfig):
         default="contrastive", metadata={"help": "contrastive: train both towers (CLIP); regress: frozen image encoder, text tower predicts its codes."}
     )
     text_encoder_type: Literal["transformer", "conv"] = field(default="transformer", metadata={"help": "Text tower architecture."})
-    text_hidden_size: int = 256
-    text_num_layers: int = 4
+    # The text tower's size; the same defaults as train_diffusion.py's new tower (and the shipped model's recipe).
+    text_hidden_size: int = field(default=128, metadata={"help": "Width of the text tower's token states."})
+    text_num_layers: int = 2
     text_num_heads: int = 4
     vision_base_channels: int = 32
     vision_num_stages: int = 3
@@ -166,11 +167,11 @@ def make_evaluator(cfg: ConceptTrainConfig, accelerator, model, tokenizer):
     @torch.no_grad()
     def embed_text(captions: list[str]) -> torch.Tensor:
         batch = tokenize_captions(tokenizer, captions, cfg.max_length).to(accelerator.device)
-        return unwrapped.get_text_features(batch["input_ids"], batch["attention_mask"]).float().cpu()
+        return unwrapped.get_text_features(batch["input_ids"], batch["attention_mask"]).pooler_output.float().cpu()
 
     @torch.no_grad()
     def embed_images(pixel_values: torch.Tensor) -> torch.Tensor:
-        return unwrapped.get_image_features(pixel_values.to(accelerator.device)).float().cpu()
+        return unwrapped.get_image_features(pixel_values.to(accelerator.device)).pooler_output.float().cpu()
 
     def evaluate(state) -> dict:
         unwrapped.eval()
@@ -193,7 +194,7 @@ def make_evaluator(cfg: ConceptTrainConfig, accelerator, model, tokenizer):
 
 
 def main(argv: list[str] | None = None) -> dict:
-    cfg = parse_args(ConceptTrainConfig, argv)
+    cfg = parse_args(ConceptTrainConfig, argv, ShapesDataArguments)
     accelerator = build_accelerator(cfg)
 
     train_data = load_split(cfg, "train", cfg.max_train_samples)
@@ -212,7 +213,7 @@ def main(argv: list[str] | None = None) -> dict:
             out = model(batch["input_ids"], batch["attention_mask"], batch["pixel_values"], return_loss=True, **negatives)
             return out.loss, {"logit_scale": out.logit_scale.item()}
         with torch.no_grad():
-            target = unwrapped.get_image_features(batch["pixel_values"])  # (B, P), frozen
+            target = unwrapped.get_image_features(batch["pixel_values"]).pooler_output  # (B, P), frozen
         pred = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).text_embeds
         return regression_loss(pred, target, kind=cfg.regress_loss), {}
 

@@ -46,11 +46,13 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-from hf_textimg.autoencoder import ConceptAutoencoder, ConceptDecoder, ConceptImageEncoder, reconstruction_loss
+from hf_textimg.autoencoder import ConceptAutoencoder, ConceptImageEncoder, reconstruction_loss
 from hf_textimg.concept import ConceptTextModel, ConceptVisionModel
 from hf_textimg.data.loading import ImageTextCollator
+from hf_textimg.decoder import ConceptDecoder
 from hf_textimg.hub import write_card_and_push
 from hf_textimg.pipelines.pipeline_decoder import DecoderPipeline
+from hf_textimg.shapes import ShapesDataArguments, evaluate_shapes
 from hf_textimg.training import (
     TensorImageTextDataset,
     TrainConfig,
@@ -123,7 +125,10 @@ class DecoderTrainConfig(TrainConfig):
                                    "residual block's scale and shift (scale_shift; ConceptDecoder's code_conditioning)."},
     )
     norm_num_groups: int = field(default=8, metadata={"help": "Decoder GroupNorm groups (must divide every width)."})
-    num_eval_prompts: int = field(default=50, metadata={"help": "Shapes: benchmark prompts per scorer category at each evaluation."})
+    eval_prompts_per_category: int = field(
+        default=50, metadata={"help": "Shapes benchmark prompts per category at each evaluation (0 = no Shapes scoring)."}
+    )
+    eval_batch_size: int = field(default=64, metadata={"help": "Prompts per pipeline call when scoring the Shapes benchmark."})
 
     def validate(self) -> None:
         super().validate()
@@ -140,8 +145,10 @@ class DecoderTrainConfig(TrainConfig):
             raise ValueError(f"--noise_samples must be >= 1, got {self.noise_samples}.")
         if self.noise_objective == "imle" and self.noise_samples > 1 and self.noise_dim == 0:
             raise ValueError("--noise_samples > 1 picks the best of several noise draws; it needs --noise_dim > 0.")
-        if self.num_eval_prompts < 1:
-            raise ValueError(f"--num_eval_prompts must be >= 1, got {self.num_eval_prompts}.")
+        if self.eval_prompts_per_category < 0:
+            raise ValueError(f"--eval_prompts_per_category must be >= 0 (0: no Shapes scoring), got {self.eval_prompts_per_category}.")
+        if self.eval_batch_size < 1:
+            raise ValueError(f"--eval_batch_size must be >= 1, got {self.eval_batch_size}.")
         if self.train_text_encoder and self.objective == "reconstruct":
             raise ValueError("--train_text_encoder has no effect with --objective reconstruct (the text tower is not used); drop it.")
 
@@ -201,7 +208,7 @@ class NoisePosterior(torch.nn.Module):
         self.head = torch.nn.Sequential(torch.nn.Linear(hidden_dim + code_dim, hidden_dim), torch.nn.SiLU(), torch.nn.Linear(hidden_dim, 2 * noise_dim))
 
     def forward(self, pixel_values: torch.Tensor, code: torch.Tensor) -> torch.Tensor:
-        return self.head(torch.cat([self.image_features(pixel_values), code], dim=-1))  # (B, 2 * noise_dim)
+        return self.head(torch.cat([self.image_features(pixel_values).code, code], dim=-1))  # (B, 2 * noise_dim)
 
 
 def build_posterior(cfg: DecoderTrainConfig, code_dim: int) -> NoisePosterior | None:
@@ -234,7 +241,7 @@ def best_noise(cfg: DecoderTrainConfig, decoder, code: torch.Tensor, target: tor
     if cfg.noise_samples == 1 or noise is None:
         return noise
     candidates = torch.randn(cfg.noise_samples, batch_size, cfg.noise_dim, device=code.device)  # (K, B, N)
-    images = decoder(code.repeat(cfg.noise_samples, 1), candidates.flatten(0, 1))  # (K * B, 3, R, R)
+    images = decoder(code.repeat(cfg.noise_samples, 1), candidates.flatten(0, 1)).sample  # (K * B, 3, R, R)
     errors = pixel_loss(cfg, images, target.repeat(cfg.noise_samples, 1, 1, 1), reduce=False)
     best = errors.view(cfg.noise_samples, batch_size).argmin(dim=0)  # (B,)
     return candidates[best, torch.arange(batch_size, device=code.device)]  # (B, N)
@@ -266,16 +273,16 @@ def make_loss_fn(cfg: DecoderTrainConfig, text_encoder, image_encoder, decoder, 
         terms = {}
         if use_reconstruct:
             with torch.no_grad():
-                code = image_encoder.get_image_features(target)  # (B, D), frozen
+                code = image_encoder.get_image_features(target).pooler_output  # (B, D), frozen
             noise = noise_for(code, target, terms, "kl_reconstruct") if posterior is not None else draw_noise(cfg, len(code), code.device)
-            sample = decoder(code, noise)
+            sample = decoder(code, noise).sample
             terms["reconstruct"] = (cfg.reconstruct_weight, pixel_loss(cfg, sample, target))
         if use_consistency:
             with torch.set_grad_enabled(cfg.train_text_encoder and torch.is_grad_enabled()):
                 code1 = text_encoder(batch["input_ids"], attention_mask=batch["attention_mask"]).text_embeds  # (B, D)
             noise = noise_for(code1, target, terms, "kl") if posterior is not None else best_noise(cfg, decoder, code1, target)
-            generated = decoder(code1, noise)  # (B, 3, R, R)
-            code2 = image_encoder.get_image_features(generated)  # (B, D); frozen weights, gradient flows to the image
+            generated = decoder(code1, noise).sample  # (B, 3, R, R)
+            code2 = image_encoder.get_image_features(generated).pooler_output  # (B, D); frozen weights, gradient flows to the image
             # code 1 is the target, so it is detached: a trained text tower pulled towards whatever the decoder makes
             # collapses every caption onto the code of one average image.
             terms["consistency"] = (cfg.consistency_weight, 1 - F.cosine_similarity(code1.detach(), code2, dim=-1).mean())
@@ -309,11 +316,12 @@ def make_evaluator(cfg: DecoderTrainConfig, accelerator, tokenizer, text_encoder
                 sums[f"val_{name}"] = sums.get(f"val_{name}", 0.0) + value.item()
             count += 1
         metrics = {name: total / max(count, 1) for name, total in sums.items()}
-        if cfg.uses_shapes:
+        if cfg.uses_shapes and cfg.eval_prompts_per_category > 0:
             pipeline = DecoderPipeline(
                 tokenizer=tokenizer, text_encoder=unwrapped_text, decoder=unwrapped_decoder, prompt_normalization=cfg.prompt_normalization
             )
-            metrics.update(shapes_metrics(pipeline, cfg.num_eval_prompts, cfg.seed))
+            pipeline.set_progress_bar_config(disable=True)
+            metrics.update(evaluate_shapes(pipeline, cfg.eval_prompts_per_category, cfg.seed, cfg.eval_batch_size).to_metrics())
         torch.set_rng_state(rng_state)
         unwrapped_decoder.train()
         unwrapped_text.train(cfg.train_text_encoder)
@@ -322,22 +330,9 @@ def make_evaluator(cfg: DecoderTrainConfig, accelerator, tokenizer, text_encoder
     return evaluate
 
 
-def shapes_metrics(pipeline: DecoderPipeline, num_prompts: int, seed: int) -> dict:
-    """Shapes scorer accuracies on `num_prompts` benchmark prompts per category (prompts training never sees)."""
-    from hf_textimg.evaluation import ShapesScorer
-
-    pipeline.set_progress_bar_config(disable=True)
-    generator = torch.Generator().manual_seed(seed)
-    generate = lambda prompts: list(pipeline(prompts, generator=generator, output_type="np").images)  # noqa: E731
-    report = ShapesScorer().evaluate_pipeline(generate, n_per_category=num_prompts, batch_size=64)  # the fixed benchmark prompt set
-    metrics = {f"shapes_{category}": value for category, value in report.accuracy.items()}
-    metrics["shapes_overall"] = report.overall
-    return metrics
-
-
 # ---- main ------------------------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> dict:
-    cfg = parse_args(DecoderTrainConfig, argv)
+    cfg = parse_args(DecoderTrainConfig, argv, ShapesDataArguments)
     accelerator = build_accelerator(cfg)
 
     tokenizer = load_or_train_tokenizer(cfg, None, accelerator, pretrained=cfg.concept_model_path)

@@ -32,10 +32,12 @@ from diffusers import DDPMScheduler, DPMSolverMultistepScheduler, UNet2DConditio
 from diffusers.training_utils import compute_snr
 
 from hf_textimg.concept import ConceptTextConfig, ConceptTextModel
-from hf_textimg.diffusion import DEFAULT_BLOCK_OUT_CHANNELS, build_unet, encode_concept, unet_input
+from hf_textimg.diffusion import DEFAULT_BLOCK_OUT_CHANNELS, build_unet, unet_input
 from hf_textimg.hub import write_card_and_push
 from hf_textimg.pipelines.checks import set_checked_timesteps
 from hf_textimg.pipelines.pipeline_diffusion import ConceptDiffusionPipeline
+from hf_textimg.pipelines.prompt_embeds import encode_concept
+from hf_textimg.shapes import ShapesDataArguments, benchmark_prompts, evaluate_shapes
 from hf_textimg.tokenization import tokenize_captions
 from hf_textimg.training import (
     build_emas,
@@ -60,6 +62,7 @@ from hf_textimg.training import (
 from hf_textimg.training.checkpointing import final_save
 from hf_textimg.training.entry import run_script
 from hf_textimg.utils.image_grid import make_captioned_grid
+from hf_textimg.utils.resolution import check_resolution
 
 logger = logging.getLogger(__name__)
 
@@ -75,6 +78,7 @@ class DiffusionTrainConfig(TrainConfig):
         default=None, metadata={"help": "Learning rate of the fine-tuned text tower (default: --learning_rate). A pretrained concept "
                                 "tower keeps what it knows (e.g. position words) better at ~1/10 of the U-Net's rate."},
     )
+    # A new text tower's size (without --concept_model_path); the same defaults as train_concept.py's.
     text_hidden_size: int = field(default=128, metadata={"help": "New text tower only: width of the token states."})
     text_num_layers: int = 2
     text_num_heads: int = 4
@@ -100,7 +104,7 @@ class DiffusionTrainConfig(TrainConfig):
         default=0.0,
         metadata={"help": "Min-SNR loss weighting gamma (https://arxiv.org/abs/2303.09556); 0 = plain MSE on the target (default). "
                   "With v-prediction, gamma > 0 gives the high-noise steps, where layout (position, count, relations) is decided, "
-                  "almost no weight; see the README's Diffusion section."},
+                  "almost no weight."},
     )
     cond_dropout: float = field(default=0.1, metadata={"help": "Fraction of captions replaced by the empty caption (classifier-free guidance)."})
     # EMA
@@ -111,7 +115,7 @@ class DiffusionTrainConfig(TrainConfig):
     validation_images_per_prompt: int = 4
     eval_prompts_per_category: int = field(default=40, metadata={"help": "Shapes benchmark prompts per category (0 = no Shapes scoring)."})
     eval_num_inference_steps: int = field(default=20, metadata={"help": "Steps of the shipped DPM-Solver++ sampler during evaluation."})
-    eval_guidance_scale: float = field(default=3.0, metadata={"help": "Guidance of the evaluation (the pipeline's default; README, Diffusion: Guidance)."})
+    eval_guidance_scale: float = field(default=3.0, metadata={"help": "Guidance of the evaluation (the pipeline's default)."})
     eval_batch_size: int = 128
 
     def validate(self) -> None:
@@ -128,6 +132,8 @@ class DiffusionTrainConfig(TrainConfig):
         for name in ("num_train_timesteps", "validation_images_per_prompt", "eval_num_inference_steps", "eval_batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name} must be >= 1, got {getattr(self, name)}.")
+        if self.eval_prompts_per_category < 0:
+            raise ValueError(f"--eval_prompts_per_category must be >= 0 (0: no Shapes scoring), got {self.eval_prompts_per_category}.")
         # what the evaluation will ask of the pipeline, checked now rather than after the first training steps
         if not self.eval_guidance_scale >= 0:
             raise ValueError(f"--eval_guidance_scale must be >= 0 (1 = no guidance), got {self.eval_guidance_scale}.")
@@ -136,6 +142,15 @@ class DiffusionTrainConfig(TrainConfig):
         except ValueError as error:
             raise ValueError(f"--eval_num_inference_steps {self.eval_num_inference_steps} with --num_train_timesteps "
                              f"{self.num_train_timesteps}: {error}") from None
+        self.check_unet_resolution()
+
+    def check_unet_resolution(self) -> None:
+        """--resolution must be a multiple of what the U-Net's levels halve it by, and have default widths unless given."""
+        if self.unet_block_out_channels is None and self.resolution not in DEFAULT_BLOCK_OUT_CHANNELS:
+            raise ValueError(f"--resolution {self.resolution} has no default U-Net widths (defaults: {sorted(DEFAULT_BLOCK_OUT_CHANNELS)}); "
+                             "pass --unet_block_out_channels.")
+        levels = len(self.unet_block_out_channels or DEFAULT_BLOCK_OUT_CHANNELS[self.resolution])
+        check_resolution(self.resolution, 2 ** (levels - 1), "--resolution", f" for a U-Net of {levels} levels")
 
 
 # ---- models ----------------------------------------------------------------------------
@@ -245,8 +260,6 @@ def default_validation_prompts(cfg: DiffusionTrainConfig, train_data) -> list[st
     if cfg.validation_prompts:
         return list(cfg.validation_prompts)
     if cfg.uses_shapes:
-        from hf_textimg.evaluation.shapes_scorer import benchmark_prompts
-
         return [p.prompt for p in benchmark_prompts(1, seed=cfg.seed)]  # one unseen prompt per category
     captions = train_data[cfg.caption_column][:8]
     return [c if isinstance(c, str) else c[0] for c in captions]
@@ -284,15 +297,8 @@ def make_evaluator(cfg, accelerator, pipeline_fn, prompts: list[str]):
             log_grid(accelerator, grid, state.global_step)
             metrics = {}
             if cfg.uses_shapes and cfg.eval_prompts_per_category > 0:
-                from hf_textimg.evaluation.shapes_scorer import ShapesScorer
-
-                generator = torch.Generator().manual_seed(cfg.seed)
-                report = ShapesScorer().evaluate_pipeline(
-                    lambda batch: pipe(batch, generator=generator, output_type="np", **kwargs).images,
-                    n_per_category=cfg.eval_prompts_per_category, batch_size=cfg.eval_batch_size,
-                )
-                metrics = {"shapes_overall": report.overall, "shapes_heldout": report.heldout}
-                metrics.update({f"shapes_{k}": v for k, v in report.accuracy.items() if k != "heldout"})
+                report = evaluate_shapes(pipe, cfg.eval_prompts_per_category, cfg.seed, cfg.eval_batch_size, **kwargs)
+                metrics = report.to_metrics()
         metrics["eval_seconds"] = time.perf_counter() - start  # not counted in train_minutes (train_loop stops its clock)
         return metrics
 
@@ -314,7 +320,7 @@ def make_pipeline_fn(cfg, tokenizer, text_encoder, unet, noise_scheduler, emas, 
 
 # ---- main --------------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> dict:
-    cfg = parse_args(DiffusionTrainConfig, argv)
+    cfg = parse_args(DiffusionTrainConfig, argv, ShapesDataArguments)
     accelerator = build_accelerator(cfg)
 
     train_data = load_split(cfg, "train", cfg.max_train_samples)

@@ -1,19 +1,22 @@
-"""Image auto-encoder and the concept decoder (512-d code -> pixels), as diffusers models."""
+"""The image auto-encoder (image -> code -> image) as diffusers models: its encoder, `ConceptImageEncoder`, and as
+its decoder the one-shot `ConceptDecoder` (defined in `hf_textimg.decoder`, exported here too)."""
 
 from .modeling_autoencoder import (
-    SUPPORTED_IMAGE_SIZES,
     ConceptAutoencoder,
     ConceptAutoencoderOutput,
     ConceptDecoder,
+    ConceptDecoderOutput,
     ConceptImageEncoder,
+    ConceptImageEncoderOutput,
     reconstruction_loss,
 )
 
 __all__ = [
-    "SUPPORTED_IMAGE_SIZES",
     "ConceptAutoencoder",
     "ConceptAutoencoderOutput",
     "ConceptDecoder",
+    "ConceptDecoderOutput",
     "ConceptImageEncoder",
+    "ConceptImageEncoderOutput",
     "reconstruction_loss",
 ]

@@ -7,7 +7,7 @@ with `AutoModel.from_pretrained(path)`. Without the package, `trust_remote_code=
 
 from transformers import AutoConfig, AutoModel
 
-from .configuration_concept import SUPPORTED_IMAGE_SIZES, ConceptConfig, ConceptTextConfig, ConceptVisionConfig
+from .configuration_concept import ConceptConfig, ConceptTextConfig, ConceptVisionConfig
 from .losses import contrastive_loss, regression_loss
 from .modeling_concept import (
     ConceptModel,
@@ -31,7 +31,6 @@ for _config_cls, _model_cls in (
     AutoModel.register(_config_cls, _model_cls, exist_ok=True)
 
 __all__ = [
-    "SUPPORTED_IMAGE_SIZES",
     "ConceptConfig",
     "ConceptModel",
     "ConceptOutput",

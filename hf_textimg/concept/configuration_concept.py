@@ -14,7 +14,6 @@ from huggingface_hub.dataclasses import strict
 from transformers import PretrainedConfig
 
 
-SUPPORTED_IMAGE_SIZES = (32, 64)
 TEXT_ENCODER_TYPES = ("transformer", "conv")
 
 
@@ -94,7 +93,8 @@ class ConceptVisionConfig(PretrainedConfig):
     stride-2 downsampling between stages), global average pooling and a linear projection.
 
     Args:
-        image_size (`int`, defaults to 32): input resolution; one of `SUPPORTED_IMAGE_SIZES` (32, 64).
+        image_size (`int`, defaults to 32): input resolution, at least `2**(num_stages - 1)` (global average pooling
+            takes any feature-map size).
         num_channels (`int`, defaults to 3): input channels; pixel values are expected in [-1, 1].
         base_channels (`int`, defaults to 64): width of the stem and first stage.
         num_stages (`int`, defaults to 4): number of stages; each stage after the first halves the resolution,
@@ -110,6 +110,9 @@ class ConceptVisionConfig(PretrainedConfig):
 
     model_type = "concept_vision_model"
     base_config_key = "vision_config"
+    # Generic transformers utilities (e.g. selecting hidden states by negative index) count layers by this name;
+    # each stage gives one hidden state.
+    attribute_map = {"num_hidden_layers": "num_stages"}
 
     image_size: int = 32
     num_channels: int = 3
@@ -122,8 +125,6 @@ class ConceptVisionConfig(PretrainedConfig):
     initializer_range: float = 0.02
 
     def __post_init__(self, **kwargs):
-        if self.image_size not in SUPPORTED_IMAGE_SIZES:
-            raise ValueError(f"image_size must be one of {SUPPORTED_IMAGE_SIZES}, got {self.image_size}.")
         if self.num_stages < 1 or self.image_size // 2 ** (self.num_stages - 1) < 1:
             raise ValueError(f"num_stages={self.num_stages} is not possible for image_size={self.image_size}.")
         if self.layers_per_stage < 1:
@@ -194,4 +195,4 @@ ConceptTextConfig.register_for_auto_class()
 ConceptVisionConfig.register_for_auto_class()
 ConceptConfig.register_for_auto_class()
 
-__all__ = ["SUPPORTED_IMAGE_SIZES", "TEXT_ENCODER_TYPES", "ConceptConfig", "ConceptTextConfig", "ConceptVisionConfig"]
+__all__ = ["TEXT_ENCODER_TYPES", "ConceptConfig", "ConceptTextConfig", "ConceptVisionConfig"]

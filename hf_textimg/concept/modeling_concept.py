@@ -16,8 +16,8 @@ Two ways to train the text tower:
 
        model.vision_model.requires_grad_(False)
        with torch.no_grad():
-           target = model.get_image_features(pixel_values)
-       loss = regression_loss(model.get_text_features(input_ids, attention_mask), target, kind="cosine")
+           target = model.get_image_features(pixel_values).pooler_output
+       loss = regression_loss(model.get_text_features(input_ids, attention_mask).pooler_output, target, kind="cosine")
 
 This file imports its configuration relatively and nothing else from `hf_textimg`: `save_pretrained` copies it next
 to the weights (with `losses.py`), so a checkpoint loads with `AutoModel.from_pretrained(path, trust_remote_code=True)`
@@ -26,6 +26,7 @@ without the package installed.
 
 import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,10 +35,16 @@ import torch.nn.functional as F
 import transformers.initialization as init
 from torch import nn
 from transformers import PreTrainedModel
+from transformers.masking_utils import create_bidirectional_mask
 from transformers.modeling_layers import GradientCheckpointingLayer
-from transformers.utils import ModelOutput, can_return_tuple
+from transformers.modeling_outputs import BaseModelOutputWithPooling
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+from transformers.processing_utils import Unpack
+from transformers.utils import ModelOutput, TransformersKwargs, can_return_tuple
+from transformers.utils.generic import merge_with_config_defaults
+from transformers.utils.output_capturing import capture_outputs
 
-from .configuration_concept import SUPPORTED_IMAGE_SIZES, ConceptConfig, ConceptTextConfig, ConceptVisionConfig
+from .configuration_concept import ConceptConfig, ConceptTextConfig, ConceptVisionConfig
 from .losses import contrastive_loss
 from .safe_loading import check_pretrained_folder, describe_size_mismatch
 
@@ -58,6 +65,7 @@ class ConceptTextOutput(ModelOutput):
     pooler_output: torch.FloatTensor | None = None  # (B, hidden_size), mean over non-padded tokens
     text_embeds: torch.FloatTensor | None = None  # (B, projection_dim), unit norm
     hidden_states: tuple[torch.FloatTensor, ...] | None = None  # num_layers + 1 of (B, L, hidden_size)
+    attentions: tuple[torch.FloatTensor, ...] | None = None  # num_layers of (B, num_heads, L, L); eager attention only
 
 
 @dataclass
@@ -108,31 +116,67 @@ class ConceptTextEmbeddings(nn.Module):
         return self.dropout(self.token_embedding(input_ids) + self.position_embedding(positions))  # (B, L, D)
 
 
+def eager_attention_forward(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float,
+    dropout: float = 0.0,
+    **kwargs: Unpack[TransformersKwargs],
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Attention written out, the one implementation that returns its weights. Every transformers model defines
+    its own (there is no shared one); this is CLIP's. query/key/value (B, heads, L, head_dim); attention_mask the
+    additive (B, 1, L, L) mask `create_bidirectional_mask` makes for "eager"."""
+    attn_weights = torch.matmul(query, key.transpose(-1, -2)) * scaling  # (B, heads, L, L)
+    if attention_mask is not None:
+        attn_weights = attn_weights + attention_mask
+    attn_weights = F.softmax(attn_weights, dim=-1, dtype=torch.float32).to(query.dtype)
+    attn_weights = F.dropout(attn_weights, p=dropout, training=module.training)
+    attn_output = torch.matmul(attn_weights, value).transpose(1, 2).contiguous()  # (B, L, heads, head_dim)
+    return attn_output, attn_weights
+
+
 class ConceptAttention(nn.Module):
-    """Bidirectional multi-head self-attention (scaled_dot_product_attention)."""
+    """Bidirectional multi-head self-attention, run by the implementation `config._attn_implementation` names
+    through transformers' attention interface: "sdpa" (the default), "eager" (which also returns the weights for
+    `output_attentions`), or any other registered one."""
 
     def __init__(self, config: ConceptTextConfig):
         super().__init__()
+        self.config = config
         self.num_heads = config.num_heads
+        self.head_dim = config.hidden_size // config.num_heads
+        self.scaling = self.head_dim**-0.5
         self.dropout = config.dropout
+        self.is_causal = False  # read by the attention functions: every token sees the whole caption
         self.qkv_proj = nn.Linear(config.hidden_size, 3 * config.hidden_size)
         self.out_proj = nn.Linear(config.hidden_size, config.hidden_size)
 
-    def forward(self, hidden_states: torch.Tensor, key_mask: torch.Tensor) -> torch.Tensor:
-        # hidden_states (B, L, D); key_mask (B, 1, 1, L), 1 for real tokens
+    def forward(
+        self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None, **kwargs: Unpack[TransformersKwargs]
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        # hidden_states (B, L, D); attention_mask as `create_bidirectional_mask` made it for this implementation
         batch, seq_len, dim = hidden_states.shape
-        qkv = self.qkv_proj(hidden_states).view(batch, seq_len, 3, self.num_heads, dim // self.num_heads)
+        qkv = self.qkv_proj(hidden_states).view(batch, seq_len, 3, self.num_heads, self.head_dim)
         query, key, value = qkv.permute(2, 0, 3, 1, 4)  # each (B, heads, L, head_dim)
-        # Additive bias in the query's dtype (it differs from the mask's under autocast); finfo.min rather than -inf
-        # keeps an all-padding row finite.
-        bias = (1.0 - key_mask.to(query.dtype)) * torch.finfo(query.dtype).min
-        out = F.scaled_dot_product_attention(
-            query, key, value, attn_mask=bias, dropout_p=self.dropout if self.training else 0.0
+        attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
+            self.config._attn_implementation, eager_attention_forward
         )
-        return self.out_proj(out.transpose(1, 2).reshape(batch, seq_len, dim))  # (B, L, D)
+        attn_output, attn_weights = attention_interface(
+            self, query, key, value, attention_mask, scaling=self.scaling,
+            dropout=self.dropout if self.training else 0.0, **kwargs,
+        )  # (B, L, heads, head_dim), (B, heads, L, L) or None
+        return self.out_proj(attn_output.reshape(batch, seq_len, dim)), attn_weights  # (B, L, D)
 
 
-class ConceptTextLayer(GradientCheckpointingLayer):
+class ConceptTextBlock(GradientCheckpointingLayer):
+    """What both text encoders are made of: a block mapping token states (B, L, D) to (B, L, D). The text model
+    records `hidden_states` at the output of each."""
+
+
+class ConceptTextLayer(ConceptTextBlock):
     """Pre-LN transformer layer."""
 
     def __init__(self, config: ConceptTextConfig):
@@ -147,12 +191,15 @@ class ConceptTextLayer(GradientCheckpointingLayer):
         )
         self.dropout = nn.Dropout(config.dropout)
 
-    def forward(self, hidden_states: torch.Tensor, key_mask: torch.Tensor) -> torch.Tensor:
-        hidden_states = hidden_states + self.dropout(self.self_attn(self.norm1(hidden_states), key_mask))
+    def forward(
+        self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None, **kwargs: Unpack[TransformersKwargs]
+    ) -> torch.Tensor:
+        attn_output, _ = self.self_attn(self.norm1(hidden_states), attention_mask, **kwargs)
+        hidden_states = hidden_states + self.dropout(attn_output)
         return hidden_states + self.dropout(self.mlp(self.norm2(hidden_states)))
 
 
-class ConceptConvBlock(GradientCheckpointingLayer):
+class ConceptConvBlock(ConceptTextBlock):
     """Residual 1-D conv block over the sequence: LayerNorm -> Conv1d -> GELU -> Conv1d, plus the input.
 
     Padded positions are zeroed before each conv, so pad tokens never leak into real ones.
@@ -167,8 +214,8 @@ class ConceptConvBlock(GradientCheckpointingLayer):
         self.act = nn.GELU()
         self.dropout = nn.Dropout(config.dropout)
 
-    def forward(self, hidden_states: torch.Tensor, token_mask: torch.Tensor) -> torch.Tensor:
-        # hidden_states (B, L, D); token_mask (B, L, 1), 1 for real tokens
+    def forward(self, hidden_states: torch.Tensor, token_mask: torch.Tensor, **kwargs) -> torch.Tensor:
+        # hidden_states (B, L, D); token_mask (B, L, 1), 1 for real tokens; kwargs (output flags) are not used
         mask = token_mask.transpose(1, 2)  # (B, 1, L)
         h = (self.norm(hidden_states) * token_mask).transpose(1, 2)  # (B, D, L)
         h = self.conv2(self.act(self.conv1(h)) * mask)
@@ -244,6 +291,10 @@ class ConceptPreTrainedModel(PreTrainedModel):
     input_modalities = ("image", "text")
     supports_gradient_checkpointing = True
     _no_split_modules = ["ConceptTextLayer", "ConceptConvBlock", "ConceptResBlock"]
+    # Attention runs through transformers' attention interface (see ConceptAttention): "sdpa" is the default,
+    # "eager" returns the weights, and any function registered there (`_supports_attention_backend`) can run it.
+    _supports_sdpa = True
+    _supports_attention_backend = True
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
@@ -295,6 +346,9 @@ class ConceptTextModel(ConceptPreTrainedModel):
     input_modalities = ("text",)
     _input_embed_layer = "token_embedding"
     _keys_to_ignore_on_load_unexpected = [r"^vision_model\.", r"^logit_scale$"]
+    # `capture_outputs` collects these with hooks: the input of the first block, then each block's output; and
+    # the weights each attention returns.
+    _can_record_outputs = {"hidden_states": ConceptTextBlock, "attentions": ConceptAttention}
 
     def __init__(self, config: ConceptTextConfig):
         super().__init__(config)
@@ -305,46 +359,50 @@ class ConceptTextModel(ConceptPreTrainedModel):
         self.head = ConceptProjectionHead(config)
         self.post_init()
 
-    @can_return_tuple
+    @merge_with_config_defaults
+    @capture_outputs(tie_last_hidden_states=False)
     def forward(
         self,
         input_ids: torch.LongTensor,
         attention_mask: torch.Tensor | None = None,
-        output_hidden_states: bool | None = None,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> ConceptTextOutput:
-        """`input_ids` (B, L); `attention_mask` (B, L), 1 for real tokens and 0 for padding. `return_dict=False`
-        (handled by `@can_return_tuple`) returns a tuple."""
-        if output_hidden_states is None:
-            output_hidden_states = self.config.output_hidden_states
+        """`input_ids` (B, L); `attention_mask` (B, L), 1 for real tokens and 0 for padding.
+
+        `output_hidden_states=True` adds the embeddings and each block's output (before the final LayerNorm);
+        `output_attentions=True` each layer's attention weights (eager attention only); `return_dict=False`
+        returns a tuple (these three default to the config's values)."""
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
 
         hidden_states = self.embeddings(input_ids)  # (B, L, D)
         token_mask = attention_mask.to(hidden_states.dtype).unsqueeze(-1)  # (B, L, 1)
-        # transformer layers mask keys (B, 1, 1, L); conv blocks zero padded positions (B, L, 1)
-        layer_mask = token_mask.transpose(1, 2)[:, None] if self.config.encoder_type == "transformer" else token_mask
-
-        all_hidden_states = (hidden_states,) if output_hidden_states else None
+        if self.config.encoder_type == "transformer":
+            # keys at padded positions get no weight, in the form the attention implementation reads
+            layer_mask = create_bidirectional_mask(config=self.config, inputs_embeds=hidden_states, attention_mask=attention_mask)
+        else:
+            layer_mask = token_mask  # conv blocks zero the padded positions
         for layer in self.layers:
-            hidden_states = layer(hidden_states, layer_mask)
-            if output_hidden_states:
-                all_hidden_states += (hidden_states,)
+            hidden_states = layer(hidden_states, layer_mask, **kwargs)
 
         last_hidden_state = self.final_layer_norm(hidden_states) * token_mask  # (B, L, D), zero at padding
         pooled = last_hidden_state.sum(dim=1) / token_mask.sum(dim=1).clamp(min=1.0)  # (B, D)
         text_embeds = F.normalize(self.head(pooled), dim=-1)  # (B, projection_dim)
-        return ConceptTextOutput(
-            last_hidden_state=last_hidden_state,
-            pooler_output=pooled,
-            text_embeds=text_embeds,
-            hidden_states=all_hidden_states,
-        )
+        return ConceptTextOutput(last_hidden_state=last_hidden_state, pooler_output=pooled, text_embeds=text_embeds)
 
+    @can_return_tuple
     def get_text_features(
-        self, input_ids: torch.LongTensor, attention_mask: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        """Unit-norm concept vectors `(B, projection_dim)`."""
-        return self(input_ids, attention_mask=attention_mask, return_dict=True).text_embeds
+        self, input_ids: torch.LongTensor, attention_mask: torch.Tensor | None = None, **kwargs: Unpack[TransformersKwargs]
+    ) -> BaseModelOutputWithPooling | tuple:
+        """`CLIPModel.get_text_features`' output: the concept `(B, projection_dim)` as `pooler_output`, here unit
+        norm (CLIP's is not normalised), with the token states and, on request, hidden states and attentions."""
+        outputs = self(input_ids, attention_mask=attention_mask, return_dict=True, **kwargs)
+        return BaseModelOutputWithPooling(
+            last_hidden_state=outputs.last_hidden_state,
+            pooler_output=outputs.text_embeds,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+        )
 
 
 class ConceptVisionModel(ConceptPreTrainedModel):
@@ -355,6 +413,8 @@ class ConceptVisionModel(ConceptPreTrainedModel):
     main_input_name = "pixel_values"
     input_modalities = ("image",)
     _keys_to_ignore_on_load_unexpected = [r"^text_model\.", r"^logit_scale$"]
+    # hidden_states: the stem's output (the first stage's input), then each stage's output
+    _can_record_outputs = {"hidden_states": ConceptVisionStage}
 
     def __init__(self, config: ConceptVisionConfig):
         super().__init__(config)
@@ -374,38 +434,35 @@ class ConceptVisionModel(ConceptPreTrainedModel):
         size, channels = self.config.image_size, self.config.num_channels
         if pixel_values.ndim != 4 or pixel_values.shape[1:] != (channels, size, size):
             raise ValueError(
-                f"pixel_values must have shape (B, {channels}, {size}, {size}) for this model "
-                f"(config.image_size={size}; supported image sizes are {SUPPORTED_IMAGE_SIZES}), "
+                f"pixel_values must have shape (B, {channels}, {size}, {size}) for this model (config.image_size={size}), "
                 f"got {tuple(pixel_values.shape)}."
             )
 
-    @can_return_tuple
-    def forward(self, pixel_values: torch.Tensor, output_hidden_states: bool | None = None) -> ConceptVisionOutput:
-        """`pixel_values` (B, num_channels, image_size, image_size) in [-1, 1]."""
+    @merge_with_config_defaults
+    @capture_outputs(tie_last_hidden_states=False)
+    def forward(self, pixel_values: torch.Tensor, **kwargs: Unpack[TransformersKwargs]) -> ConceptVisionOutput:
+        """`pixel_values` (B, num_channels, image_size, image_size) in [-1, 1]. `output_hidden_states=True` adds
+        the stem's and each stage's feature map; `return_dict=False` returns a tuple."""
         self._check_pixel_values(pixel_values)
-        if output_hidden_states is None:
-            output_hidden_states = self.config.output_hidden_states
-
         hidden_states = self.stem(pixel_values)  # (B, base_channels, H, W)
-        all_hidden_states = (hidden_states,) if output_hidden_states else None
         for stage in self.stages:
-            hidden_states = stage(hidden_states)
-            if output_hidden_states:
-                all_hidden_states += (hidden_states,)
+            hidden_states = stage(hidden_states)  # (B, C_i, H / 2**i, W / 2**i)
 
         last_hidden_state = self.act(self.final_norm(hidden_states))  # (B, C, h, w)
         pooled = last_hidden_state.mean(dim=(2, 3))  # (B, C)
         image_embeds = F.normalize(self.projection(pooled), dim=-1)  # (B, projection_dim)
-        return ConceptVisionOutput(
-            last_hidden_state=last_hidden_state,
-            pooler_output=pooled,
-            image_embeds=image_embeds,
-            hidden_states=all_hidden_states,
-        )
+        return ConceptVisionOutput(last_hidden_state=last_hidden_state, pooler_output=pooled, image_embeds=image_embeds)
 
-    def get_image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """Unit-norm concept vectors `(B, projection_dim)`."""
-        return self(pixel_values, return_dict=True).image_embeds
+    @can_return_tuple
+    def get_image_features(
+        self, pixel_values: torch.Tensor, **kwargs: Unpack[TransformersKwargs]
+    ) -> BaseModelOutputWithPooling | tuple:
+        """`CLIPModel.get_image_features`' output: the concept `(B, projection_dim)` as `pooler_output`, here unit
+        norm, with the final feature map `(B, C, h, w)` and, on request, the hidden states."""
+        outputs = self(pixel_values, return_dict=True, **kwargs)
+        return BaseModelOutputWithPooling(
+            last_hidden_state=outputs.last_hidden_state, pooler_output=outputs.image_embeds, hidden_states=outputs.hidden_states
+        )
 
 
 class ConceptModel(ConceptPreTrainedModel):
@@ -431,15 +488,27 @@ class ConceptModel(ConceptPreTrainedModel):
         """Clamp the parameter itself in place; call after each optimizer step so it can never run away."""
         self.logit_scale.clamp_(0.0, math.log(self.config.max_logit_scale))
 
-    def get_text_features(
-        self, input_ids: torch.LongTensor, attention_mask: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        """Unit-norm text concepts `(B, projection_dim)`."""
-        return self.text_model.get_text_features(input_ids, attention_mask)
+    def get_input_embeddings(self) -> nn.Module:
+        return self.text_model.get_input_embeddings()
 
-    def get_image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """Unit-norm image concepts `(B, projection_dim)`."""
-        return self.vision_model.get_image_features(pixel_values)
+    def set_input_embeddings(self, value: nn.Module) -> None:
+        self.text_model.set_input_embeddings(value)
+
+    @can_return_tuple
+    def get_text_features(
+        self, input_ids: torch.LongTensor, attention_mask: torch.Tensor | None = None, **kwargs: Unpack[TransformersKwargs]
+    ) -> BaseModelOutputWithPooling | tuple:
+        """The text tower's [`ConceptTextModel.get_text_features`]: unit-norm concepts `(B, projection_dim)` as
+        `pooler_output`."""
+        return self.text_model.get_text_features(input_ids, attention_mask, return_dict=True, **kwargs)
+
+    @can_return_tuple
+    def get_image_features(
+        self, pixel_values: torch.Tensor, **kwargs: Unpack[TransformersKwargs]
+    ) -> BaseModelOutputWithPooling | tuple:
+        """The image tower's [`ConceptVisionModel.get_image_features`]: unit-norm concepts `(B, projection_dim)` as
+        `pooler_output`."""
+        return self.vision_model.get_image_features(pixel_values, return_dict=True, **kwargs)
 
     @can_return_tuple
     def forward(
@@ -448,16 +517,17 @@ class ConceptModel(ConceptPreTrainedModel):
         attention_mask: torch.Tensor | None = None,
         pixel_values: torch.Tensor | None = None,
         return_loss: bool | None = None,
-        output_hidden_states: bool | None = None,
         gather_negatives: bool = True,
         negative_input_ids: torch.LongTensor | None = None,
         negative_attention_mask: torch.Tensor | None = None,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> ConceptOutput:
         """Encode captions and/or images; with both, return scaled similarities and (`return_loss=True`) the
         contrastive loss. `gather_negatives` is passed to [`contrastive_loss`] as `gather`: under
         `torch.distributed` every process must then call forward with `return_loss=True` in step.
         `negative_input_ids` (`(N, L)`, with `return_loss=True`): hard-negative captions, extra wrong answers for
-        every image in the loss (NegCLIP); they change nothing else in the output."""
+        every image in the loss (NegCLIP); they change nothing else in the output. `output_hidden_states` /
+        `output_attentions` reach the towers, whose outputs are `text_model_output` and `vision_model_output`."""
         if input_ids is None and pixel_values is None:
             raise ValueError("Pass input_ids, pixel_values or both.")
         if return_loss and (input_ids is None or pixel_values is None):
@@ -467,14 +537,10 @@ class ConceptModel(ConceptPreTrainedModel):
 
         text_outputs = vision_outputs = text_embeds = image_embeds = None
         if input_ids is not None:
-            text_outputs = self.text_model(
-                input_ids, attention_mask=attention_mask, output_hidden_states=output_hidden_states, return_dict=True
-            )
+            text_outputs = self.text_model(input_ids, attention_mask=attention_mask, return_dict=True, **kwargs)
             text_embeds = text_outputs.text_embeds  # (B_text, P)
         if pixel_values is not None:
-            vision_outputs = self.vision_model(
-                pixel_values, output_hidden_states=output_hidden_states, return_dict=True
-            )
+            vision_outputs = self.vision_model(pixel_values, return_dict=True, **kwargs)
             image_embeds = vision_outputs.image_embeds  # (B_image, P)
 
         logits_per_text = logits_per_image = logit_scale = loss = None

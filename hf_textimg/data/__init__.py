@@ -1,26 +1,8 @@
-from .shapes import (
-    PALETTE,
-    SHAPES,
-    SIZES,
-    POSITIONS,
-    HELDOUT_PAIRS,
-    SCENE_KINDS,
-    RELATIONS,
-    ObjectQuery,
-    Scene,
-    ShapeObject,
-    ShapesQuery,
-    ShapesStream,
-    build_shapes_dataset,
-    caption_query,
-    caption_scene,
-    parse_prompt,
-    render_batch,
-    render_scene,
-    sample_scene,
-    scene_from_query,
-    scene_query,
-)
+"""Loading captioned image sets (`loading`), prompt normalizations (`prompts`) and the Emoji builder (`emoji`).
+
+The Shapes world has its own package, `hf_textimg.shapes` (`build_shapes_dataset`, `ShapesStream`, ...).
+"""
+
 from .emoji import (
     EmojiSourceError,
     base_sequence,

@@ -38,7 +38,7 @@ def _builtin_dataset(name: str, resolution: int, cache_dir: str | None, kwargs: 
     # builders make every split at once (Shapes at 50k images takes seconds). The returned
     # DatasetDict is Arrow-backed and never modified in place, so sharing it is safe.
     if name == "shapes":
-        from .shapes import build_shapes_dataset
+        from ..shapes.dataset import build_shapes_dataset
 
         return build_shapes_dataset(size=resolution, **dict(kwargs))
     from .emoji import build_emoji_dataset

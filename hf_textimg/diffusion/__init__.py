@@ -1,25 +1,21 @@
-"""Concept-conditioned pixel-space diffusion: the U-Net config and the conditioning it reads.
+"""Concept-conditioned pixel-space diffusion: the U-Net config and the coordinate channels it reads.
 
 The noise math lives in diffusers' schedulers (training: `DDPMScheduler.add_noise`; sampling:
-any scheduler's `step`), the sampler in `hf_textimg.pipelines.pipeline_diffusion`, training in
-`training/train_diffusion.py`.
+any scheduler's `step`), the sampler and its conditioning (`ConceptPromptEmbeds`, `encode_concept`) in
+`hf_textimg.pipelines`, training in `training/train_diffusion.py`.
 """
 
 from .unet import (
     DEFAULT_BLOCK_OUT_CHANNELS,
-    SUPPORTED_RESOLUTIONS,
-    ConceptPromptEmbeds,
     build_unet,
     coordinate_grid,
     downsample_factor,
-    encode_concept,
     unet_config,
     unet_input,
 )
 
 __all__ = [
     "DEFAULT_BLOCK_OUT_CHANNELS",
-    "SUPPORTED_RESOLUTIONS",
     "ConceptPromptEmbeds",
     "build_unet",
     "coordinate_grid",
@@ -28,3 +24,12 @@ __all__ = [
     "unet_config",
     "unet_input",
 ]
+
+
+def __getattr__(name: str):
+    # The conditioning lives with the pipeline that reads it; imported on first use, as the pipelines import this package.
+    if name in ("ConceptPromptEmbeds", "encode_concept"):
+        from ..pipelines import prompt_embeds
+
+        return getattr(prompt_embeds, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

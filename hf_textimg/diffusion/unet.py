@@ -21,12 +21,11 @@ channels beside the latents: `in_channels = out_channels + 2` marks such a U-Net
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from diffusers import UNet2DConditionModel
 
-SUPPORTED_RESOLUTIONS = (32, 64)
+from ..utils.resolution import check_resolution
+
 IMAGE_CHANNELS = 3  # RGB pixels: what the U-Net denoises and predicts
 COORDINATE_CHANNELS = 2  # x and y, appended to the input by `unet_input` when configured
 
@@ -50,7 +49,8 @@ def unet_config(
     """The config dict of a small pixel-space `UNet2DConditionModel`.
 
     Args:
-        resolution: image side, one of `SUPPORTED_RESOLUTIONS`.
+        resolution: image side, a positive multiple of 2**(levels - 1) (`DEFAULT_BLOCK_OUT_CHANNELS` has widths for 32
+            and 64; pass `block_out_channels` for another side).
         cross_attention_dim: width of the text tower's token states (`hidden_size`).
         concept_dim: size of the pooled concept fed to the class embedding (512).
         block_out_channels: width per level; default `DEFAULT_BLOCK_OUT_CHANNELS[resolution]`.
@@ -62,14 +62,13 @@ def unet_config(
         norm_num_groups: GroupNorm groups; must divide every width.
         coordinate_channels: take the pixel coordinates as two extra input channels (see the module docstring).
     """
-    if resolution not in SUPPORTED_RESOLUTIONS:
-        raise ValueError(f"resolution must be one of {SUPPORTED_RESOLUTIONS}, got {resolution}.")
+    if block_out_channels is None and resolution not in DEFAULT_BLOCK_OUT_CHANNELS:
+        raise ValueError(f"No default block_out_channels for resolution {resolution!r} (defaults: {sorted(DEFAULT_BLOCK_OUT_CHANNELS)}); pass block_out_channels.")
     widths = tuple(block_out_channels or DEFAULT_BLOCK_OUT_CHANNELS[resolution])
     levels = tuple(attention_levels) if attention_levels is not None else (False,) * (len(widths) - 1) + (True,)
     if len(levels) != len(widths):
         raise ValueError(f"attention_levels has {len(levels)} entries but block_out_channels has {len(widths)}.")
-    if resolution % 2 ** (len(widths) - 1):
-        raise ValueError(f"{len(widths)} levels need resolution divisible by {2 ** (len(widths) - 1)}, got {resolution}.")
+    check_resolution(resolution, 2 ** (len(widths) - 1), "resolution", f" for {len(widths)} levels")
     for width in widths:
         if width % norm_num_groups or width % attention_head_dim:
             raise ValueError(f"every width in {widths} must be divisible by norm_num_groups ({norm_num_groups}) and attention_head_dim ({attention_head_dim}).")
@@ -117,62 +116,3 @@ def unet_input(unet: UNet2DConditionModel, sample: torch.Tensor) -> torch.Tensor
 def downsample_factor(unet: UNet2DConditionModel) -> int:
     """Height and width must be multiples of this (one halving per level after the first)."""
     return 2 ** (len(unet.config.block_out_channels) - 1)
-
-
-@dataclass
-class ConceptPromptEmbeds:
-    """The two conditionings of a batch of prompts, as the U-Net reads them.
-
-    This is what `ConceptDiffusionPipeline` takes as `prompt_embeds` / `negative_prompt_embeds`
-    and what `encode_prompt` returns. The "empty" condition (classifier-free guidance's
-    unconditional branch, and condition dropout in training) is the encoding of the empty
-    caption `""`, so a negative prompt is simply another caption.
-    """
-
-    token_states: torch.Tensor  # (B, L, H) text tower's last_hidden_state, zero at padding -> cross-attention
-    attention_mask: torch.Tensor  # (B, L) 1 for real tokens, 0 for padding -> encoder_attention_mask
-    concept: torch.Tensor  # (B, concept_dim) pooled unit-norm concept -> class embedding
-
-    def __post_init__(self):
-        states, mask, concept = self.token_states, self.attention_mask, self.concept
-        if states.ndim != 3 or tuple(mask.shape) != tuple(states.shape[:2]) or concept.ndim != 2 or len(concept) != len(states):
-            raise ValueError(
-                "ConceptPromptEmbeds needs token_states (B, L, H), attention_mask (B, L) and concept (B, D); got "
-                f"{tuple(self.token_states.shape)}, {tuple(self.attention_mask.shape)}, {tuple(self.concept.shape)}."
-            )
-
-    def __len__(self) -> int:
-        return len(self.concept)
-
-    def map(self, fn) -> ConceptPromptEmbeds:
-        """Apply `fn` to each of the three tensors."""
-        return ConceptPromptEmbeds(fn(self.token_states), fn(self.attention_mask), fn(self.concept))
-
-    def to(self, device=None, dtype=None) -> ConceptPromptEmbeds:
-        """Move to `device`; cast the two float tensors (not the mask) to `dtype`."""
-        return ConceptPromptEmbeds(
-            self.token_states.to(device=device, dtype=dtype), self.attention_mask.to(device), self.concept.to(device=device, dtype=dtype)
-        )
-
-    def repeat_interleave(self, n: int) -> ConceptPromptEmbeds:
-        """Each row repeated `n` times in place (prompt 0's copies first)."""
-        return self.map(lambda x: x.repeat_interleave(n, dim=0))
-
-    @classmethod
-    def cat(cls, embeds: list[ConceptPromptEmbeds]) -> ConceptPromptEmbeds:
-        if len({e.token_states.shape[1:] for e in embeds}) != 1:
-            raise ValueError(f"Cannot batch prompt embeddings of token shapes {[tuple(e.token_states.shape) for e in embeds]}; L and H must match.")
-        return cls(*(torch.cat(parts) for parts in zip(*(e._tensors() for e in embeds))))
-
-    def _tensors(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        return self.token_states, self.attention_mask, self.concept
-
-    def unet_kwargs(self) -> dict:
-        """Keyword arguments for `UNet2DConditionModel.forward`."""
-        return {"encoder_hidden_states": self.token_states, "encoder_attention_mask": self.attention_mask, "class_labels": self.concept}
-
-
-def encode_concept(text_encoder, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> ConceptPromptEmbeds:
-    """Run the text tower ([`ConceptTextModel`]) on tokenized captions (B, L)."""
-    out = text_encoder(input_ids, attention_mask=attention_mask, return_dict=True)
-    return ConceptPromptEmbeds(out.last_hidden_state, attention_mask, out.text_embeds)

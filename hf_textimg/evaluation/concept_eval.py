@@ -16,7 +16,9 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
-from ..data.shapes import PALETTE, SHAPES, ObjectQuery, ShapesQuery, caption_query, hard_negative_caption
+from ..shapes.hard_negatives import hard_negative_caption
+from ..shapes.language import ObjectQuery, ShapesQuery, caption_query
+from ..shapes.vocab import PALETTE, SHAPES
 
 
 def shapes_class_prompts() -> tuple[list[str], list[tuple[str, str]]]:

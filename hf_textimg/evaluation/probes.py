@@ -86,7 +86,8 @@ def relation_side_probe(pipe, num_train: int = 3000, num_test: int = 1000, seed:
     import numpy as np
 
     from ..data.prompts import normalize_prompts
-    from ..data.shapes import COLORS, RELATIONS, TRAIN_COMBOS, ObjectQuery, ShapesQuery, caption_query, parse_prompt
+    from ..shapes.language import ObjectQuery, ShapesQuery, caption_query, parse_prompt
+    from ..shapes.vocab import COLORS, RELATIONS, TRAIN_COMBOS
 
     rng = np.random.default_rng(seed)
     colour_ids = set(pipe.tokenizer.convert_tokens_to_ids(list(COLORS)))

@@ -4,3 +4,4 @@ with diffusers on import, so `DiffusionPipeline.from_pretrained(folder)` finds i
 from .pipeline_utils import OUTPUT_TYPES, TextToImageMixin, register_with_diffusers
 from .pipeline_decoder import DecoderPipeline
 from .pipeline_diffusion import ConceptDiffusionPipeline
+from .prompt_embeds import ConceptPromptEmbeds, encode_concept

@@ -25,7 +25,7 @@ import os
 import diffusers
 import torch
 
-from ..concept.safe_loading import check_safetensors_file
+from ..utils.safe_loading import check_safetensors_file
 
 logger = logging.getLogger(__name__)
 

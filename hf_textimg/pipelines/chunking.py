@@ -52,9 +52,9 @@ def step_generators(generator, num_images: int) -> list[torch.Generator] | None:
 
 
 def concat_outputs(parts: list, output_type: str):
-    """Join the chunks' post-processed images: lists of PIL images, (B, H, W, 3) arrays or (B, 3, H, W) tensors."""
+    """Join the chunks' post-processed images: lists of PIL images, (B, H, W, 3) arrays or (B, 3, H, W) tensors ("pt", "latent")."""
     if output_type == "np":
         return np.concatenate(parts)
-    if output_type == "pt":
+    if output_type in ("pt", "latent"):
         return torch.cat(parts)
     return [image for part in parts for image in part]

@@ -20,7 +20,7 @@ from diffusers import DiffusionPipeline
 from diffusers.pipelines.pipeline_utils import ImagePipelineOutput
 from diffusers.utils.torch_utils import randn_tensor
 
-from ..autoencoder import ConceptDecoder
+from ..decoder import ConceptDecoder
 from ..concept import ConceptTextModel
 from ..data.prompts import check_prompt_normalization
 from ..utils.checks import check_finite_images, check_int, check_tensor
@@ -44,7 +44,8 @@ class DecoderPipeline(TextToImageMixin, DiffusionPipeline):
     def __init__(self, tokenizer, text_encoder: ConceptTextModel, decoder: ConceptDecoder, prompt_normalization: str | None = None):
         super().__init__()
         check_prompt_normalization(prompt_normalization)
-        if text_encoder.config.projection_dim != decoder.config.code_dim:
+        # any component may be None (e.g. a pipeline that only encodes prompts); check widths when both are there
+        if text_encoder is not None and decoder is not None and text_encoder.config.projection_dim != decoder.config.code_dim:
             raise ValueError(
                 f"text_encoder makes {text_encoder.config.projection_dim}-d codes but decoder.config.code_dim is "
                 f"{decoder.config.code_dim}; they must match."
@@ -52,28 +53,49 @@ class DecoderPipeline(TextToImageMixin, DiffusionPipeline):
         self.register_modules(tokenizer=tokenizer, text_encoder=text_encoder, decoder=decoder)
         self.register_to_config(prompt_normalization=prompt_normalization)
 
-    def check_inputs(self, prompt, num_images_per_prompt: int, generator, noise, output_type: str, height=None, width=None) -> list[str]:
-        prompts = self.check_prompt(prompt)
-        self.check_common_inputs(len(prompts), num_images_per_prompt, generator, output_type)
+    def check_inputs(
+        self, prompt, prompt_embeds, num_images_per_prompt: int, generator, noise, output_type: str, height=None, width=None
+    ) -> int:
+        """Raise a ValueError naming the argument for anything that cannot work; return the number of prompts."""
+        if (prompt is None) == (prompt_embeds is None):
+            raise ValueError("Pass exactly one of `prompt` and `prompt_embeds`.")
+        code_dim = self.decoder.config.code_dim
+        if prompt_embeds is not None and (not isinstance(prompt_embeds, torch.Tensor) or prompt_embeds.ndim != 2 or prompt_embeds.shape[1] != code_dim):
+            shape = tuple(prompt_embeds.shape) if isinstance(prompt_embeds, torch.Tensor) else type(prompt_embeds).__name__
+            raise ValueError(f"`prompt_embeds` must be a tensor of concept codes (prompts, {code_dim}) (see encode_prompt), got {shape}.")
+        batch_size = len(self.check_prompt(prompt)) if prompt is not None else len(prompt_embeds)
+        self.check_common_inputs(batch_size, num_images_per_prompt, generator, output_type)
         size = self.decoder.config.image_size
         for name, value in (("height", height), ("width", width)):
             if value is not None and value != size:
                 raise ValueError(f"`{name}`={value!r} is not supported: this decoder makes {size}x{size} images only; leave it unset or pass {size}.")
-        noise_dim, n = self.decoder.config.noise_dim, len(prompts) * num_images_per_prompt
+        noise_dim, n = self.decoder.config.noise_dim, batch_size * num_images_per_prompt
         if noise is not None:
             if noise_dim == 0:
                 raise ValueError("`noise` was given but this decoder has noise_dim=0 (deterministic); pass noise=None.")
             if isinstance(noise, torch.Tensor) and tuple(noise.shape) != (n, noise_dim):
                 raise ValueError(f"`noise` must be a tensor of shape ({n}, {noise_dim}) (prompts x images per prompt, noise_dim), got {tuple(noise.shape)}.")
             check_tensor(noise, "`noise`", (n, noise_dim))
-        return prompts
+        if prompt_embeds is not None:
+            check_tensor(prompt_embeds, "`prompt_embeds`")
+        return batch_size
 
     @torch.no_grad()
-    def encode_prompt(self, prompts: list[str], num_images_per_prompt: int = 1) -> torch.Tensor:
-        """Concept codes (len(prompts) * num_images_per_prompt, code_dim); each prompt's code repeated in place."""
-        batch = self.tokenize_prompt(prompts)
-        codes = self.text_encoder(batch["input_ids"], attention_mask=batch["attention_mask"]).text_embeds  # (B, D)
-        return codes.repeat_interleave(num_images_per_prompt, dim=0)  # (B * n, D)
+    def encode_prompt(
+        self, prompt: str | list[str] | None, num_images_per_prompt: int = 1, prompt_embeds: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor]:
+        """`(prompt_embeds,)`: unit-norm concept codes (prompts * num_images_per_prompt, code_dim), each prompt's code
+        repeated in place; a tuple, as diffusers pipelines' `encode_prompt` returns, here of one.
+
+        Needs only the tokenizer and text encoder (the decoder may be None); `__call__` takes the codes back as
+        `prompt_embeds` (with `num_images_per_prompt=1` they are one row per prompt)."""
+        if prompt_embeds is None:
+            if self.text_encoder is None or self.tokenizer is None:
+                raise ValueError("This pipeline has no tokenizer / text_encoder to encode `prompt`; pass `prompt_embeds` instead.")
+            batch = self.tokenize_prompt(self.check_prompt(prompt))
+            prompt_embeds = self.text_encoder(batch["input_ids"], attention_mask=batch["attention_mask"]).text_embeds  # (B, D)
+        prompt_embeds = prompt_embeds.to(self._execution_device).repeat_interleave(num_images_per_prompt, dim=0)  # (B * n, D)
+        return (prompt_embeds,)
 
     def prepare_noise(self, batch_size: int, generator, noise: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
         """(batch_size, noise_dim) standard-normal noise from `generator` (one generator, or one per image), the
@@ -87,12 +109,12 @@ class DecoderPipeline(TextToImageMixin, DiffusionPipeline):
 
     @torch.no_grad()
     def decode(self, codes: torch.Tensor, noise: torch.Tensor | None) -> torch.Tensor:
-        return self.decoder(codes.to(self.decoder.dtype), noise)  # (B, 3, S, S) in [-1, 1]
+        return self.decoder(codes.to(self.decoder.dtype), noise).sample  # (B, 3, S, S) in [-1, 1]
 
     @torch.no_grad()
     def __call__(
         self,
-        prompt: str | list[str],
+        prompt: str | list[str] | None = None,
         num_images_per_prompt: int = 1,
         generator: torch.Generator | list[torch.Generator] | None = None,
         noise: torch.Tensor | None = None,
@@ -100,35 +122,40 @@ class DecoderPipeline(TextToImageMixin, DiffusionPipeline):
         return_dict: bool = True,
         height: int | None = None,
         width: int | None = None,
+        prompt_embeds: torch.Tensor | None = None,
         max_batch_size: int | None = None,
     ) -> ImagePipelineOutput | tuple:
         r"""Generate images for `prompt`.
 
         Args:
-            prompt (`str` or `list[str]`): one caption or a non-empty list of captions.
+            prompt (`str` or `list[str]`): one caption or a non-empty list of captions; or pass `prompt_embeds`.
             num_images_per_prompt (`int`, defaults to 1): images per caption, in order (all images of prompt 0 first).
             generator (`torch.Generator` or a list of one per image, *optional*): seeds the decoder noise. Ignored
                 when the decoder has `noise_dim=0`.
             noise (`torch.Tensor` of shape `(len(prompts) * num_images_per_prompt, noise_dim)`, *optional*): the
                 decoder noise itself, instead of drawing it with `generator`.
-            output_type (`str`, defaults to `"pil"`): `"pil"`, `"np"` ((B, H, W, 3) in [0, 1]) or `"pt"`
-                ((B, 3, H, W) in [0, 1]).
+            output_type (`str`, defaults to `"pil"`): `"pil"`, `"np"` ((B, H, W, 3) in [0, 1]), `"pt"`
+                ((B, 3, H, W) in [0, 1]) or `"latent"` (the decoder's output itself, (B, 3, H, W) in [-1, 1]).
             return_dict (`bool`, defaults to `True`): return an `ImagePipelineOutput` rather than a tuple.
             height, width (`int`, *optional*): accepted for the common pipeline signature; the decoder makes
                 `decoder.config.image_size` square images only, so any other value is a ValueError.
+            prompt_embeds (`torch.Tensor` of shape `(prompts, code_dim)`, *optional*): concept codes to decode instead
+                of encoding `prompt` (e.g. from `encode_prompt`, or a mix of two); used as given, not re-normalised.
             max_batch_size (`int`, *optional*): images per decoder pass, which bounds memory. Default: as many as make
                 131,072 pixels (128 images at 32x32). The images do not depend on it (the noise of all images is drawn
                 first; see `hf_textimg.pipelines.chunking`).
         """
         # 1. Check inputs
-        prompts = self.check_inputs(prompt, num_images_per_prompt, generator, noise, output_type, height, width)
+        batch_size = self.check_inputs(prompt, prompt_embeds, num_images_per_prompt, generator, noise, output_type, height, width)
         if max_batch_size is not None:
             check_int(max_batch_size, "`max_batch_size`")
-        num_images, size, parts = len(prompts) * num_images_per_prompt, self.decoder.config.image_size, []
+        prompts = [prompt] if isinstance(prompt, str) else prompt
+        num_images, size, parts = batch_size * num_images_per_prompt, self.decoder.config.image_size, []
         for start, end in image_chunks(num_images, max_batch_size or default_max_batch_size(size, size)):
-            # 2. Encode the chunk's prompts into concept codes, one row per image
-            first = start // num_images_per_prompt
-            codes = self.encode_prompt(prompts[first : (end - 1) // num_images_per_prompt + 1], num_images_per_prompt)
+            # 2. Encode the chunk's prompts (or take their codes) into concept codes, one row per image
+            first, last = start // num_images_per_prompt, (end - 1) // num_images_per_prompt + 1  # prompts [first, last)
+            rows = lambda x: None if x is None else x[first:last]  # noqa: E731
+            (codes,) = self.encode_prompt(rows(prompts), num_images_per_prompt, rows(prompt_embeds))
             codes = codes[start - first * num_images_per_prompt : end - first * num_images_per_prompt]  # (chunk, code_dim)
             # 3. The decoder noise of every image, drawn at the first chunk as one batch draws it (so chunking changes no image)
             if start == 0:
@@ -145,6 +172,7 @@ class DecoderPipeline(TextToImageMixin, DiffusionPipeline):
         return ImagePipelineOutput(images=images)
 
 
-register_with_diffusers(DecoderPipeline)
+# Folders saved before the decoder had its own module name it ["hf_textimg.autoencoder.modeling_autoencoder", "ConceptDecoder"].
+register_with_diffusers(DecoderPipeline, former_modules=("hf_textimg.autoencoder.modeling_autoencoder",))
 
 __all__ = ["DecoderPipeline"]

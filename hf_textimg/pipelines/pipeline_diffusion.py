@@ -31,11 +31,27 @@ from diffusers.utils.torch_utils import randn_tensor
 
 from ..concept import ConceptTextModel
 from ..data.prompts import check_prompt_normalization
-from ..diffusion.unet import ConceptPromptEmbeds, downsample_factor, encode_concept, unet_input
+from ..diffusion.unet import downsample_factor, unet_input
 from ..utils.checks import check_finite_images, check_int, check_number, check_tensor
+from ..utils.resolution import check_resolution
 from .checks import check_image_size, set_checked_timesteps
 from .chunking import concat_outputs, default_max_batch_size, image_chunks, step_generators
 from .pipeline_utils import TextToImageMixin, register_with_diffusers
+from .prompt_embeds import ConceptPromptEmbeds, encode_concept
+
+
+def check_widths(text_encoder: ConceptTextModel, unet: UNet2DConditionModel) -> None:
+    """The U-Net must read what the text encoder writes: its token states and its concept."""
+    if text_encoder.config.hidden_size != unet.config.cross_attention_dim:
+        raise ValueError(
+            f"text_encoder.config.hidden_size ({text_encoder.config.hidden_size}) must equal "
+            f"unet.config.cross_attention_dim ({unet.config.cross_attention_dim})."
+        )
+    if text_encoder.config.projection_dim != unet.config.projection_class_embeddings_input_dim:
+        raise ValueError(
+            f"text_encoder.config.projection_dim ({text_encoder.config.projection_dim}) must equal "
+            f"unet.config.projection_class_embeddings_input_dim ({unet.config.projection_class_embeddings_input_dim})."
+        )
 
 
 def _rows(prompts_or_embeds, first: int, last: int):
@@ -69,16 +85,8 @@ class ConceptDiffusionPipeline(TextToImageMixin, DiffusionPipeline):
     ):
         super().__init__()
         check_prompt_normalization(prompt_normalization)
-        if text_encoder.config.hidden_size != unet.config.cross_attention_dim:
-            raise ValueError(
-                f"text_encoder.config.hidden_size ({text_encoder.config.hidden_size}) must equal "
-                f"unet.config.cross_attention_dim ({unet.config.cross_attention_dim})."
-            )
-        if text_encoder.config.projection_dim != unet.config.projection_class_embeddings_input_dim:
-            raise ValueError(
-                f"text_encoder.config.projection_dim ({text_encoder.config.projection_dim}) must equal "
-                f"unet.config.projection_class_embeddings_input_dim ({unet.config.projection_class_embeddings_input_dim})."
-            )
+        if text_encoder is not None and unet is not None:  # any component may be None, e.g. to only encode prompts
+            check_widths(text_encoder, unet)
         self.register_modules(tokenizer=tokenizer, text_encoder=text_encoder, unet=unet, scheduler=scheduler)
         self.register_to_config(prompt_normalization=prompt_normalization)
 
@@ -98,6 +106,10 @@ class ConceptDiffusionPipeline(TextToImageMixin, DiffusionPipeline):
     @property
     def interrupt(self) -> bool:
         return self._interrupt
+
+    @property
+    def cross_attention_kwargs(self) -> dict | None:
+        return self._cross_attention_kwargs
 
     # -- stages --------------------------------------------------------------------------------
     def check_inputs(
@@ -121,10 +133,8 @@ class ConceptDiffusionPipeline(TextToImageMixin, DiffusionPipeline):
                 raise ValueError(f"`negative_prompt_embeds` holds {len(negative_prompt_embeds)} rows for {batch_size} prompts.")
         check_int(num_inference_steps, "`num_inference_steps`")
         check_number(guidance_scale, "`guidance_scale`", minimum=0)
-        factor = downsample_factor(self.unet)
         for name, value in (("height", height), ("width", width)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < factor or value % factor:
-                raise ValueError(f"`{name}` must be a positive multiple of {factor} for this U-Net (trained at {self.unet.config.sample_size}), got {value!r}.")
+            check_resolution(value, downsample_factor(self.unet), f"`{name}`", f" for this U-Net (trained at {self.unet.config.sample_size})")
         check_image_size(height, width, self.unet.config.sample_size)
         self.check_common_inputs(batch_size, num_images_per_prompt, generator, output_type)
         if latents is not None:
@@ -146,24 +156,29 @@ class ConceptDiffusionPipeline(TextToImageMixin, DiffusionPipeline):
     ) -> tuple[ConceptPromptEmbeds, ConceptPromptEmbeds | None]:
         """Conditional and (with guidance) unconditional conditionings, one row per image
         (each prompt's row repeated `num_images_per_prompt` times in place). Without a negative
-        prompt the unconditional branch is the empty caption `""`."""
+        prompt the unconditional branch is the empty caption `""`.
+
+        Needs only the tokenizer and text encoder (the other components may be None); `__call__`
+        takes what it returns back as `prompt_embeds` / `negative_prompt_embeds`."""
         if prompt_embeds is None:
             prompt_embeds = self._encode(self.check_prompt(prompt))
-        negative = None
-        if do_classifier_free_guidance:
-            if negative_prompt_embeds is None:
-                negative_prompt = "" if negative_prompt is None else negative_prompt
-                if isinstance(negative_prompt, str):
-                    negative_prompt = [negative_prompt] * len(prompt_embeds)
-                negative_prompt_embeds = self._encode(self.check_prompt(negative_prompt, "negative_prompt"))
-            negative = self._prepare(negative_prompt_embeds, num_images_per_prompt)
-        return self._prepare(prompt_embeds, num_images_per_prompt), negative
+        if do_classifier_free_guidance and negative_prompt_embeds is None:
+            negative_prompt = "" if negative_prompt is None else negative_prompt
+            if isinstance(negative_prompt, str):
+                negative_prompt = [negative_prompt] * len(prompt_embeds)
+            negative_prompt_embeds = self._encode(self.check_prompt(negative_prompt, "negative_prompt"))
+        prompt_embeds = self._prepare(prompt_embeds, num_images_per_prompt)
+        negative_prompt_embeds = self._prepare(negative_prompt_embeds, num_images_per_prompt) if do_classifier_free_guidance else None
+        return prompt_embeds, negative_prompt_embeds
 
     def _encode(self, prompts: list[str]) -> ConceptPromptEmbeds:
+        if self.text_encoder is None or self.tokenizer is None:
+            raise ValueError("This pipeline has no tokenizer / text_encoder to encode `prompt`; pass `prompt_embeds` (from encode_prompt) instead.")
         return encode_concept(self.text_encoder, **self.tokenize_prompt(prompts))
 
     def _prepare(self, embeds: ConceptPromptEmbeds, num_images_per_prompt: int) -> ConceptPromptEmbeds:
-        return embeds.to(self._execution_device, self.unet.dtype).repeat_interleave(num_images_per_prompt)
+        dtype = (self.unet if self.unet is not None else self.text_encoder).dtype  # what will read them
+        return embeds.to(self._execution_device, dtype).repeat_interleave(num_images_per_prompt)
 
     def _encode_chunk(self, start, end, num_images_per_prompt, prompt, negative_prompt, prompt_embeds, negative_prompt_embeds):
         """`encode_prompt` for images start..end-1 only: their prompts are encoded, then the rows cut to those images."""
@@ -201,12 +216,13 @@ class ConceptDiffusionPipeline(TextToImageMixin, DiffusionPipeline):
 
     def predict(self, latents: torch.Tensor, t: torch.Tensor, prompt_embeds: ConceptPromptEmbeds, negative_prompt_embeds: ConceptPromptEmbeds | None) -> torch.Tensor:
         """The (guided) model output at timestep `t`, same shape as `latents`."""
+        extra = {"cross_attention_kwargs": self._cross_attention_kwargs}
         if not self.do_classifier_free_guidance or negative_prompt_embeds is None:
             model_input = unet_input(self.unet, self.scheduler.scale_model_input(latents, t))
-            return self.unet(model_input, t, **prompt_embeds.unet_kwargs()).sample
+            return self.unet(model_input, t, **prompt_embeds.unet_kwargs(), **extra).sample
         model_input = unet_input(self.unet, self.scheduler.scale_model_input(torch.cat([latents, latents]), t))  # (2B, 3[+2], H, W)
         both = ConceptPromptEmbeds.cat([negative_prompt_embeds, prompt_embeds])
-        pred_uncond, pred_cond = self.unet(model_input, t, **both.unet_kwargs()).sample.chunk(2)
+        pred_uncond, pred_cond = self.unet(model_input, t, **both.unet_kwargs(), **extra).sample.chunk(2)
         return self.guide(pred_uncond, pred_cond)
 
     def _step_kwargs(self, generator) -> dict:
@@ -256,6 +272,7 @@ class ConceptDiffusionPipeline(TextToImageMixin, DiffusionPipeline):
         negative_prompt_embeds: ConceptPromptEmbeds | None = None,
         output_type: str = "pil",
         return_dict: bool = True,
+        cross_attention_kwargs: dict | None = None,
         callback_on_step_end: Callable[[DiffusionPipeline, int, torch.Tensor, dict], dict] | PipelineCallback | MultiPipelineCallbacks | None = None,
         callback_on_step_end_tensor_inputs: list[str] = ["latents"],  # noqa: B006 (diffusers' signature)
         max_batch_size: int | None = None,
@@ -276,9 +293,11 @@ class ConceptDiffusionPipeline(TextToImageMixin, DiffusionPipeline):
             latents (`torch.Tensor` of shape (images, 3, height, width), *optional*): starting noise, unscaled.
             prompt_embeds, negative_prompt_embeds ([`ConceptPromptEmbeds`], *optional*): precomputed conditionings,
                 one row per prompt (see `encode_prompt`).
-            output_type (`str`, defaults to `"pil"`): `"pil"`, `"np"` ((B, H, W, 3) in [0, 1]) or `"pt"` ((B, 3, H, W)
-                in [0, 1]).
+            output_type (`str`, defaults to `"pil"`): `"pil"`, `"np"` ((B, H, W, 3) in [0, 1]), `"pt"` ((B, 3, H, W)
+                in [0, 1]) or `"latent"` (the final sample itself, (B, 3, H, W) in [-1, 1], unclamped).
             return_dict (`bool`, defaults to `True`): return an `ImagePipelineOutput` rather than a tuple.
+            cross_attention_kwargs (`dict`, *optional*): passed to the U-Net's attention processors (e.g. `{"scale": 0.5}`
+                for a LoRA), as in diffusers' text-to-image pipelines.
             callback_on_step_end (`Callable`, *optional*): called as `fn(pipe, step, timestep, tensors)` after each
                 step with the tensors named in `callback_on_step_end_tensor_inputs` (any of `latents`,
                 `prompt_embeds`, `negative_prompt_embeds`); the dict it returns replaces them. With more images than
@@ -304,7 +323,7 @@ class ConceptDiffusionPipeline(TextToImageMixin, DiffusionPipeline):
         )
         if max_batch_size is not None:
             check_int(max_batch_size, "`max_batch_size`")
-        self._guidance_scale, self._interrupt = float(guidance_scale), False
+        self._guidance_scale, self._interrupt, self._cross_attention_kwargs = float(guidance_scale), False, cross_attention_kwargs
         # 2. Timesteps, checked once before any work: a count this scheduler cannot take is a ValueError
         set_checked_timesteps(self.scheduler, num_inference_steps, self._execution_device)
         # 3. Starting noise of every image, drawn as one batch draws it, and per-image generators for the
@@ -319,7 +338,8 @@ class ConceptDiffusionPipeline(TextToImageMixin, DiffusionPipeline):
             set_checked_timesteps(self.scheduler, num_inference_steps, self._execution_device)  # resets the solver's history
             chunk_generators = sampler_generators[start:end] if sampler_generators is not None else generator
             chunk = self.denoise(latents[start:end], cond, uncond, chunk_generators, callback_on_step_end, callback_on_step_end_tensor_inputs)
-            # 5. Pixel space: the final sample is the image in [-1, 1]; NaN or inf is an error, never a black image
+            # 5. Pixel space: the final sample is the image in [-1, 1] ("latent" returns it as is); NaN or inf is an
+            #    error, never a black image
             check_finite_images(chunk, f"after {num_inference_steps} steps of {type(self.scheduler).__name__} (images {start}-{end - 1})")
             parts.append(self.postprocess(chunk, output_type))
         images = concat_outputs(parts, output_type)

@@ -17,30 +17,35 @@ import os
 import torch
 from diffusers.image_processor import VaeImageProcessor
 
-from ..concept.safe_loading import PICKLE_SUFFIXES
+from ..utils.safe_loading import PICKLE_SUFFIXES
 from ..data.prompts import normalize_prompts
 from ..utils.checks import check_generator, check_int
 from .checks import check_pipeline_folder
 
 logger = logging.getLogger(__name__)
 
-OUTPUT_TYPES = ("pil", "np", "pt")
+OUTPUT_TYPES = ("pil", "np", "pt", "latent")
 
 
-def register_with_diffusers(*pipeline_classes) -> None:
-    """Make `DiffusionPipeline.from_pretrained` resolve these classes by name, from a folder or the Hub."""
+def register_with_diffusers(*pipeline_classes, former_modules: tuple[str, ...] = ()) -> None:
+    """Make `DiffusionPipeline.from_pretrained` resolve these classes by name, from a folder or the Hub.
+
+    `former_modules`: modules that saved folders name for a component that has since moved; each must still
+    export the class (e.g. `hf_textimg.autoencoder.modeling_autoencoder` exports `ConceptDecoder`)."""
     import typing
 
     import diffusers
     from diffusers.pipelines.pipeline_loading_utils import LOADABLE_CLASSES
 
     for cls in pipeline_classes:
+        # diffusers looks pipeline classes up in both (`DiffusionPipeline.from_pretrained`; its tools and tests)
         setattr(diffusers, cls.__name__, cls)
+        setattr(diffusers.pipelines, cls.__name__, cls)
         # Our components are saved as ["hf_textimg.<module>", "<Class>"]. Loading a folder finds that module in
         # sys.modules, but downloading from the Hub first rejects any library missing from LOADABLE_CLASSES.
-        for component in typing.get_type_hints(cls.__init__).values():
-            if getattr(component, "__module__", "").startswith("hf_textimg."):
-                LOADABLE_CLASSES.setdefault(component.__module__, {})
+        hinted = [c.__module__ for c in typing.get_type_hints(cls.__init__).values() if getattr(c, "__module__", "").startswith("hf_textimg.")]
+        for module in (*hinted, *former_modules):
+            LOADABLE_CLASSES.setdefault(module, {})
 
 
 class TextToImageMixin:
@@ -120,5 +125,8 @@ class TextToImageMixin:
         return {k: v.to(self._execution_device) for k, v in batch.items() if k in ("input_ids", "attention_mask")}
 
     def postprocess(self, images: torch.Tensor, output_type: str):
-        """(B, 3, H, W) in [-1, 1] -> list of PIL images, (B, H, W, 3) numpy in [0, 1], or (B, 3, H, W) tensor in [0, 1]."""
+        """(B, 3, H, W) in [-1, 1] -> list of PIL images, (B, H, W, 3) numpy in [0, 1], or (B, 3, H, W) tensor in [0, 1];
+        `"latent"`: the model's output itself, as diffusers pipelines return their latents (here pixels)."""
+        if output_type == "latent":
+            return images
         return self.image_processor.postprocess(images.detach().float().clamp(-1, 1), output_type=output_type)

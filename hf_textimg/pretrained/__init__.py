@@ -12,18 +12,35 @@ use `DEFAULT_MODEL` when no `--model` is given.
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 
 DEFAULT_MODEL = "shapes-diffusion-32"
 PRETRAINED_DIR = Path(__file__).resolve().parent
 
-# How the shipped default was made (README, "Diffusion"); shown when its folder is missing.
+# How the shipped default was made: the concept model whose text tower it starts from, then the command its model
+# card and eval_results.json record, with the Shapes layout flags under their current name (`--shapes_canonical_layouts
+# count relation` is what `--shapes_relation_layout canonical --shapes_count_layout canonical` was: the same
+# configuration; tests/test_shipped_model.py checks that this command parses to the recorded one).
+CONCEPT_COMMAND = (
+    "python", "training/train_concept.py", "--output_dir", "outputs/concept-shapes", "--num_shapes_train", "50000",
+    "--max_train_steps", "1500", "--max_train_minutes", "10", "--train_batch_size", "256", "--text_hidden_size", "128",
+    "--text_num_layers", "2", "--vision_base_channels", "16", "--vision_num_stages", "3", "--learning_rate", "2e-3",
+    "--lr_scheduler", "cosine", "--lr_warmup_steps", "50", "--validation_steps", "250", "--max_eval_samples", "1000",
+)
+DIFFUSION_COMMAND = (
+    "python", "training/train_diffusion.py", "--concept_model_path", "outputs/concept-shapes", "--num_shapes_train", "50000",
+    "--shapes_kind_probs", "0.35", "0.25", "0.15", "0.25", "--shapes_canonical_layouts", "count", "relation",
+    "--prompt_normalization", "shapes_relations", "--train_batch_size", "64", "--mixed_precision", "bf16", "--use_ema",
+    "--learning_rate", "1e-3", "--lr_scheduler", "cosine", "--lr_warmup_steps", "100", "--max_train_steps", "3200",
+    "--validation_steps", "800", "--checkpointing_steps", "800", "--eval_prompts_per_category", "40",
+    "--eval_guidance_scale", "2.0", "--snr_gamma", "0", "--train_text_encoder", "--text_encoder_lr", "1e-4",
+    "--output_dir", "outputs/diffusion-count",
+)
 TRAIN_HINT = (
-    "Train one with the project's scripts (about 40 CPU minutes):\n"
-    "  python training/train_concept.py --output_dir outputs/concept-shapes --max_train_minutes 10\n"
-    "  python training/train_diffusion.py --concept_model_path outputs/concept-shapes --use_ema "
-    "--max_train_minutes 28 --output_dir outputs/diffusion-shapes\n"
-    "then pass --model outputs/diffusion-shapes (the README's 'Diffusion' section has the exact flags)."
+    "Train it with the project's scripts (about an hour on 2 CPU cores: the concept model stops at 10 minutes, the "
+    f"diffusion model took 50):\n  {shlex.join(CONCEPT_COMMAND)}\n  {shlex.join(DIFFUSION_COMMAND)}\n"
+    "then pass --model outputs/diffusion-count."
 )
 
 

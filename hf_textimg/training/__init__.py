@@ -2,7 +2,7 @@
 
 from .checkpointing import list_checkpoints, load_checkpoint, resolve_resume_path, save_checkpoint
 from .ema import EMAWeights, build_emas, ema_checkpoint_modules, ema_eval_mode, ema_weights
-from .config import SUPPORTED_RESOLUTIONS, TrainConfig, config_to_dict, parse_args
+from .config import TrainConfig, config_to_dict, parse_args
 from .loop import (
     TensorImageTextDataset,
     TrainState,

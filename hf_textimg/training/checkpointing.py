@@ -143,7 +143,7 @@ def write_manifest(folder: Path) -> None:
 
 def _load_check(folder: Path) -> str | None:
     """For checkpoints without a manifest: the first file that does not load, as 'file: reason', or None."""
-    from ..concept.safe_loading import check_safetensors_file
+    from ..utils.safe_loading import check_safetensors_file
 
     for path in sorted(folder.iterdir()):
         try:

@@ -9,21 +9,24 @@ them. Each script subclasses `TrainConfig` with only its own fields:
     class ConceptTrainConfig(TrainConfig):
         objective: str = "contrastive"
 
-    cfg = parse_args(ConceptTrainConfig, argv)
+    cfg = parse_args(ConceptTrainConfig, argv, ShapesDataArguments)
+
+A built-in data set's own options (`hf_textimg.shapes.ShapesDataArguments`) are a dataclass of their own, parsed
+beside the script's config, as transformers' examples parse `ModelArguments` beside `TrainingArguments`; the config
+holds them as `cfg.dataset_args`, so this general layer never imports a data world.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
-from typing import Literal
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Literal
 
 from transformers import HfArgumentParser
 
 from ..data.prompts import check_prompt_normalization
 from ..utils.checks import check_output_dir
+from ..utils.resolution import check_resolution
 from .safety import check_config_numbers
-
-SUPPORTED_RESOLUTIONS = (32, 64)
 
 
 @dataclass
@@ -37,30 +40,11 @@ class TrainConfig:
     image_column: str = field(default="image", metadata={"help": "Column holding the images."})
     caption_column: str = field(default="text", metadata={"help": "Column holding the captions (str or list of str)."})
     validation_split: str = field(default="validation", metadata={"help": "Split used for evaluation during training."})
-    resolution: int = field(default=32, metadata={"help": f"Image side in pixels; one of {SUPPORTED_RESOLUTIONS}."})
+    resolution: int = field(
+        default=32, metadata={"help": "Image side in pixels (the Shapes world: 32 or 64; a model with n levels: a multiple of 2**(n - 1))."}
+    )
     max_train_samples: int | None = field(default=None, metadata={"help": "Truncate the train split (quick runs)."})
     max_eval_samples: int | None = field(default=2000, metadata={"help": "Truncate the evaluation split."})
-    num_shapes_train: int = field(default=50000, metadata={"help": "Size of the generated Shapes train split."})
-    num_shapes_eval: int = field(default=2000, metadata={"help": "Size of the generated Shapes validation and heldout splits."})
-    shapes_kind_probs: list[float] | None = field(
-        default=None, metadata={"help": "Shapes train/validation mix: weights of single, count, pair, relation scenes (default 0.4 0.2 0.2 0.2)."}
-    )
-    shapes_relation_layout: Literal["any", "canonical"] = field(
-        default="any", metadata={"help": "Shapes relation scenes: any line and cells the relation allows, or one canonical layout "
-                                 "per relation (middle line, outer cells; see hf_textimg.data.shapes.RELATION_LAYOUTS)."},
-    )
-    shapes_count_layout: Literal["any", "canonical"] = field(
-        default="any", metadata={"help": "Shapes count scenes: n random distinct cells, or one canonical layout per count "
-                                 "(two: middle row's outer cells, three: middle row, four: corners; hf_textimg.data.shapes.COUNT_LAYOUTS)."},
-    )
-    shapes_single_layout: Literal["any", "canonical"] = field(
-        default="any", metadata={"help": "Shapes single scenes whose caption names no size / position: a random size and cell, or "
-                                 "large and in the centre (hf_textimg.data.shapes.SINGLE_LAYOUTS)."},
-    )
-    shapes_pair_layout: Literal["any", "canonical"] = field(
-        default="any", metadata={"help": "Shapes pair scenes: two random distinct cells, or the middle row's outer cells, first-named "
-                                 "object on the left (hf_textimg.data.shapes.PAIR_LAYOUTS)."},
-    )
     prompt_normalization: str | None = field(
         default=None, metadata={"help": "Rewrite every caption this way before tokenizing; the saved pipeline stores it and rewrites prompts "
                                 "the same way. shapes_relations: 'b right of a' -> 'a left of b' (hf_textimg.data.prompts)."},
@@ -120,25 +104,27 @@ class TrainConfig:
     hub_token: str | None = field(default=None, metadata={"help": "Hub token (default: HF_TOKEN or `hf auth login`); never written to any file."})
     hub_private_repo: bool = field(default=False, metadata={"help": "Create the repo as private."})
 
+    # The built-in data set's options (e.g. hf_textimg.shapes.ShapesDataArguments), set by `parse_args`: not a flag.
+    dataset_args: Any = field(default=None, init=False, repr=False, compare=False)
+
     @property
     def uses_shapes(self) -> bool:
         """Training on the built-in Shapes world (so the Shapes scorer and splits apply)."""
         return self.dataset_name == "shapes" and self.train_data_dir is None
 
+    @property
+    def uses_dataset_args(self) -> bool:
+        """`dataset_args` are the options of the built-in data set this run trains on."""
+        return self.dataset_args is not None and self.train_data_dir is None and self.dataset_name == self.dataset_args.dataset_name
+
     def validate(self) -> None:
         """Raise a ValueError naming the argument for settings that cannot work."""
         if self.dataset_name is None and self.train_data_dir is None:
             raise ValueError("Pass --dataset_name (e.g. shapes) or --train_data_dir (an imagefolder).")
-        if self.resolution not in SUPPORTED_RESOLUTIONS:
-            raise ValueError(f"--resolution {self.resolution} is not supported; use one of {SUPPORTED_RESOLUTIONS}.")
+        check_resolution(self.resolution, name="--resolution")
+        if self.uses_dataset_args:
+            self.dataset_args.validate(self.resolution)
         check_prompt_normalization(self.prompt_normalization, "--prompt_normalization")
-        if self.shapes_kind_probs is not None:
-            from hf_textimg.data.shapes import check_kind_probs
-
-            try:
-                check_kind_probs(self.shapes_kind_probs)
-            except ValueError as err:
-                raise ValueError(f"--shapes_kind_probs: {err}") from None
         if self.ddp_timeout < 1:
             raise ValueError(f"--ddp_timeout must be >= 1 second, got {self.ddp_timeout}.")
         for name in ("train_batch_size", "max_train_steps", "gradient_accumulation_steps", "checkpointing_steps", "validation_steps", "max_length"):
@@ -154,13 +140,18 @@ class TrainConfig:
         check_config_numbers(self)  # finite numbers, optimizer ranges, --lr_scheduler name (hf_textimg.training.safety)
 
 
-def parse_args(config_cls: type[TrainConfig], argv: list[str] | None = None) -> TrainConfig:
-    """Parse `argv` (default: sys.argv) into `config_cls` and validate it."""
-    (cfg,) = HfArgumentParser(config_cls).parse_args_into_dataclasses(args=argv)
+def parse_args(config_cls: type[TrainConfig], argv: list[str] | None = None, dataset_args_cls: type | None = None) -> TrainConfig:
+    """Parse `argv` (default: sys.argv) into `config_cls` and, when given, the built-in data set's options
+    `dataset_args_cls` (kept as `cfg.dataset_args`), and validate them."""
+    classes = (config_cls,) if dataset_args_cls is None else (config_cls, dataset_args_cls)
+    cfg, *dataset_args = HfArgumentParser(classes).parse_args_into_dataclasses(args=argv)
+    cfg.dataset_args = dataset_args[0] if dataset_args else None
     cfg.validate()
     return cfg
 
 
 def config_to_dict(cfg: TrainConfig) -> dict:
-    """The config as a dict for checkpoints, trackers and eval_results.json; the Hub token is left out."""
-    return {f.name: None if f.name == "hub_token" else getattr(cfg, f.name) for f in fields(cfg)}
+    """The config (with its data set's options, flat) as a dict for checkpoints, trackers and eval_results.json; the
+    Hub token is left out."""
+    config = {f.name: None if f.name == "hub_token" else getattr(cfg, f.name) for f in fields(cfg) if f.name != "dataset_args"}
+    return {**config, **(asdict(cfg.dataset_args) if cfg.dataset_args is not None else {})}

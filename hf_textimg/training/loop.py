@@ -129,17 +129,7 @@ class TensorImageTextDataset(torch.utils.data.Dataset):
 
 def load_split(cfg: TrainConfig, split: str, max_samples: int | None = None, caption_column: str | None = "default"):
     """A `datasets.Dataset` for `split` of the configured source."""
-    builtin_kwargs = None
-    if cfg.uses_shapes:
-        builtin_kwargs = {
-            "num_train": cfg.num_shapes_train, "num_validation": cfg.num_shapes_eval, "num_heldout": cfg.num_shapes_eval, "seed": cfg.seed,
-            # a tuple: the built data set is cached on these arguments
-            "kind_probs": None if cfg.shapes_kind_probs is None else tuple(cfg.shapes_kind_probs),
-            "relation_layout": cfg.shapes_relation_layout,
-            "count_layout": cfg.shapes_count_layout,
-            "single_layout": cfg.shapes_single_layout,
-            "pair_layout": cfg.shapes_pair_layout,
-        }
+    builtin_kwargs = cfg.dataset_args.builder_kwargs(cfg.seed) if cfg.uses_dataset_args else None
     return load_image_text_dataset(
         dataset_name=cfg.dataset_name if cfg.train_data_dir is None else None,
         train_data_dir=cfg.train_data_dir,

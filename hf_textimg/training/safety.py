@@ -26,17 +26,9 @@ class TrainingDivergedError(RuntimeError):
 def check_config_numbers(cfg) -> None:
     """Every number of a training config (the script's own flags included) is finite, no int is negative, no list
     entry of ints is below 1, and the optimizer and schedule settings are in range. Raises a ValueError naming the flag."""
-    for f in dataclasses.fields(cfg):
-        value, flag = getattr(cfg, f.name), f"--{f.name}"
-        is_list = isinstance(value, (list, tuple))
-        for v in value if is_list else [value]:
-            if isinstance(v, float) and not math.isfinite(v):
-                raise ValueError(f"{flag} must be a finite number, got {v}.")
-            is_int = isinstance(v, numbers.Integral) and not isinstance(v, bool)
-            if is_int and is_list and v < 1:  # widths, channels: a 0 or negative entry builds no layer
-                raise ValueError(f"{flag} must hold integers >= 1, got {list(value)}.")
-            if is_int and not is_list and v < 0:
-                raise ValueError(f"{flag} must be >= 0, got {v}.")
+    dataset_args = getattr(cfg, "dataset_args", None)  # the built-in data set's own flags (e.g. --num_shapes_train)
+    for obj in (cfg, dataset_args) if dataclasses.is_dataclass(dataset_args) else (cfg,):
+        _check_numbers(obj)
     for name in ("adam_beta1", "adam_beta2"):
         if not 0.0 <= getattr(cfg, name) < 1.0:
             raise ValueError(f"--{name} must be in [0, 1) (an exponential moving-average rate), got {getattr(cfg, name)}.")
@@ -70,6 +62,21 @@ def check_model_paths(cfg) -> None:
                 raise ValueError(f"--{f.name} {value!r} is a file; pass the folder that save_pretrained wrote.")
         elif value.startswith((".", "/", "~")) or value.count("/") > 1 or not _HUB_ID.fullmatch(value):
             raise ValueError(f"--{f.name} {value!r} does not exist, and is not a Hub repo id like 'org/name'.")
+
+
+def _check_numbers(obj) -> None:
+    """Every float field of the dataclass `obj` finite, no int negative, no list entry of ints below 1."""
+    for f in dataclasses.fields(obj):
+        value, flag = getattr(obj, f.name), f"--{f.name}"
+        is_list = isinstance(value, (list, tuple))
+        for v in value if is_list else [value]:
+            if isinstance(v, float) and not math.isfinite(v):
+                raise ValueError(f"{flag} must be a finite number, got {v}.")
+            is_int = isinstance(v, numbers.Integral) and not isinstance(v, bool)
+            if is_int and is_list and v < 1:  # widths, channels: a 0 or negative entry builds no layer
+                raise ValueError(f"{flag} must hold integers >= 1, got {list(value)}.")
+            if is_int and not is_list and v < 0:
+                raise ValueError(f"{flag} must be >= 0, got {v}.")
 
 
 def check_lr_scheduler(name: str) -> None:

@@ -1,3 +1,4 @@
 from .image_grid import make_captioned_grid
+from .resolution import check_resolution
 
-__all__ = ["make_captioned_grid"]
+__all__ = ["check_resolution", "make_captioned_grid"]

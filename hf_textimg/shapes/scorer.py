@@ -1,4 +1,5 @@
-"""Score generated images against Shapes prompts (GenEval-style, rule-based vision).
+"""Score generated images against Shapes prompts (GenEval-style, rule-based vision; docs/shapes-world.md, "Scoring
+categories").
 
 How an image is read (`ShapesScorer.detect`):
 
@@ -59,35 +60,21 @@ import torch
 from PIL import Image
 from scipy import ndimage
 
-from ..data.shapes import (
-    BASE_SIZE,
-    BENCHMARK_CATEGORIES,
-    PALETTE,
-    POSITIONS,
-    SHAPES,
-    SIZES,
-    ShapesQuery,
-    benchmark_query_pool,
-    caption_query,
-    parse_prompt,
-    shape_alpha,
-    validation_query_pool,
-)
+from .benchmark import BENCHMARK_CATEGORIES, BenchmarkPrompt, benchmark_prompts
+from .language import ShapesQuery, parse_prompt
+from .render import shape_alpha
+from .vocab import BASE_SIZE, PALETTE, POSITIONS, SHAPES, SIZES
 
 __all__ = [
-    "BenchmarkPrompt",
     "DetectedObject",
     "ShapesReport",
     "ShapesScorer",
-    "benchmark_prompts",
-    "parse_prompt",
     "score_detections",
     "score_image",
     "to_rgb_array",
 ]
 
 OVERALL_CATEGORIES = ("single", "color", "position", "count", "pair", "relation")
-PROMPT_SETS = ("benchmark", "validation")
 
 _COLOR_NAMES = tuple(PALETTE)
 _DIRECTIONS = np.array([PALETTE[c] for c in _COLOR_NAMES], dtype=np.float32) - 255.0  # (8, 3) white -> colour
@@ -134,13 +121,6 @@ class DetectedObject:
     cell: tuple[int, int]  # (col, row)
     area: int  # foreground pixels
     iou: float  # IoU of the best template
-
-
-@dataclass(frozen=True)
-class BenchmarkPrompt:
-    prompt: str
-    category: str  # one of BENCHMARK_CATEGORIES
-    query: ShapesQuery
 
 
 @functools.lru_cache(maxsize=64)  # ~1-8 MB each; a few dozen keys cover real images
@@ -378,30 +358,6 @@ def score_image(image, prompt: str | ShapesQuery) -> dict[str, bool]:
     return _default_scorer().score(image, prompt)
 
 
-def benchmark_prompts(n_per_category: int = 50, seed: int = 1234, prompt_set: str = "benchmark") -> list[BenchmarkPrompt]:
-    """A deterministic benchmark: `n_per_category` prompts for each of BENCHMARK_CATEGORIES.
-
-    Prompts are canonical captions of queries from `benchmark_query_pool`, which training
-    never asks for. A pool is walked through in random order (repeating only once exhausted).
-    `prompt_set="validation"` draws from `validation_query_pool` instead (no benchmark query):
-    the set to choose settings such as the guidance scale on, so the benchmark stays unseen.
-    """
-    if n_per_category < 1:
-        raise ValueError(f"n_per_category must be >= 1, got {n_per_category}")
-    if prompt_set not in PROMPT_SETS:
-        raise ValueError(f"unknown prompt_set {prompt_set!r}; expected one of {PROMPT_SETS}")
-    query_pool = benchmark_query_pool if prompt_set == "benchmark" else validation_query_pool
-    rng = np.random.default_rng(seed)
-    prompts = []
-    for category in BENCHMARK_CATEGORIES:
-        pool = query_pool(category)
-        order = np.concatenate([rng.permutation(len(pool)) for _ in range(-(-n_per_category // len(pool)))])
-        for index in order[:n_per_category]:
-            query = pool[index]
-            prompts.append(BenchmarkPrompt(caption_query(query), category, query))
-    return prompts
-
-
 @dataclass
 class ShapesReport:
     accuracy: dict[str, float]  # category -> fraction of prompts scored True
@@ -425,6 +381,12 @@ class ShapesReport:
             "accuracy": dict(self.accuracy),
             "counts": dict(self.counts),
         }
+
+    def to_metrics(self) -> dict[str, float | None]:
+        """The report as training metrics: `shapes_overall`, `shapes_heldout` and `shapes_<category>`."""
+        metrics = {"shapes_overall": self.overall, "shapes_heldout": self.heldout}
+        metrics.update({f"shapes_{category}": value for category, value in self.accuracy.items() if category != "heldout"})
+        return metrics
 
     def format_table(self) -> str:
         lines = [f"{'category':<10} {'accuracy':>8} {'n':>6}"]
