@@ -24,10 +24,13 @@ from pathlib import Path
 
 from .pretrained import DEFAULT_MODEL, available_models, pretrained_path
 from .shapes.vocab import IMAGE_SIZES, SCENE_KINDS  # plain constants: the module imports nothing heavy
+from .utils.checks import check_output_dir, check_output_file
 
 DEFAULT_STEPS = 20
 DEFAULT_GUIDANCE = 3.0  # chosen for the shipped model on the validation prompts (not the benchmark's; docs/performance.md)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
+CHUNK_IMAGES = 128  # images per pipeline call in `generate`/`demo`, each chunk written before the next is made
+GRID_MAX_IMAGES = 1024  # images one grid shows (8 columns of 128-px cells: ~1,000 x 20,000 px)
 _REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")  # org/name, as the Hub spells repo ids
 _DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 
@@ -65,6 +68,28 @@ def non_negative_float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
     if not value >= 0:  # also rejects nan
         raise argparse.ArgumentTypeError(f"must be >= 0 (1 or less turns guidance off), got {text}")
+    if value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
+    return value
+
+
+def seed_arg(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if not -(2**63) <= value < 2**64:  # what torch.Generator.manual_seed takes
+        raise argparse.ArgumentTypeError(f"must be between -2**63 and 2**64 - 1, got {value}")
+    return value
+
+
+def weight_arg(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0 <= value < float("inf"):  # also rejects nan
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
     return value
 
 
@@ -127,6 +152,7 @@ def load_pipeline(model: str | None, device: str = "auto", scheduler: str | None
     from transformers.utils import logging as transformers_logging
 
     import hf_textimg  # noqa: F401  (registers the pipelines with diffusers)
+    from hf_textimg.pipelines.checks import check_pipeline_folder
 
     model = str(pretrained_path()) if model is None else model
     device = resolve_device(device)
@@ -134,6 +160,8 @@ def load_pipeline(model: str | None, device: str = "auto", scheduler: str | None
     diffusers_logging.disable_progress_bar()  # no "Loading pipeline components" bars
     transformers_logging.disable_progress_bar()
     try:
+        if Path(model).is_dir():
+            check_pipeline_folder(model)  # model_index.json, component folders, whole safetensors: named errors
         pipe = DiffusionPipeline.from_pretrained(model)
     except (OSError, ValueError) as err:  # missing files, unknown or unreachable Hub repo
         raise ValueError(_load_error(model, err)) from err
@@ -212,11 +240,39 @@ def autocast(pipe, mixed_precision: str):
 
 def generate_images(pipe, prompts: list[str], num_images: int, seed: int, mixed_precision: str = "no", **kwargs) -> list:
     """`num_images` PIL images per prompt (prompt 0's first); the same seed gives the same images."""
+    return [image for _, chunk in generate_chunks(pipe, prompts, num_images, seed, mixed_precision, **kwargs) for image in chunk]
+
+
+def generate_chunks(pipe, prompts: list[str], num_images: int, seed: int, mixed_precision: str = "no", **kwargs):
+    """Yield (index of the first image, PIL images) for at most CHUNK_IMAGES images at a time, in prompt order, so a
+    caller writes each chunk before the next is made and memory stays bounded. One generator runs through every
+    chunk; with up to CHUNK_IMAGES images this is a single pipeline call, exactly as before chunking."""
     import torch
 
     generator = torch.Generator().manual_seed(seed)  # on the CPU, so a seed means the same noise on any device
-    with autocast(pipe, mixed_precision):
-        return pipe(prompts, num_images_per_prompt=num_images, generator=generator, **kwargs).images
+    start = 0
+    for prompt_indices, per_prompt in _chunk_calls(len(prompts), num_images):
+        with autocast(pipe, mixed_precision):
+            images = pipe([prompts[p] for p in prompt_indices], num_images_per_prompt=per_prompt, generator=generator, **kwargs).images
+        yield start, images
+        start += len(images)
+
+
+def _chunk_calls(num_prompts: int, num_images: int) -> list[tuple[list[int], int]]:
+    """Pipeline calls of at most CHUNK_IMAGES images, as (prompt indices, images per prompt): several whole prompts
+    per call or, with more than CHUNK_IMAGES images per prompt, one prompt per call with part of its images."""
+    if num_images <= CHUNK_IMAGES:
+        per_call = CHUNK_IMAGES // num_images
+        return [(list(range(first, min(first + per_call, num_prompts))), num_images) for first in range(0, num_prompts, per_call)]
+    return [([p], min(CHUNK_IMAGES, num_images - done)) for p in range(num_prompts) for done in range(0, num_images, CHUNK_IMAGES)]
+
+
+def count_blank(images) -> int:
+    """Images (B, H, W, 3) in [0, 1] that are one flat colour (every pixel equal at 8 bits): nothing drawn."""
+    import numpy as np
+
+    pixels = np.round(np.asarray(images) * 255).reshape(len(images), -1, 3)  # (B, H*W, 3)
+    return int((pixels.max(axis=1) == pixels.min(axis=1)).all(axis=1).sum())
 
 
 def save_grid(images: list, captions: list[str], path: Path, cols: int):
@@ -235,24 +291,51 @@ def model_name(args) -> str:
 # -- commands ------------------------------------------------------------------------------------
 
 
+def grid_images_per_prompt(num_prompts: int, num_images: int, individual: bool) -> int:
+    """Images per prompt shown in the grid: all of them when the grid holds at most GRID_MAX_IMAGES, else (with
+    --individual, which writes every image) the first few of each prompt; without --individual that is an error."""
+    if num_prompts * num_images <= GRID_MAX_IMAGES:
+        return num_images
+    if not individual:
+        raise ValueError(
+            f"--num-images {num_images} x {num_prompts} prompts = {num_prompts * num_images} images, more than one grid holds "
+            f"({GRID_MAX_IMAGES}); pass --individual to write every image as its own PNG as it is made (the grid then shows "
+            "the first images of each prompt), or ask for fewer images."
+        )
+    return max(1, GRID_MAX_IMAGES // num_prompts)
+
+
+def individual_path(out: Path, prompt_index: int, image_index: int) -> Path:
+    return out.with_name(f"{out.stem}-{prompt_index:02d}-{image_index:02d}{out.suffix}")
+
+
 def run_generate(args) -> int:
     start = time.perf_counter()
+    check_output_file(args.out, "--out")  # before any work: a long run must not end unable to write
+    per_prompt = grid_images_per_prompt(len(args.prompt), args.num_images, args.individual)
     pipe = load_pipeline(args.model, args.device, args.scheduler)
     pipe.set_progress_bar_config(disable=args.quiet)
     kwargs = call_kwargs(pipe, args.steps, args.guidance)
-    images = generate_images(pipe, args.prompt, args.num_images, args.seed, args.mixed_precision, **kwargs)
-    captions = [p for p in args.prompt for _ in range(args.num_images)]
-    save_grid(images, captions, args.out, cols=args.num_images)
-    if args.individual:
-        for k, image in enumerate(images):
-            image.save(args.out.with_name(f"{args.out.stem}-{k // args.num_images:02d}-{k % args.num_images:02d}{args.out.suffix}"))
+    shown, captions, total = [], [], 0
+    for first, chunk in generate_chunks(pipe, args.prompt, args.num_images, args.seed, args.mixed_precision, **kwargs):
+        for k, image in enumerate(chunk, start=first):
+            p, i = divmod(k, args.num_images)
+            if args.individual:
+                image.save(individual_path(args.out, p, i))  # written as it comes
+            if i < per_prompt and len(shown) < GRID_MAX_IMAGES:
+                shown.append(image)
+                captions.append(args.prompt[p])
+        total += len(chunk)
+    save_grid(shown, captions, args.out, cols=per_prompt)
     settings = ", ".join(f"{k}={v}" for k, v in kwargs.items())
     print(
-        f"Generated {len(images)} images ({len(args.prompt)} prompts x {args.num_images}, seed {args.seed}"
+        f"Generated {total} images ({len(args.prompt)} prompts x {args.num_images}, seed {args.seed}"
         f"{', ' + settings if settings else ''}) with {model_name(args)} in {time.perf_counter() - start:.1f}s"
     )
     if args.individual:
         print(f"One PNG per image: {args.out.with_name(args.out.stem + '-PP-II' + args.out.suffix)} (PP = prompt, II = image)")
+    if len(shown) < total:
+        print(f"The grid shows {len(shown)} of the {total} images (the first {per_prompt} of each prompt).")
     print(f"Grid: {args.out}")
     return 0
 
@@ -261,11 +344,13 @@ def run_evaluate(args) -> int:
     from .shapes import BENCHMARK_CATEGORIES, evaluate_shapes
 
     start = time.perf_counter()
+    if args.json:
+        check_output_file(args.json, "--json")  # before any work: minutes of generation must not end unable to write
     pipe = load_pipeline(args.model, args.device, args.scheduler)
     pipe.set_progress_bar_config(disable=True)
     kwargs = call_kwargs(pipe, args.steps, args.guidance)
     total = len(BENCHMARK_CATEGORIES) * args.prompts_per_category
-    done = 0
+    done, blank = 0, 0
 
     def progress(num_images: int) -> None:
         nonlocal done
@@ -273,9 +358,21 @@ def run_evaluate(args) -> int:
         if not args.quiet:
             print(f"  generated {done}/{total} images ({time.perf_counter() - start:.0f}s)", file=sys.stderr)
 
+    def counting_blanks(*call_args, **call_kwargs):  # the pipeline, counting images that are one flat colour
+        nonlocal blank
+        output = pipe(*call_args, **call_kwargs)
+        blank += count_blank(output.images)
+        return output
+
     # Training's evaluation calls the same function, so the defaults reproduce eval_results.json.
     with autocast(pipe, args.mixed_precision):
-        report = evaluate_shapes(pipe, args.prompts_per_category, args.seed, args.batch_size, args.prompt_set, on_batch=progress, **kwargs)
+        report = evaluate_shapes(counting_blanks, args.prompts_per_category, args.seed, args.batch_size, args.prompt_set, on_batch=progress, **kwargs)
+    if blank == done:
+        raise ValueError(
+            f"every one of the {done} generated images is a single flat colour, so every score would be 0.0 for a reason "
+            f"that is not the model's drawing: check the settings ({', '.join(f'{k}={v}' for k, v in kwargs.items()) or 'defaults'}, "
+            f"--scheduler {args.scheduler or 'as saved'}, --mixed-precision {args.mixed_precision}) with `hf-textimg generate`."
+        )
     result = {
         "benchmark": args.benchmark,
         "prompt_set": args.prompt_set,
@@ -303,11 +400,14 @@ def run_demo(args) -> int:
     from .shapes import ShapesScorer
 
     start = time.perf_counter()
+    path = check_output_file(Path(args.out) / "shapes_demo.png", "--out")
+    if len(DEMO_PROMPTS) * args.num_images > GRID_MAX_IMAGES:  # one grid, bounded
+        raise ValueError(f"--num-images {args.num_images}: the demo grid holds at most {GRID_MAX_IMAGES // len(DEMO_PROMPTS)} images "
+                         "per prompt; for more, use `hf-textimg generate --individual`.")
     pipe = load_pipeline(args.model, args.device, args.scheduler)
     pipe.set_progress_bar_config(disable=True)
     prompts = [prompt for _, prompt in DEMO_PROMPTS]
     images = generate_images(pipe, prompts, args.num_images, args.seed, args.mixed_precision, **call_kwargs(pipe, args.steps, args.guidance))
-    path = Path(args.out) / "shapes_demo.png"
     save_grid(images, [p for p in prompts for _ in range(args.num_images)], path, cols=args.num_images)
 
     scorer = ShapesScorer()
@@ -342,8 +442,8 @@ def _build_dataset(args):
 
 def run_data(args) -> int:
     start = time.perf_counter()
+    out = check_output_dir(args.out, "--out")  # before the data set is built
     data = _build_dataset(args)
-    out = Path(args.out)
     if args.imagefolder:
         from .data.loading import save_as_imagefolder
 
@@ -371,7 +471,7 @@ def _add_model_args(parser: argparse.ArgumentParser) -> None:
     add("--scheduler", choices=sorted(SCHEDULERS), default=None,
         help="swap the diffusion pipeline's sampler (built with from_config from the saved one, so the training betas and "
              "prediction type are kept): ddpm needs ~1000 steps, the others ~20-50 (default: the one the model was saved with)")
-    add("--seed", type=int, default=0, help="random seed: the same seed gives the same images (default: 0)")
+    add("--seed", type=seed_arg, default=0, help="random seed: the same seed gives the same images (default: 0)")
     add("--mixed-precision", choices=["no", "bf16"], default="no",
         help="bf16: sample under torch.autocast (about 2.9x faster on a recent CPU; scores in docs/performance.md); "
              "no: fp32, what the model cards' figures use (default: no)")
@@ -464,11 +564,11 @@ fonts-noto-color-emoji, unicode-data and unicode-cldr-core packages.""",
     data.add_argument("--size", type=int, default=32, choices=IMAGE_SIZES, help="image side in pixels (default: 32)")
     data.add_argument("--out", required=True, help="output folder")
     data.add_argument("--imagefolder", action="store_true", help="write PNGs + metadata.jsonl per split instead of Arrow files")
-    data.add_argument("--seed", type=int, default=0, help="shapes: random seed (same seed, same data)")
-    data.add_argument("--num-train", type=int, default=20000, help="shapes: train split size")
-    data.add_argument("--num-validation", type=int, default=2000, help="shapes: validation split size")
-    data.add_argument("--num-heldout", type=int, default=2000, help="shapes: held-out-pairs split size")
-    data.add_argument("--kind-probs", type=float, nargs=4, default=None, metavar=("SINGLE", "COUNT", "PAIR", "RELATION"),
+    data.add_argument("--seed", type=seed_arg, default=0, help="shapes: random seed (same seed, same data)")
+    data.add_argument("--num-train", type=positive_int, default=20000, help="shapes: train split size")
+    data.add_argument("--num-validation", type=positive_int, default=2000, help="shapes: validation split size")
+    data.add_argument("--num-heldout", type=positive_int, default=2000, help="shapes: held-out-pairs split size")
+    data.add_argument("--kind-probs", type=weight_arg, nargs=4, default=None, metavar=("SINGLE", "COUNT", "PAIR", "RELATION"),
                       help="shapes: weights of the scene kinds in train/validation (default: 0.4 0.2 0.2 0.2)")
     data.add_argument("--canonical-layouts", nargs="+", default=[], choices=SCENE_KINDS, metavar="KIND",
                       help="shapes: scene kinds drawn in one canonical layout per caption instead of the spec's random cells "

@@ -134,10 +134,10 @@ if os.environ.get("MP_FAKE_HUB"):
 
 # ---- a crash half-way through a checkpoint save ------------------------------------------------------------------
 if os.environ.get("MP_KILL_IN_SAVE"):
-    _save_tree, _kill_folder = checkpointing.save_tree, f".tmp-checkpoint-{os.environ['MP_KILL_IN_SAVE']}"
+    _save_tree, _kill_folder = checkpointing.save_tree, f".tmp-checkpoint-{os.environ['MP_KILL_IN_SAVE']}-"
 
     def _killing_save_tree(obj, folder, name):
-        if name == "optimizer" and Path(folder).name == _kill_folder:
+        if name == "optimizer" and Path(folder).name.startswith(_kill_folder):  # .tmp-checkpoint-<step>-<random>
             os.kill(os.getpid(), signal.SIGKILL)  # model weights are written, the optimizer state is not
         return _save_tree(obj, folder, name)
 

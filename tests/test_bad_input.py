@@ -87,6 +87,27 @@ PIPELINE_CASES = [
     (("diffusion_pipe",), dict(width=0), r"`width` must be a positive multiple of 2"),
     (("decoder_pipe",), dict(height=64), r"`height`=64 is not supported: this decoder makes 32x32 images only"),
     (("decoder_pipe",), dict(width=16), r"`width`=16 is not supported"),
+    # issue 21: non-finite numbers and wrong types, named
+    (BOTH, dict(generator=0), r"`generator` must be a torch.Generator or a list of them, got int \(a seed: pass torch.Generator\(\).manual_seed"),
+    (BOTH, dict(generator=np.random.default_rng(0)), r"`generator` must be a torch.Generator or a list of them, got Generator"),
+    (BOTH, dict(generator=[torch.Generator(), 3]), r"`generator`\[1\] must be a torch.Generator, got int"),
+    (BOTH, dict(num_images_per_prompt=True), r"`num_images_per_prompt` must be an integer >= 1, got True"),
+    (BOTH, dict(num_images_per_prompt=2.0), r"`num_images_per_prompt` must be an integer >= 1, got 2.0"),
+    (BOTH, dict(max_batch_size=0), r"`max_batch_size` must be an integer >= 1, got 0"),
+    (("diffusion_pipe",), dict(guidance_scale="3"), r"`guidance_scale` must be a number, got str '3'"),
+    (("diffusion_pipe",), dict(guidance_scale=float("inf")), r"`guidance_scale` must be a finite number, got inf"),
+    (("diffusion_pipe",), dict(guidance_scale=float("nan")), r"`guidance_scale` must be a finite number, got nan"),
+    (("diffusion_pipe",), dict(guidance_scale=None), r"`guidance_scale` must be a number, got NoneType"),
+    (("diffusion_pipe",), dict(num_inference_steps=True), r"`num_inference_steps` must be an integer >= 1, got True"),
+    (("diffusion_pipe",), dict(num_inference_steps=20.0), r"`num_inference_steps` must be an integer >= 1, got 20.0"),
+    (("diffusion_pipe",), dict(height=True), r"`height` must be a positive multiple of 2 .* got True"),
+    (("diffusion_pipe",), dict(latents=np.zeros((2, 3, 32, 32), np.float32)), r"`latents` must be a torch.Tensor, got ndarray \(convert a numpy array"),
+    (("diffusion_pipe",), dict(latents=torch.full((2, 3, 32, 32), float("nan"))), r"`latents` contains NaN or inf"),
+    (("diffusion_pipe",), dict(latents=torch.zeros((2, 3, 32, 32), dtype=torch.int64)), r"`latents` must be a floating-point tensor"),
+    (("diffusion_pipe",), dict(height=1024, width=1024), r"1024x1024 is 1024 times the pixels of the 32x32 images this model was trained at"),
+    (("diffusion_pipe",), dict(num_inference_steps=1000), r"`num_inference_steps`=1000: DPMSolverMultistepScheduler repeats timestep \d+"),
+    (("decoder_pipe",), dict(noise=np.zeros((2, 4), np.float32)), r"`noise` must be a torch.Tensor, got ndarray"),
+    (("decoder_pipe",), dict(noise=torch.tensor([[0.0, float("inf"), 0, 0]] * 2)), r"`noise` contains NaN or inf"),
 ]
 
 

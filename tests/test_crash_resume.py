@@ -19,7 +19,7 @@ import torch
 from mp_launch import REPO, harness_command, save_tiny_concept_model, subprocess_env
 from safetensors.torch import load_file
 
-from hf_textimg.training.checkpointing import list_checkpoints, resolve_resume_path
+from hf_textimg.training.checkpointing import list_checkpoints, resolve_resume_path, verify_checkpoint
 from training.train_diffusion import main
 
 STEPS, EVERY, LIMIT = 12, 3, 2
@@ -66,8 +66,9 @@ def assert_same_final_state(run_dir, reference_dir):
         elif name == "trainer_state.json":
             a, b = (json.loads((d / name).read_text()) for d in (ours, theirs))
             assert (a["global_step"], a["epoch"], a["batch_in_epoch"]) == (b["global_step"], b["epoch"], b["batch_in_epoch"])
-        elif name != "rng_state_0.json" and name.endswith(".json"):
+        elif name not in ("rng_state_0.json", "manifest.json") and name.endswith(".json"):  # the manifest hashes trainer_state.json (its clock)
             assert (ours / name).read_text() == (theirs / name).read_text(), name
+    assert verify_checkpoint(ours) is None  # and it is intact by its own manifest
     for component in ("unet/diffusion_pytorch_model.safetensors", "text_encoder/model.safetensors"):
         a, b = load_file(run_dir / component), load_file(reference_dir / component)
         assert all(torch.equal(a[k], b[k]) for k in b), component
@@ -110,7 +111,7 @@ def test_a_checkpoint_cut_short_mid_save_is_never_resumed_from(reference, concep
     proc = start(concept_dir, out, tmp_path / "dump", MP_KILL_IN_SAVE=6)
     output, _ = proc.communicate(timeout=180)
     assert proc.returncode == -signal.SIGKILL, output[-3000:]
-    partial = out / ".tmp-checkpoint-6"
+    (partial,) = out.glob(".tmp-checkpoint-6-*")  # a name of its own, so no other save can share it
     assert (partial / "unet.safetensors").is_file() and not (partial / "trainer_state.json").exists()
     assert not (out / "checkpoint-6").exists()
     assert [p.name for p in list_checkpoints(out)] == ["checkpoint-3"]
@@ -120,5 +121,5 @@ def test_a_checkpoint_cut_short_mid_save_is_never_resumed_from(reference, concep
 
     main(args_for(concept_dir, out, "--resume_from_checkpoint", "latest"))
     assert_same_final_state(out, reference)
-    assert not partial.exists()  # the re-save of step 6 replaced the half-written folder
+    assert not partial.exists()  # the next good save removed the half-written folder
     assert not list(out.glob(".tmp-checkpoint-*"))  # and the next good save cleared the other leftovers

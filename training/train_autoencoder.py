@@ -10,7 +10,6 @@ holds the `ConceptAutoencoder` (config.json + diffusion_pytorch_model.safetensor
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass, field
 
 import torch
@@ -24,6 +23,7 @@ from hf_textimg.training import (
     build_accelerator,
     build_optimizer,
     build_train_dataloader,
+    end_training,
     load_split,
     parse_args,
     run_result,
@@ -32,6 +32,8 @@ from hf_textimg.training import (
     train_loop,
     write_eval_results,
 )
+from hf_textimg.training.checkpointing import final_save
+from hf_textimg.training.entry import run_script
 
 
 @dataclass
@@ -113,12 +115,13 @@ def main(argv: list[str] | None = None) -> dict:
     state = train_loop(accelerator, cfg, {"model": model}, optimizer, lr_scheduler, dataloader, compute_loss, evaluate=evaluate)
     result = run_result(state)
     if accelerator.is_main_process:
-        accelerator.unwrap_model(model).save_pretrained(cfg.output_dir)
+        with final_save(cfg.output_dir) as folder:  # the model already there stays whole if saving fails
+            accelerator.unwrap_model(model).save_pretrained(folder)
         write_eval_results(cfg, result)
         write_card_and_push(cfg, argv, __file__)  # README.md model card; --push_to_hub uploads
-    accelerator.end_training()
+    end_training(accelerator, cfg)
     return result
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    run_script(main)

@@ -14,7 +14,6 @@ both work, plus `eval_results.json`.
 
 from __future__ import annotations
 
-import sys
 import zlib
 from dataclasses import dataclass, field
 from typing import Literal
@@ -33,6 +32,7 @@ from hf_textimg.training import (
     build_accelerator,
     build_optimizer,
     build_train_dataloader,
+    end_training,
     load_or_train_tokenizer,
     load_split,
     parse_args,
@@ -41,6 +41,8 @@ from hf_textimg.training import (
     tracker_config,
     write_eval_results,
 )
+from hf_textimg.training.checkpointing import final_save
+from hf_textimg.training.entry import run_script
 
 
 @dataclass
@@ -231,13 +233,14 @@ def main(argv: list[str] | None = None) -> dict:
     )
     result = run_result(state)
     if accelerator.is_main_process:
-        unwrapped.save_pretrained(cfg.output_dir)
-        tokenizer.save_pretrained(cfg.output_dir)
+        with final_save(cfg.output_dir) as folder:  # the model already there stays whole if saving fails
+            unwrapped.save_pretrained(folder)
+            tokenizer.save_pretrained(folder)
         write_eval_results(cfg, result)
         write_card_and_push(cfg, argv, __file__)  # README.md model card; --push_to_hub uploads
-    accelerator.end_training()
+    end_training(accelerator, cfg)
     return result
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    run_script(main)

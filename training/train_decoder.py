@@ -40,7 +40,6 @@ the Shapes scorer's results on its benchmark prompts, which training never sees.
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -61,6 +60,7 @@ from hf_textimg.training import (
     build_optimizer,
     check_text_encoder_lr,
     build_train_dataloader,
+    end_training,
     load_or_train_tokenizer,
     load_split,
     param_groups,
@@ -71,6 +71,8 @@ from hf_textimg.training import (
     train_loop,
     write_eval_results,
 )
+from hf_textimg.training.checkpointing import final_save
+from hf_textimg.training.entry import run_script
 
 
 @dataclass
@@ -367,12 +369,13 @@ def main(argv: list[str] | None = None) -> dict:
             tokenizer=tokenizer, text_encoder=accelerator.unwrap_model(text_encoder).eval(), decoder=accelerator.unwrap_model(decoder).eval(),
             prompt_normalization=cfg.prompt_normalization,
         )
-        pipeline.save_pretrained(cfg.output_dir)
+        with final_save(cfg.output_dir) as folder:  # the model already there stays whole if saving fails
+            pipeline.save_pretrained(folder)
         write_eval_results(cfg, result)
         write_card_and_push(cfg, argv, __file__)  # README.md model card; --push_to_hub uploads
-    accelerator.end_training()
+    end_training(accelerator, cfg)
     return result
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    run_script(main)

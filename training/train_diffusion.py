@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +34,7 @@ from diffusers.training_utils import compute_snr
 from hf_textimg.concept import ConceptTextConfig, ConceptTextModel
 from hf_textimg.diffusion import DEFAULT_BLOCK_OUT_CHANNELS, build_unet, unet_input
 from hf_textimg.hub import write_card_and_push
+from hf_textimg.pipelines.checks import set_checked_timesteps
 from hf_textimg.pipelines.pipeline_diffusion import ConceptDiffusionPipeline
 from hf_textimg.pipelines.prompt_embeds import encode_concept
 from hf_textimg.shapes import ShapesDataArguments, benchmark_prompts, evaluate_shapes
@@ -48,6 +48,7 @@ from hf_textimg.training import (
     build_optimizer,
     check_text_encoder_lr,
     build_train_dataloader,
+    end_training,
     load_or_train_tokenizer,
     load_split,
     param_groups,
@@ -58,6 +59,8 @@ from hf_textimg.training import (
     train_loop,
     write_eval_results,
 )
+from hf_textimg.training.checkpointing import final_save
+from hf_textimg.training.entry import run_script
 from hf_textimg.utils.image_grid import make_captioned_grid
 from hf_textimg.utils.resolution import check_resolution
 
@@ -131,6 +134,14 @@ class DiffusionTrainConfig(TrainConfig):
                 raise ValueError(f"--{name} must be >= 1, got {getattr(self, name)}.")
         if self.eval_prompts_per_category < 0:
             raise ValueError(f"--eval_prompts_per_category must be >= 0 (0: no Shapes scoring), got {self.eval_prompts_per_category}.")
+        # what the evaluation will ask of the pipeline, checked now rather than after the first training steps
+        if not self.eval_guidance_scale >= 0:
+            raise ValueError(f"--eval_guidance_scale must be >= 0 (1 = no guidance), got {self.eval_guidance_scale}.")
+        try:
+            set_checked_timesteps(inference_scheduler(build_noise_scheduler(self)), self.eval_num_inference_steps)
+        except ValueError as error:
+            raise ValueError(f"--eval_num_inference_steps {self.eval_num_inference_steps} with --num_train_timesteps "
+                             f"{self.num_train_timesteps}: {error}") from None
         self.check_unet_resolution()
 
     def check_unet_resolution(self) -> None:
@@ -359,7 +370,7 @@ def main(argv: list[str] | None = None) -> dict:
         save_pipeline(cfg, tokenizer, text_encoder, unet, noise_scheduler, emas)
         write_eval_results(cfg, result)
         write_card_and_push(cfg, argv, __file__)  # README.md model card; --push_to_hub uploads
-    accelerator.end_training()
+    end_training(accelerator, cfg)
     return result
 
 
@@ -369,8 +380,9 @@ def save_pipeline(cfg, tokenizer, text_encoder, unet, noise_scheduler, emas) -> 
     for name, ema in emas.items():
         ema.copy_to(trained[name].parameters())
     pipe = ConceptDiffusionPipeline(tokenizer, text_encoder, unet, inference_scheduler(noise_scheduler), cfg.prompt_normalization)
-    pipe.save_pretrained(cfg.output_dir, safe_serialization=True)
+    with final_save(cfg.output_dir) as folder:  # the model already there stays whole if saving fails
+        pipe.save_pretrained(folder, safe_serialization=True)
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    run_script(main)

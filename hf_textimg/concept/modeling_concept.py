@@ -25,6 +25,7 @@ without the package installed.
 """
 
 import math
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -45,7 +46,7 @@ from transformers.utils.output_capturing import capture_outputs
 
 from .configuration_concept import ConceptConfig, ConceptTextConfig, ConceptVisionConfig
 from .losses import contrastive_loss
-from .safe_loading import check_pretrained_folder
+from .safe_loading import check_pretrained_folder, describe_size_mismatch
 
 
 # -------------------------------------------------------------------------------------------------------------------
@@ -303,7 +304,13 @@ class ConceptPreTrainedModel(PreTrainedModel):
         allowed = tuple(dict.fromkeys((cls.config_class.model_type, ConceptConfig.model_type)))
         check_pretrained_folder(pretrained_model_name_or_path, cls.__name__, "model_type", allowed, kwargs.get("subfolder", ""))
         kwargs.setdefault("use_safetensors", True)
-        return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+        try:
+            return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+        except RuntimeError as error:  # transformers: "ignore_mismatched_sizes ... look at the above report"
+            if "mismatched" not in str(error) or not os.path.isdir(str(pretrained_model_name_or_path)):
+                raise
+            config = cls.config_class.from_pretrained(pretrained_model_name_or_path, subfolder=kwargs.get("subfolder", ""))
+            raise ValueError(describe_size_mismatch(pretrained_model_name_or_path, kwargs.get("subfolder", ""), cls, config)) from None
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module):

@@ -15,6 +15,7 @@ default because captions talk about left and right.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import random
@@ -26,6 +27,7 @@ import torch
 from PIL import Image
 
 from .prompts import check_prompt_normalization, normalize_prompts
+from .validation import check_caption_column, check_imagefolder_metadata
 
 BUILTIN_DATASETS = ("shapes", "emoji")
 
@@ -91,8 +93,10 @@ def load_image_text_dataset(
     elif train_data_dir is not None:
         if not Path(train_data_dir).is_dir():
             raise ValueError(f"train_data_dir={str(train_data_dir)!r} is not a directory.")
-        data = datasets.load_dataset("imagefolder", data_dir=str(train_data_dir), cache_dir=cache_dir)
+        check_imagefolder_metadata(train_data_dir, caption_column)  # a bad line named, not an ArrowInvalid from arrow
         source = f"imagefolder {train_data_dir}"
+        with _load_errors_named("train_data_dir", train_data_dir):
+            data = datasets.load_dataset("imagefolder", data_dir=str(train_data_dir), cache_dir=cache_dir)
     elif dataset_name in BUILTIN_DATASETS:
         data = _builtin_dataset(dataset_name, resolution, cache_dir, tuple(sorted((builtin_kwargs or {}).items())))
         source = f"built-in data set {dataset_name!r}"
@@ -100,7 +104,8 @@ def load_image_text_dataset(
         data = datasets.load_from_disk(dataset_name)
         source = f"saved data set {dataset_name}"
     else:
-        data = datasets.load_dataset(dataset_name, dataset_config_name, cache_dir=cache_dir)
+        with _load_errors_named("dataset_name", dataset_name):
+            data = datasets.load_dataset(dataset_name, dataset_config_name, cache_dir=cache_dir)
         source = f"data set {dataset_name!r}"
 
     if isinstance(data, datasets.DatasetDict):
@@ -119,7 +124,21 @@ def load_image_text_dataset(
         raise ValueError(f"{source} split {split!r} is empty; there is nothing to train or evaluate on.")
     if max_samples is not None:
         data = data.select(range(min(max_samples, len(data))))
+    if caption_column:
+        check_caption_column(data, caption_column, f"{source} split {split!r}")
     return data
+
+
+@contextlib.contextmanager
+def _load_errors_named(flag: str, value):
+    """`datasets.load_dataset` failures (no such Hub repo or folder, offline, no data files) as one ValueError naming
+    the flag, rather than a DatasetNotFoundError / ConnectionError / EmptyDatasetError traceback."""
+    try:
+        yield
+    except (OSError, ValueError, ImportError) as error:  # ConnectionError and datasets' own errors derive from these
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
+        kinds = f"{', '.join(BUILTIN_DATASETS)}, a save_to_disk folder or a Hub data set" if flag == "dataset_name" else "a folder of images"
+        raise ValueError(f"{flag}={str(value)!r} could not be loaded as {kinds} ({type(error).__name__}: {reason}).") from error
 
 
 def square_image(image: Image.Image, resolution: int) -> Image.Image:

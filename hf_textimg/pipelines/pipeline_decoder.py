@@ -23,6 +23,8 @@ from diffusers.utils.torch_utils import randn_tensor
 from ..decoder import ConceptDecoder
 from ..concept import ConceptTextModel
 from ..data.prompts import check_prompt_normalization
+from ..utils.checks import check_finite_images, check_int, check_tensor
+from .chunking import concat_outputs, default_max_batch_size, image_chunks
 from .pipeline_utils import TextToImageMixin, register_with_diffusers
 
 
@@ -71,9 +73,11 @@ class DecoderPipeline(TextToImageMixin, DiffusionPipeline):
         if noise is not None:
             if noise_dim == 0:
                 raise ValueError("`noise` was given but this decoder has noise_dim=0 (deterministic); pass noise=None.")
-            if not isinstance(noise, torch.Tensor) or tuple(noise.shape) != (n, noise_dim):
-                shape = tuple(noise.shape) if isinstance(noise, torch.Tensor) else type(noise).__name__
-                raise ValueError(f"`noise` must be a tensor of shape ({n}, {noise_dim}) (prompts x images per prompt, noise_dim), got {shape}.")
+            if isinstance(noise, torch.Tensor) and tuple(noise.shape) != (n, noise_dim):
+                raise ValueError(f"`noise` must be a tensor of shape ({n}, {noise_dim}) (prompts x images per prompt, noise_dim), got {tuple(noise.shape)}.")
+            check_tensor(noise, "`noise`", (n, noise_dim))
+        if prompt_embeds is not None:
+            check_tensor(prompt_embeds, "`prompt_embeds`")
         return batch_size
 
     @torch.no_grad()
@@ -119,6 +123,7 @@ class DecoderPipeline(TextToImageMixin, DiffusionPipeline):
         height: int | None = None,
         width: int | None = None,
         prompt_embeds: torch.Tensor | None = None,
+        max_batch_size: int | None = None,
     ) -> ImagePipelineOutput | tuple:
         r"""Generate images for `prompt`.
 
@@ -136,17 +141,31 @@ class DecoderPipeline(TextToImageMixin, DiffusionPipeline):
                 `decoder.config.image_size` square images only, so any other value is a ValueError.
             prompt_embeds (`torch.Tensor` of shape `(prompts, code_dim)`, *optional*): concept codes to decode instead
                 of encoding `prompt` (e.g. from `encode_prompt`, or a mix of two); used as given, not re-normalised.
+            max_batch_size (`int`, *optional*): images per decoder pass, which bounds memory. Default: as many as make
+                131,072 pixels (128 images at 32x32). The images do not depend on it (the noise of all images is drawn
+                first; see `hf_textimg.pipelines.chunking`).
         """
         # 1. Check inputs
-        self.check_inputs(prompt, prompt_embeds, num_images_per_prompt, generator, noise, output_type, height, width)
-        # 2. Encode the prompts into concept codes, one row per image
-        (codes,) = self.encode_prompt(prompt, num_images_per_prompt, prompt_embeds)  # (B * n, code_dim)
-        # 3. Prepare the decoder noise
-        noise = self.prepare_noise(len(codes), generator, noise, codes.dtype)  # (B * n, noise_dim) or None
-        # 4. Decode
-        images = self.decode(codes, noise)  # (B * n, 3, S, S) in [-1, 1]
-        # 5. Post-process
-        images = self.postprocess(images, output_type)
+        batch_size = self.check_inputs(prompt, prompt_embeds, num_images_per_prompt, generator, noise, output_type, height, width)
+        if max_batch_size is not None:
+            check_int(max_batch_size, "`max_batch_size`")
+        prompts = [prompt] if isinstance(prompt, str) else prompt
+        num_images, size, parts = batch_size * num_images_per_prompt, self.decoder.config.image_size, []
+        for start, end in image_chunks(num_images, max_batch_size or default_max_batch_size(size, size)):
+            # 2. Encode the chunk's prompts (or take their codes) into concept codes, one row per image
+            first, last = start // num_images_per_prompt, (end - 1) // num_images_per_prompt + 1  # prompts [first, last)
+            rows = lambda x: None if x is None else x[first:last]  # noqa: E731
+            (codes,) = self.encode_prompt(rows(prompts), num_images_per_prompt, rows(prompt_embeds))
+            codes = codes[start - first * num_images_per_prompt : end - first * num_images_per_prompt]  # (chunk, code_dim)
+            # 3. The decoder noise of every image, drawn at the first chunk as one batch draws it (so chunking changes no image)
+            if start == 0:
+                noise = self.prepare_noise(num_images, generator, noise, codes.dtype)  # (B * n, noise_dim) or None
+            # 4. Decode; NaN or inf is an error, never a black image
+            images = self.decode(codes, None if noise is None else noise[start:end])  # (chunk, 3, S, S) in [-1, 1]
+            check_finite_images(images, f"from the decoder (images {start}-{end - 1})")
+            # 5. Post-process
+            parts.append(self.postprocess(images, output_type))
+        images = concat_outputs(parts, output_type)
         self.maybe_free_model_hooks()
         if not return_dict:
             return (images,)

@@ -32,7 +32,10 @@ from diffusers.utils.torch_utils import randn_tensor
 from ..concept import ConceptTextModel
 from ..data.prompts import check_prompt_normalization
 from ..diffusion.unet import downsample_factor, unet_input
+from ..utils.checks import check_finite_images, check_int, check_number, check_tensor
 from ..utils.resolution import check_resolution
+from .checks import check_image_size, set_checked_timesteps
+from .chunking import concat_outputs, default_max_batch_size, image_chunks, step_generators
 from .pipeline_utils import TextToImageMixin, register_with_diffusers
 from .prompt_embeds import ConceptPromptEmbeds, encode_concept
 
@@ -49,6 +52,13 @@ def check_widths(text_encoder: ConceptTextModel, unet: UNet2DConditionModel) -> 
             f"text_encoder.config.projection_dim ({text_encoder.config.projection_dim}) must equal "
             f"unet.config.projection_class_embeddings_input_dim ({unet.config.projection_class_embeddings_input_dim})."
         )
+
+
+def _rows(prompts_or_embeds, first: int, last: int):
+    """Prompts first..last-1 of a list of prompts or a ConceptPromptEmbeds (None stays None)."""
+    if prompts_or_embeds is None or isinstance(prompts_or_embeds, (list, tuple)):
+        return None if prompts_or_embeds is None else list(prompts_or_embeds[first:last])
+    return prompts_or_embeds.map(lambda t: t[first:last])
 
 
 class ConceptDiffusionPipeline(TextToImageMixin, DiffusionPipeline):
@@ -109,8 +119,8 @@ class ConceptDiffusionPipeline(TextToImageMixin, DiffusionPipeline):
         """Raise a ValueError naming the argument for anything that cannot work; return the number of prompts."""
         if (prompt is None) == (prompt_embeds is None):
             raise ValueError("Pass exactly one of `prompt` and `prompt_embeds`.")
-        if prompt_embeds is not None and not isinstance(prompt_embeds, ConceptPromptEmbeds):
-            raise ValueError(f"`prompt_embeds` must be a ConceptPromptEmbeds (see encode_prompt), got {type(prompt_embeds).__name__}.")
+        if prompt_embeds is not None:
+            self._check_embeds(prompt_embeds, "prompt_embeds")
         batch_size = len(self.check_prompt(prompt)) if prompt is not None else len(prompt_embeds)
         if negative_prompt is not None and negative_prompt_embeds is not None:
             raise ValueError("Pass at most one of `negative_prompt` and `negative_prompt_embeds`.")
@@ -118,20 +128,17 @@ class ConceptDiffusionPipeline(TextToImageMixin, DiffusionPipeline):
             if len(self.check_prompt(negative_prompt, "negative_prompt")) != batch_size:
                 raise ValueError(f"`negative_prompt` has {len(negative_prompt)} entries for {batch_size} prompts; pass one per prompt or a single string.")
         if negative_prompt_embeds is not None:
-            if not isinstance(negative_prompt_embeds, ConceptPromptEmbeds):
-                raise ValueError(f"`negative_prompt_embeds` must be a ConceptPromptEmbeds, got {type(negative_prompt_embeds).__name__}.")
+            self._check_embeds(negative_prompt_embeds, "negative_prompt_embeds")
             if len(negative_prompt_embeds) != batch_size:
                 raise ValueError(f"`negative_prompt_embeds` holds {len(negative_prompt_embeds)} rows for {batch_size} prompts.")
-        if not isinstance(num_inference_steps, int) or num_inference_steps < 1:
-            raise ValueError(f"`num_inference_steps` must be an integer >= 1, got {num_inference_steps!r}.")
-        if guidance_scale < 0:
-            raise ValueError(f"`guidance_scale` must be >= 0 (1 = no guidance), got {guidance_scale}.")
+        check_int(num_inference_steps, "`num_inference_steps`")
+        check_number(guidance_scale, "`guidance_scale`", minimum=0)
         for name, value in (("height", height), ("width", width)):
             check_resolution(value, downsample_factor(self.unet), f"`{name}`", f" for this U-Net (trained at {self.unet.config.sample_size})")
+        check_image_size(height, width, self.unet.config.sample_size)
         self.check_common_inputs(batch_size, num_images_per_prompt, generator, output_type)
-        expected = (batch_size * num_images_per_prompt, self.unet.config.out_channels, height, width)
-        if latents is not None and tuple(latents.shape) != expected:
-            raise ValueError(f"`latents` must have shape {expected} (images, channels, height, width), got {tuple(latents.shape)}.")
+        if latents is not None:
+            check_tensor(latents, "`latents`", (batch_size * num_images_per_prompt, self.unet.config.out_channels, height, width))
         unknown = [k for k in callback_on_step_end_tensor_inputs or [] if k not in self._callback_tensor_inputs]
         if unknown:
             raise ValueError(f"`callback_on_step_end_tensor_inputs` {unknown} are not among {self._callback_tensor_inputs}.")
@@ -172,6 +179,29 @@ class ConceptDiffusionPipeline(TextToImageMixin, DiffusionPipeline):
     def _prepare(self, embeds: ConceptPromptEmbeds, num_images_per_prompt: int) -> ConceptPromptEmbeds:
         dtype = (self.unet if self.unet is not None else self.text_encoder).dtype  # what will read them
         return embeds.to(self._execution_device, dtype).repeat_interleave(num_images_per_prompt)
+
+    def _encode_chunk(self, start, end, num_images_per_prompt, prompt, negative_prompt, prompt_embeds, negative_prompt_embeds):
+        """`encode_prompt` for images start..end-1 only: their prompts are encoded, then the rows cut to those images."""
+        first, last = start // num_images_per_prompt, (end - 1) // num_images_per_prompt + 1  # prompts [first, last)
+        prompt = [prompt] if isinstance(prompt, str) else prompt
+        negative_prompt = negative_prompt if isinstance(negative_prompt, str) else _rows(negative_prompt, first, last)
+        cond, uncond = self.encode_prompt(
+            _rows(prompt, first, last), num_images_per_prompt, self.do_classifier_free_guidance, negative_prompt,
+            _rows(prompt_embeds, first, last), _rows(negative_prompt_embeds, first, last),
+        )
+        cut = slice(start - first * num_images_per_prompt, end - first * num_images_per_prompt)
+        return cond.map(lambda t: t[cut]), None if uncond is None else uncond.map(lambda t: t[cut])
+
+    def _check_embeds(self, embeds, name: str) -> None:
+        """A ConceptPromptEmbeds of this text tower's widths, holding finite numbers."""
+        if not isinstance(embeds, ConceptPromptEmbeds):
+            raise ValueError(f"`{name}` must be a ConceptPromptEmbeds (see encode_prompt), got {type(embeds).__name__}.")
+        widths = (embeds.token_states.shape[-1], embeds.concept.shape[-1])
+        expected = (self.unet.config.cross_attention_dim, self.unet.config.projection_class_embeddings_input_dim)
+        if widths != expected:
+            raise ValueError(f"`{name}` has token states of width {widths[0]} and concepts of width {widths[1]}; this U-Net reads {expected[0]} and {expected[1]}.")
+        for tensor in (embeds.token_states, embeds.concept):
+            check_tensor(tensor, f"`{name}`")
 
     def prepare_latents(self, num_images: int, height: int, width: int, generator, latents: torch.Tensor | None) -> torch.Tensor:
         """Starting noise (num_images, 3, height, width); with a list of generators, image i is drawn from generator i."""
@@ -216,6 +246,10 @@ class ConceptDiffusionPipeline(TextToImageMixin, DiffusionPipeline):
                 if callback_on_step_end is not None:
                     tensors = {"latents": latents, "prompt_embeds": prompt_embeds, "negative_prompt_embeds": negative_prompt_embeds}
                     outputs = callback_on_step_end(self, i, t, {k: tensors[k] for k in callback_on_step_end_tensor_inputs})
+                    if not isinstance(outputs, dict):
+                        raise ValueError(f"`callback_on_step_end` must return a dict of the tensors it replaces (e.g. `return callback_kwargs`), got {type(outputs).__name__} at step {i}.")
+                    if "latents" in outputs:
+                        check_tensor(outputs["latents"], f"The latents `callback_on_step_end` returned at step {i}", tuple(latents.shape))
                     latents = outputs.pop("latents", latents)
                     prompt_embeds = outputs.pop("prompt_embeds", prompt_embeds)
                     negative_prompt_embeds = outputs.pop("negative_prompt_embeds", negative_prompt_embeds)
@@ -241,6 +275,7 @@ class ConceptDiffusionPipeline(TextToImageMixin, DiffusionPipeline):
         cross_attention_kwargs: dict | None = None,
         callback_on_step_end: Callable[[DiffusionPipeline, int, torch.Tensor, dict], dict] | PipelineCallback | MultiPipelineCallbacks | None = None,
         callback_on_step_end_tensor_inputs: list[str] = ["latents"],  # noqa: B006 (diffusers' signature)
+        max_batch_size: int | None = None,
     ) -> ImagePipelineOutput | tuple:
         r"""Generate images for `prompt`.
 
@@ -265,7 +300,17 @@ class ConceptDiffusionPipeline(TextToImageMixin, DiffusionPipeline):
                 for a LoRA), as in diffusers' text-to-image pipelines.
             callback_on_step_end (`Callable`, *optional*): called as `fn(pipe, step, timestep, tensors)` after each
                 step with the tensors named in `callback_on_step_end_tensor_inputs` (any of `latents`,
-                `prompt_embeds`, `negative_prompt_embeds`); the dict it returns replaces them.
+                `prompt_embeds`, `negative_prompt_embeds`); the dict it returns replaces them. With more images than
+                `max_batch_size` it is called for each chunk of images in turn, with that chunk's tensors.
+            max_batch_size (`int`, *optional*): images per denoising pass, which bounds memory (about 5.6 MB per 32-px
+                image on the shipped model). Default: as many as make 131,072 pixels (128 images at 32x32, 32 at
+                64x64). The images do not depend on it: starting noise is drawn for all images at once, and a
+                stochastic sampler's noise comes from one generator per image (see `hf_textimg.pipelines.chunking`).
+
+        Raises:
+            ValueError: an argument that cannot work (named in the message), a step count the scheduler cannot take,
+                a size far from the trained one (see `hf_textimg.pipelines.checks`), or images that came out
+                non-finite (`NonFiniteError`) instead of being returned black.
         """
         if isinstance(callback_on_step_end, (PipelineCallback, MultiPipelineCallbacks)):
             callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs
@@ -276,19 +321,28 @@ class ConceptDiffusionPipeline(TextToImageMixin, DiffusionPipeline):
             prompt, negative_prompt, prompt_embeds, negative_prompt_embeds, height, width, num_inference_steps,
             guidance_scale, num_images_per_prompt, generator, latents, output_type, callback_on_step_end_tensor_inputs,
         )
-        self._guidance_scale, self._interrupt, self._cross_attention_kwargs = guidance_scale, False, cross_attention_kwargs
-        # 2. Encode the prompts: conditional and unconditional, one row per image
-        prompt_embeds, negative_prompt_embeds = self.encode_prompt(
-            prompt, num_images_per_prompt, self.do_classifier_free_guidance, negative_prompt, prompt_embeds, negative_prompt_embeds
-        )
-        # 3. Timesteps
-        self.scheduler.set_timesteps(num_inference_steps, device=self._execution_device)
-        # 4. Starting noise
-        latents = self.prepare_latents(batch_size * num_images_per_prompt, height, width, generator, latents)  # (N, 3, H, W)
-        # 5. Denoise
-        latents = self.denoise(latents, prompt_embeds, negative_prompt_embeds, generator, callback_on_step_end, callback_on_step_end_tensor_inputs)
-        # 6. Post-process: pixel space, so the final sample is the image in [-1, 1] ("latent" returns it as is)
-        images = self.postprocess(latents, output_type)
+        if max_batch_size is not None:
+            check_int(max_batch_size, "`max_batch_size`")
+        self._guidance_scale, self._interrupt, self._cross_attention_kwargs = float(guidance_scale), False, cross_attention_kwargs
+        # 2. Timesteps, checked once before any work: a count this scheduler cannot take is a ValueError
+        set_checked_timesteps(self.scheduler, num_inference_steps, self._execution_device)
+        # 3. Starting noise of every image, drawn as one batch draws it, and per-image generators for the
+        #    sampler's own noise, so chunking changes no image (hf_textimg.pipelines.chunking)
+        num_images = batch_size * num_images_per_prompt
+        latents = self.prepare_latents(num_images, height, width, generator, latents)  # (N, 3, H, W)
+        sampler_generators = step_generators(generator, num_images) if self._step_kwargs(generator) else None
+        # 4. Encode, denoise and post-process at most `max_batch_size` images at a time (bounded memory)
+        parts = []
+        for start, end in image_chunks(num_images, max_batch_size or default_max_batch_size(height, width)):
+            cond, uncond = self._encode_chunk(start, end, num_images_per_prompt, prompt, negative_prompt, prompt_embeds, negative_prompt_embeds)
+            set_checked_timesteps(self.scheduler, num_inference_steps, self._execution_device)  # resets the solver's history
+            chunk_generators = sampler_generators[start:end] if sampler_generators is not None else generator
+            chunk = self.denoise(latents[start:end], cond, uncond, chunk_generators, callback_on_step_end, callback_on_step_end_tensor_inputs)
+            # 5. Pixel space: the final sample is the image in [-1, 1] ("latent" returns it as is); NaN or inf is an
+            #    error, never a black image
+            check_finite_images(chunk, f"after {num_inference_steps} steps of {type(self.scheduler).__name__} (images {start}-{end - 1})")
+            parts.append(self.postprocess(chunk, output_type))
+        images = concat_outputs(parts, output_type)
         self.maybe_free_model_hooks()
         if not return_dict:
             return (images,)

@@ -19,6 +19,8 @@ from diffusers.image_processor import VaeImageProcessor
 
 from ..utils.safe_loading import PICKLE_SUFFIXES
 from ..data.prompts import normalize_prompts
+from ..utils.checks import check_generator, check_int
+from .checks import check_pipeline_folder
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +64,7 @@ class TextToImageMixin:
         same refusal from this package's models; diffusers' U-Net then follows diffusers' own default.)"""
         folder = str(pretrained_model_name_or_path)
         if os.path.isdir(folder):
+            check_pipeline_folder(folder)  # model_index.json, component folders, whole safetensors: named errors
             for name in sorted(os.listdir(folder)):
                 sub = os.path.join(folder, name)
                 files = os.listdir(sub) if os.path.isdir(sub) else []
@@ -95,12 +98,12 @@ class TextToImageMixin:
 
     @staticmethod
     def check_common_inputs(batch_size: int, num_images_per_prompt: int, generator, output_type: str) -> None:
-        if not isinstance(num_images_per_prompt, int) or num_images_per_prompt < 1:
-            raise ValueError(f"`num_images_per_prompt` must be an integer >= 1, got {num_images_per_prompt!r}.")
-        if output_type not in OUTPUT_TYPES:
+        check_int(num_images_per_prompt, "`num_images_per_prompt`")
+        if not isinstance(output_type, str) or output_type not in OUTPUT_TYPES:
             raise ValueError(f"`output_type` must be one of {OUTPUT_TYPES}, got {output_type!r}.")
         n = batch_size * num_images_per_prompt
-        if isinstance(generator, list) and len(generator) != n:
+        check_generator(generator, n)
+        if isinstance(generator, (list, tuple)) and len(generator) != n:
             raise ValueError(
                 f"Got a list of {len(generator)} generators for {n} images ({batch_size} prompts x "
                 f"{num_images_per_prompt} images per prompt); pass one generator per image or a single generator."

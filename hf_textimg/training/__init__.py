@@ -10,6 +10,7 @@ from .loop import (
     build_optimizer,
     build_train_dataloader,
     check_text_encoder_lr,
+    end_training,
     load_or_train_tokenizer,
     load_split,
     param_groups,

@@ -18,14 +18,15 @@ holds them as `cfg.dataset_args`, so this general layer never imports a data wor
 
 from __future__ import annotations
 
-import os
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
 
 from transformers import HfArgumentParser
 
 from ..data.prompts import check_prompt_normalization
+from ..utils.checks import check_output_dir
 from ..utils.resolution import check_resolution
+from .safety import check_config_numbers
 
 
 @dataclass
@@ -71,6 +72,10 @@ class TrainConfig:
     adam_weight_decay: float = 1e-2
     adam_epsilon: float = 1e-8
     max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping norm (0 disables)."})
+    max_skipped_nonfinite_steps: int = field(
+        default=0, metadata={"help": "Optimizer steps with a NaN/inf loss or gradient norm to skip before the run stops "
+                             "(non-zero exit, nothing saved after the last good checkpoint; hf_textimg.training.safety)."},
+    )
     gradient_accumulation_steps: int = field(default=1, metadata={"help": "Micro-batches per optimizer step."})
     gradient_checkpointing: bool = field(default=False, metadata={"help": "Trade compute for memory."})
     mixed_precision: Literal["no", "fp16", "bf16"] = field(default="no", metadata={"help": "Autocast precision."})
@@ -131,12 +136,8 @@ class TrainConfig:
             raise ValueError(f"--checkpoints_total_limit must be >= 1 or unset, got {self.checkpoints_total_limit}.")
         if self.hub_model_id is not None and (self.hub_model_id.count("/") > 1 or "" in self.hub_model_id.split("/")):
             raise ValueError(f"--hub_model_id must be 'name' or 'namespace/name', got {self.hub_model_id!r}.")
-        parent = os.path.dirname(os.path.abspath(self.output_dir))
-        probe = self.output_dir if os.path.isdir(self.output_dir) else parent
-        while not os.path.exists(probe):
-            probe = os.path.dirname(probe)
-        if not os.access(probe, os.W_OK):
-            raise ValueError(f"--output_dir {self.output_dir!r} is not writable ({probe!r} denies writing); choose another folder.")
+        check_output_dir(self.output_dir, "--output_dir")  # a folder that can be written (not a file, not under one)
+        check_config_numbers(self)  # finite numbers, optimizer ranges, --lr_scheduler name (hf_textimg.training.safety)
 
 
 def parse_args(config_cls: type[TrainConfig], argv: list[str] | None = None, dataset_args_cls: type | None = None) -> TrainConfig:

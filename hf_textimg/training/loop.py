@@ -19,8 +19,10 @@ from accelerate.utils import DataLoaderConfiguration, DistributedType, InitProce
 from tqdm.auto import tqdm
 
 from ..data.loading import ImageTextCollator, decode_images, load_image_text_dataset
-from .checkpointing import load_checkpoint, resolve_resume_path, save_checkpoint
+from .checkpointing import check_resume_settings, list_checkpoints, load_checkpoint, resolve_resume_path, save_checkpoint
 from .config import TrainConfig, config_to_dict
+from .run_lock import lock_output_dir, release_output_dir
+from .safety import diverged, nonfinite, nonfinite_weights
 
 logger = logging.getLogger(__name__)
 
@@ -45,8 +47,38 @@ def build_accelerator(cfg: TrainConfig) -> Accelerator:
             "support one process or DDP only (`accelerate launch --multi_gpu`). The models fit on one GPU: use DDP."
         )
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO if accelerator.is_main_process else logging.WARNING)
+    lock_run(accelerator, cfg)
     set_seed(cfg.seed)
     return accelerator
+
+
+def lock_run(accelerator: Accelerator, cfg: TrainConfig) -> None:
+    """The main process locks `--output_dir` (hf_textimg.training.run_lock); every process raises if it could not."""
+    error = None
+    if accelerator.is_main_process:
+        try:
+            lock_output_dir(cfg.output_dir)
+        except ValueError as err:
+            error = str(err)
+    if accelerator.num_processes > 1:  # the others must not go on (and wait forever) when the main process stops
+        failed = accelerator.reduce(torch.tensor([float(error is not None)], device=accelerator.device), reduction="sum")
+        if failed.item() and error is None:
+            error = f"the main process could not lock --output_dir {cfg.output_dir!r} (its message says why)"
+    if error is not None:
+        raise ValueError(error)
+    earlier = [n for n in ("model_index.json", "config.json") if (Path(cfg.output_dir) / n).is_file()]
+    earlier += [p.name for p in list_checkpoints(cfg.output_dir)]
+    if earlier and not cfg.resume_from_checkpoint and accelerator.is_main_process:
+        logger.warning("%s holds an earlier run's model or checkpoints (%s): this new run overwrites its checkpoints step by step "
+                       "and replaces the model when it ends, only if its weights are finite. Use --resume_from_checkpoint to "
+                       "continue that run instead, or another --output_dir to keep it.", cfg.output_dir, ", ".join(earlier[:4]))
+
+
+def end_training(accelerator: Accelerator, cfg: TrainConfig) -> None:
+    """`accelerator.end_training()`, then release the `--output_dir` lock: the last call of every script."""
+    accelerator.end_training()
+    if accelerator.is_main_process:
+        release_output_dir(cfg.output_dir)
 
 
 # ---- data ------------------------------------------------------------------------------
@@ -217,6 +249,8 @@ class TrainState:
     history: list = field(default_factory=list)  # (step, loss) every step, for tests and curves
     metrics: dict = field(default_factory=dict)  # the latest evaluation
     metrics_history: list = field(default_factory=list)  # (step, minutes, metrics) per evaluation
+    last_checkpoint: str | None = None  # the newest checkpoint with finite weights (saved or resumed from)
+    skipped_steps: int = 0  # optimizer steps dropped for a NaN/inf loss or gradient (--max_skipped_nonfinite_steps)
 
 
 def train_loop(
@@ -250,9 +284,11 @@ def train_loop(
     checkpoint_models = lambda: {**models, **(extra_checkpoint_models() if extra_checkpoint_models else {})}  # noqa: E731
     resume = resolve_resume_path(cfg.resume_from_checkpoint, cfg.output_dir)
     if resume is not None:
+        check_resume_settings(resume, _saved_config(resume), config_to_dict(cfg), accelerator.num_processes)
         saved = load_checkpoint(accelerator, resume, checkpoint_models(), optimizer, lr_scheduler)
         state.global_step, state.epoch, state.batch_in_epoch = saved["global_step"], saved["epoch"], saved["batch_in_epoch"]
         state.elapsed_seconds = saved.get("elapsed_seconds", 0.0)
+        state.last_checkpoint = str(resume)
         logger.info("Resumed from %s at step %d", resume, state.global_step)
 
     logger.info(
@@ -261,7 +297,7 @@ def train_loop(
     )
     progress = tqdm(range(cfg.max_train_steps), initial=state.global_step, desc="Steps", disable=not accelerator.is_local_main_process)
     start = time.perf_counter() - state.elapsed_seconds
-    out_of_time = False
+    out_of_time, problem = False, None
     while state.global_step < cfg.max_train_steps and not out_of_time:
         dataloader.set_epoch(state.epoch)
         batches = accelerator.skip_first_batches(dataloader, state.batch_in_epoch) if state.batch_in_epoch else dataloader
@@ -269,13 +305,21 @@ def train_loop(
             state.batch_in_epoch += 1
             with accelerator.accumulate(*models.values()):
                 loss, logs = compute_loss(batch)
-                accelerator.backward(loss)
-                if accelerator.sync_gradients and cfg.max_grad_norm > 0:
-                    accelerator.clip_grad_norm_([p for m in models.values() for p in m.parameters() if p.requires_grad], cfg.max_grad_norm)
-                optimizer.step()
-                lr_scheduler.step()
+                problem = problem or _backward_checked(accelerator, cfg, models, loss)
+                if not (accelerator.sync_gradients and problem):
+                    optimizer.step()
+                    lr_scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
             if not accelerator.sync_gradients:
+                continue
+            if problem:  # the whole accumulation window is dropped, or the run stops
+                state.skipped_steps += 1
+                if state.skipped_steps > cfg.max_skipped_nonfinite_steps:
+                    raise diverged(cfg, state.global_step + 1, f"{problem} ({state.skipped_steps - 1} such steps skipped before, "
+                                   f"--max_skipped_nonfinite_steps {cfg.max_skipped_nonfinite_steps})", state.last_checkpoint)
+                logger.warning("Step %d skipped: %s (%d of --max_skipped_nonfinite_steps %d).", state.global_step + 1, problem,
+                               state.skipped_steps, cfg.max_skipped_nonfinite_steps)
+                problem = None
                 continue
 
             state.global_step += 1
@@ -303,10 +347,12 @@ def train_loop(
                 accelerator.log(state.metrics, step=state.global_step)
                 logger.info("step %d: %s", state.global_step, {k: round(v, 4) for k, v in state.metrics.items()})
             if state.global_step % cfg.checkpointing_steps == 0:
+                _check_weights(cfg, state, checkpoint_models())  # never a checkpoint of NaN weights
                 checkpoint = save_checkpoint(
                     accelerator, cfg.output_dir, state.global_step, checkpoint_models(), optimizer, lr_scheduler,
                     {**_state_dict(state), "config": config_to_dict(cfg)}, limit=cfg.checkpoints_total_limit,
                 )
+                state.last_checkpoint = str(checkpoint)
                 if cfg.push_to_hub and accelerator.is_main_process:
                     from ..hub import push_checkpoint
 
@@ -317,7 +363,38 @@ def train_loop(
             state.epoch += 1
             state.batch_in_epoch = 0
     progress.close()
+    _check_weights(cfg, state, checkpoint_models())  # what the script saves next must be finite
     return state
+
+
+def _backward_checked(accelerator: Accelerator, cfg: TrainConfig, models: dict, loss: torch.Tensor) -> str | None:
+    """Backward and (at the end of an accumulation window) gradient clipping, unless the loss or the gradient norm
+    is NaN/inf on any process: then what went wrong, as text, and the caller drops the step."""
+    if nonfinite(loss, accelerator):
+        return f"the loss is {loss.item()}"
+    accelerator.backward(loss)
+    if not accelerator.sync_gradients:
+        return None
+    params = [p for m in models.values() for p in m.parameters() if p.requires_grad]
+    if cfg.mixed_precision == "fp16":  # the grad scaler skips inf-gradient steps itself and lowers its scale
+        if cfg.max_grad_norm > 0:
+            accelerator.clip_grad_norm_(params, cfg.max_grad_norm)
+        return None
+    # max_norm=inf measures without clipping (a factor of exactly 1.0)
+    norm = accelerator.clip_grad_norm_(params, cfg.max_grad_norm if cfg.max_grad_norm > 0 else float("inf"))
+    return f"the gradient norm is {float(norm)}" if nonfinite(torch.as_tensor(norm), accelerator) else None
+
+
+def _check_weights(cfg: TrainConfig, state: TrainState, models: dict) -> None:
+    bad = nonfinite_weights(models)
+    if bad:
+        raise diverged(cfg, state.global_step, f"the weights of {bad} hold NaN/inf", state.last_checkpoint)
+
+
+def _saved_config(checkpoint: Path) -> dict | None:
+    import json
+
+    return json.loads((checkpoint / "trainer_state.json").read_text()).get("config")
 
 
 def _state_dict(state: TrainState) -> dict:

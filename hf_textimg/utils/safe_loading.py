@@ -97,3 +97,29 @@ class SafeLoadingMixin:
         check_pretrained_folder(pretrained_model_name_or_path, cls.__name__, "_class_name", (cls.__name__,), kwargs.get("subfolder") or "")
         kwargs.setdefault("use_safetensors", True)
         return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+
+
+def describe_size_mismatch(path, subfolder: str, model_class, config) -> str:
+    """Why the weights of a local folder do not fit the model its config.json builds: the first mismatched tensors,
+    with the shape saved and the shape the config asks for (e.g. a hidden_size edited after saving)."""
+    import torch
+    from safetensors import safe_open
+
+    folder = os.path.normpath(os.path.join(str(path), subfolder or ""))
+    saved = {}
+    for name in sorted(n for n in os.listdir(folder) if n.endswith(".safetensors")):
+        with safe_open(os.path.join(folder, name), framework="pt") as f:
+            saved.update({key: (name, tuple(f.get_slice(key).get_shape())) for key in f.keys()})
+    with torch.device("meta"):  # shapes only: no memory, no initialisation
+        expected = {key: tuple(t.shape) for key, t in model_class(config).state_dict().items()}
+    mismatches = []
+    for key, (file, shape) in saved.items():
+        own = next((k for k in expected if key == k or key.endswith("." + k)), None)
+        if own is not None and expected[own] != shape:
+            mismatches.append(f"{key} is {list(shape)} in {file} but {list(expected[own])} by the config")
+    shown = "; ".join(mismatches[:3]) + (f"; and {len(mismatches) - 3} more" if len(mismatches) > 3 else "")
+    return (
+        f"{os.path.join(folder, 'config.json')} does not match the weights saved beside it ({shown or 'tensor sizes differ'}). "
+        "The config was edited or comes from another model (e.g. hidden_size); restore the config.json saved with these "
+        "weights, or save the model again."
+    )
