@@ -35,7 +35,6 @@ from diffusers import UNet2DConditionModel
 
 from .unet import IMAGE_CHANNELS, ConceptPromptEmbeds, downsample_factor
 
-UPSCALE_FACTORS = (2, 4)
 NOISE_LEVEL_EMBED_DIM = 64  # sinusoid width of the noise level (addition_time_embed_dim)
 
 # Width per level. Three levels (factor 4): at a 128 px output the lowest level is 32x32, so each
@@ -143,6 +142,17 @@ def downsample(images: torch.Tensor, factor: int) -> torch.Tensor:
     return F.avg_pool2d(images, factor)
 
 
+def random_crop(images: torch.Tensor, size: int, multiple: int = 1) -> torch.Tensor:
+    """(B, C, H, W) -> (B, C, size, size), one random window per image (torch's global RNG), at offsets that are
+    multiples of `multiple`, so the box-filtered copy of a crop is the same window of the image's box-filtered copy."""
+    height, width = images.shape[-2:]
+    if size > min(height, width) or size % multiple:
+        raise ValueError(f"crop size {size} must be a multiple of {multiple} and at most the image size {height}x{width}.")
+    ys = torch.randint(0, (height - size) // multiple + 1, (len(images),)) * multiple
+    xs = torch.randint(0, (width - size) // multiple + 1, (len(images),)) * multiple
+    return torch.stack([image[:, y : y + size, x : x + size] for image, y, x in zip(images, ys.tolist(), xs.tolist())])
+
+
 def upsample(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """(B, C, h, w) -> (B, C, *size), bilinear. align_corners=False keeps pixel centres where the box filter put
     them (IF's align_corners=True would shift the image by up to half a low-resolution pixel)."""
@@ -176,7 +186,6 @@ def superres_unet_kwargs(prompt_embeds: ConceptPromptEmbeds, noise_level: torch.
 
 __all__ = [
     "DEFAULT_SUPERRES_BLOCK_OUT_CHANNELS",
-    "UPSCALE_FACTORS",
     "build_superres_unet",
     "check_image_size",
     "check_superres_unet",
@@ -184,6 +193,7 @@ __all__ = [
     "downsample_factor",
     "is_superres_unet",
     "noise_augment",
+    "random_crop",
     "superres_unet_config",
     "superres_unet_input",
     "superres_unet_kwargs",
