@@ -85,11 +85,27 @@ class ConceptCascadePipeline(TextToImageMixin, DiffusionPipeline):
             superres_2_image_noising_scheduler=superres_2_image_noising_scheduler,
         )
         self.register_to_config(upscale_factors=upscale_factors, prompt_normalization=prompt_normalization)
-        # The part pipelines share these very modules, so `.to()`, dtype and device follow the cascade.
-        self.base = ConceptDiffusionPipeline(tokenizer, text_encoder, unet, scheduler, prompt_normalization)
-        self.superres_stages = [
-            ConceptSuperResolutionPipeline(tokenizer, text_encoder, stage_unet, stage_scheduler, noising, factor, prompt_normalization)
-            for (stage_unet, stage_scheduler, noising), factor in zip(stages, upscale_factors)
+
+    # -- the part pipelines: views on the cascade's current components (so `.to()`, a swapped `scheduler` and the
+    # progress-bar settings follow the cascade) --------------------------------------------------------------
+    def _part(self, pipe: DiffusionPipeline) -> DiffusionPipeline:
+        pipe.set_progress_bar_config(**getattr(self, "_progress_bar_config", {}))
+        return pipe
+
+    @property
+    def base(self) -> ConceptDiffusionPipeline:
+        """The text-to-image pipeline of the first stage."""
+        return self._part(ConceptDiffusionPipeline(self.tokenizer, self.text_encoder, self.unet, self.scheduler, self.config.prompt_normalization))
+
+    @property
+    def superres_stages(self) -> list[ConceptSuperResolutionPipeline]:
+        """The super-resolution pipelines, in order."""
+        return [
+            self._part(ConceptSuperResolutionPipeline(
+                self.tokenizer, self.text_encoder, getattr(self, f"{prefix}_unet"), getattr(self, f"{prefix}_scheduler"),
+                getattr(self, f"{prefix}_image_noising_scheduler"), factor, self.config.prompt_normalization,
+            ))
+            for prefix, factor in zip(STAGE_PREFIXES, self.config.upscale_factors)
         ]
 
     @classmethod
@@ -109,11 +125,6 @@ class ConceptCascadePipeline(TextToImageMixin, DiffusionPipeline):
             base.tokenizer, base.text_encoder, base.unet, base.scheduler, **components,
             upscale_factors=[stage.config.upscale_factor for stage in superres_stages], prompt_normalization=base.config.prompt_normalization,
         )
-
-    def set_progress_bar_config(self, **kwargs):
-        super().set_progress_bar_config(**kwargs)
-        for pipe in (self.base, *self.superres_stages):
-            pipe.set_progress_bar_config(**kwargs)
 
     # -- sizes --------------------------------------------------------------------------------------
     def output_sizes(self) -> list[int]:
@@ -167,9 +178,6 @@ class ConceptCascadePipeline(TextToImageMixin, DiffusionPipeline):
             output_type, return_dict: as in [`ConceptDiffusionPipeline`].
         """
         num_stages = self.stages_for_size(height, width)
-        levels = list(noise_level) if isinstance(noise_level, (list, tuple)) else [noise_level] * len(self.superres_stages)
-        if len(levels) != len(self.superres_stages):
-            raise ValueError(f"`noise_level` gives {len(levels)} levels for {len(self.superres_stages)} super-resolution stages; pass one, or one per stage.")
         # 1. Base model: (N, 3, h, w) in [0, 1], prompt 0's images first
         images = self.base(
             prompt, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, negative_prompt=negative_prompt,
@@ -178,7 +186,11 @@ class ConceptCascadePipeline(TextToImageMixin, DiffusionPipeline):
         # 2. Each stage upscales every image with its own caption (one prompt row per image)
         prompts = self._per_image(prompt, num_images_per_prompt)
         negative = None if negative_prompt is None or isinstance(negative_prompt, str) else self._per_image(negative_prompt, num_images_per_prompt)
-        for i, stage in enumerate(self.superres_stages[:num_stages]):
+        stages = self.superres_stages
+        levels = list(noise_level) if isinstance(noise_level, (list, tuple)) else [noise_level] * len(stages)
+        if len(levels) != len(stages):
+            raise ValueError(f"`noise_level` gives {len(levels)} levels for {len(stages)} super-resolution stages; pass one, or one per stage.")
+        for i, stage in enumerate(stages[:num_stages]):
             images = stage(
                 prompts, image=images, num_inference_steps=superres_num_inference_steps, guidance_scale=superres_guidance_scale,
                 noise_level=levels[i], negative_prompt=negative_prompt if negative is None else negative, generator=generator,
