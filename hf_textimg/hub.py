@@ -90,7 +90,8 @@ def _components(folder: Path, kind: str) -> list[dict]:
         return [
             {"name": name, "cls": spec[1], "params": count_parameters(folder / name)}
             for name, spec in index.items()
-            if not name.startswith("_") and isinstance(spec, list)
+            # components are [library, class]; a list setting (a cascade's upscale_factors) or an absent optional one is not
+            if not name.startswith("_") and isinstance(spec, list) and len(spec) == 2 and isinstance(spec[0], str)
         ]
     config = json.loads((folder / "config.json").read_text())
     cls = (config.get("architectures") or [config.get("_class_name")])[0]
