@@ -198,7 +198,7 @@ def make_compute_loss(cfg, accelerator, unet, text_encoder, noise_scheduler, noi
 def validation_pairs(cfg: SuperResTrainConfig) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
     """The first `--eval_num_images` validation images (K, 3, R, R) in [0, 1], their box-filtered copies and captions."""
     if not cfg.eval_num_images:
-        return torch.zeros(0, 3, cfg.resolution, cfg.resolution), torch.zeros(0), []
+        return torch.zeros(0, 3, cfg.resolution, cfg.resolution), torch.zeros(0, 3, cfg.resolution // cfg.upscale_factor, cfg.resolution // cfg.upscale_factor), []
     data = TensorImageTextDataset.from_dataset(
         load_split(cfg, cfg.validation_split, cfg.eval_num_images), cfg.resolution, cfg.image_column, cfg.caption_column
     )
@@ -220,11 +220,13 @@ def make_evaluator(cfg, accelerator, pipeline_fn, pairs):
     """Every `--validation_steps` (and at the end), on the main process with the EMA weights: upscale the validation
     images, score PSNR / SSIM against the truth (bicubic beside), save and log a comparison grid."""
     high, low, captions = pairs
+    if not captions:
+        return lambda state: {}
     bicubic = bicubic_upscale(low, cfg.upscale_factor)
-    baseline = {"psnr_bicubic": psnr(bicubic, high), "ssim_bicubic": ssim(bicubic, high)} if captions else {}
+    baseline = {"psnr_bicubic": psnr(bicubic, high), "ssim_bicubic": ssim(bicubic, high)}
 
     def evaluate(state) -> dict:
-        if not accelerator.is_main_process or not captions:
+        if not accelerator.is_main_process:
             return {}
         start = time.perf_counter()
         with pipeline_fn() as pipe:
