@@ -12,9 +12,9 @@
     `hf_textimg.evaluation.image_metrics.INK_TOLERANCE` levels), on the cascade's images of (a), on true renders of the
     same prompts at the final size, and on the true base-size renders upscaled bicubically (target: <= 0.2).
 (c) Fidelity: each stage alone, on `--num_images` Shapes validation scenes: input the true render at its input size,
-    PSNR / SSIM against the true render at its output size, beside bicubic upsampling; and the stage run on
-    `--tile` px tiles (the training crop size) and stitched, beside the same stage on whole images: a stage trained
-    on crops that upscales whole images as well as it does crops scores the same.
+    PSNR / SSIM against the true render at its output size, beside bicubic upsampling; and the same stage with the
+    other U-Net window: a stage trained on crops runs on crop-sized tiles as saved, and is also run on whole images;
+    a stage trained on whole images is also run on `--tile` px tiles.
 (d) Emoji (`--emoji_stages`, optional): the same on the Noto emoji validation artwork at each stage's output size
     (input: its box-filtered copy); with `--emoji_base` and `--grid_dir`, a sample grid of the emoji cascade.
 (e) Speed: seconds per final image of the whole cascade at batch `--batch_size` (one image per prompt), split between
@@ -87,11 +87,11 @@ def stage_sampling(args) -> dict:
     return {"num_inference_steps": args.superres_steps, "guidance_scale": args.superres_guidance, "noise_level": args.noise_level}
 
 
-def upscale(stages, prompts: list[str], images: torch.Tensor, args, seed: int) -> torch.Tensor:
+def upscale(stages, prompts: list[str], images: torch.Tensor, args, seed: int, **kwargs) -> torch.Tensor:
     """`images` (N, 3, h, w) in [0, 1] through `stages` in turn, one caption per image."""
     generator = torch.Generator().manual_seed(seed)
     for stage in stages:
-        images = stage(prompts, image=images, generator=generator, output_type="pt", **stage_sampling(args)).images.cpu()
+        images = stage(prompts, image=images, generator=generator, output_type="pt", **stage_sampling(args), **kwargs).images.cpu()
     return images
 
 
@@ -101,7 +101,7 @@ def content_and_sharpness(cascade, args) -> tuple[dict, dict, list]:
     from hf_textimg.evaluation import ShapesScorer, benchmark_prompts
     from hf_textimg.evaluation.image_metrics import off_palette_ink_share
 
-    prompts = benchmark_prompts(args.prompts_per_category)
+    prompts = benchmark_prompts(args.prompts_per_category, prompt_set=args.prompt_set)
     generator = torch.Generator().manual_seed(args.seed)
     small, large = [], []
     for start in range(0, len(prompts), args.batch_size):
@@ -137,29 +137,16 @@ def true_renders(queries, small_size: int, large_size: int, seed: int) -> tuple[
 
 
 # ---- (c), (d) fidelity ------------------------------------------------------------------------------------------
-def tiled(stage, prompts: list[str], low: torch.Tensor, tile: int, args, seed: int) -> torch.Tensor | None:
-    """`stage` on `tile` x `tile` px windows of `low` (N, 3, h, w), stitched: what the stage sees in training (crops)."""
-    n, _, h, w = low.shape
-    if tile >= h or h % tile or w % tile:
-        return None
-    tiles = low.unfold(2, tile, tile).unfold(3, tile, tile)  # (N, 3, h/t, w/t, t, t)
-    rows, cols = tiles.shape[2], tiles.shape[3]
-    batch = tiles.permute(0, 2, 3, 1, 4, 5).reshape(n * rows * cols, 3, tile, tile)
-    out = upscale([stage], [p for p in prompts for _ in range(rows * cols)], batch, args, seed)  # (N * k, 3, T, T)
-    big = out.shape[-1]
-    return out.reshape(n, rows, cols, 3, big, big).permute(0, 3, 1, 4, 2, 5).reshape(n, 3, rows * big, cols * big)
-
-
 def fidelity(stage, prompts: list[str], low: torch.Tensor, high: torch.Tensor, args) -> dict:
-    """PSNR / SSIM against `high` of the stage on whole `low` images, of bicubic upsampling, and of the stage on tiles."""
+    """PSNR / SSIM against `high` of the stage as saved, of bicubic upsampling, and of the stage with the other
+    window: whole images for a stage that runs on tiles (trained on crops), else `--tile` px tiles."""
     from hf_textimg.evaluation.image_metrics import bicubic_upscale, psnr, ssim
 
-    factor = stage.config.upscale_factor
-    results = {"stage": upscale([stage], prompts, low, args, args.seed), "bicubic": bicubic_upscale(low, factor)}
-    tile_low = args.tile // factor
-    stitched = tiled(stage, prompts, low, tile_low, args, args.seed) if args.tile else None
-    if stitched is not None:
-        results[f"stage_on_{args.tile}px_tiles"] = stitched
+    results = {"stage": upscale([stage], prompts, low, args, args.seed), "bicubic": bicubic_upscale(low, stage.config.upscale_factor)}
+    if stage.config.tile_size:
+        results["stage_whole_image"] = upscale([stage], prompts, low, args, args.seed, tile_size=0)
+    elif args.tile and args.tile < high.shape[-1]:
+        results[f"stage_on_{args.tile}px_tiles"] = upscale([stage], prompts, low, args, args.seed, tile_size=args.tile)
     return {name: {"psnr": psnr(images, high), "ssim": ssim(images, high)} for name, images in results.items()}
 
 
@@ -273,7 +260,7 @@ def save_grids(examples: list, args, emoji_base: str | None) -> list[str]:
 def print_tables(record: dict) -> None:
     content, ink = record["content"], record["ink_share"]
     rows = [[c, content["base"]["accuracy"][c], content["cascade"]["accuracy"][c], content["delta"][c]] for c in content["delta"]]
-    print(f"(a) Shapes benchmark, {record['settings']['prompts_per_category']} prompts per category (target: every |delta| <= {CONTENT_TOLERANCE}): "
+    print(f"(a) Shapes {record['settings']['prompt_set']} prompts, {record['settings']['prompts_per_category']} per category (target: every |delta| <= {CONTENT_TOLERANCE}): "
           f"{'met' if content['target_met'] else 'NOT met'}")
     print(format_table(["category", f"base {record['sizes'][0]} px", f"cascade {record['sizes'][-1]} px", "delta"], rows))
     print(f"\n(b) off-palette share of ink pixels (target <= {INK_TARGET}): {'met' if ink['target_met'] else 'NOT met'}")
@@ -314,8 +301,10 @@ def parse_args(argv):
     add("--emoji_stages", nargs="+", default=None, help="(d): emoji super-resolution stage folder(s), each scored on the emoji artwork")
     add("--emoji_base", default=None, help="(d): the emoji base pipeline, for the emoji cascade's sample grid (needs --grid_dir)")
     add("--prompts_per_category", type=int, default=40, help="(a, b): Shapes benchmark prompts per category")
+    add("--prompt_set", choices=["benchmark", "validation"], default="benchmark",
+        help="(a, b): the benchmark's prompts, or other prompts of the same categories to choose settings (e.g. --noise_level) on")
     add("--num_images", type=int, default=64, help="(c, d): validation images scored per stage")
-    add("--tile", type=int, default=64, help="(c, d): output tile side for the tiled run (the training --crop_size; 0: skip)")
+    add("--tile", type=int, default=64, help="(c, d): tile side for a stage saved without tiles (0: skip that run)")
     add("--batch_size", type=int, default=16, help="generation batch (and (e)'s batch)")
     add("--steps", type=int, default=20, help="base model's sampler steps")
     add("--guidance", type=float, default=3.0, help="base model's guidance")

@@ -213,3 +213,36 @@ def test_guidance_and_prompt_embeds_work_like_the_base_pipeline(stage):
                       guidance_scale=3.0, generator=torch.Generator().manual_seed(0)).images
     assert torch.allclose(by_text, by_embeds, atol=1e-6)
     assert not torch.allclose(by_text, upscale(stage, low_res()))  # guidance 1 (the default) differs
+
+
+# -- tiles (a stage trained on crops) ----------------------------------------------------------------
+
+
+def test_tile_origins_cover_the_image_with_overlap():
+    from hf_textimg.diffusion.superres import tile_origins
+
+    assert tile_origins(128, 64, 16) == [0, 48, 64]
+    assert tile_origins(64, 64, 16) == [0] and tile_origins(48, 64, 16) == [0]
+    assert tile_origins(100, 32, 8) == [0, 24, 48, 68]
+
+
+def test_a_stage_with_tile_size_runs_the_unet_on_overlapping_tiles(base, tmp_path, monkeypatch):
+    tiled = tiny_stage(base)
+    tiled.register_to_config(tile_size=32)  # as train_superres saves a stage trained on 32 px crops
+    tiled.save_pretrained(tmp_path)
+    loaded = DiffusionPipeline.from_pretrained(tmp_path)
+    loaded.set_progress_bar_config(disable=True)
+    assert loaded.config.tile_size == 32
+    shapes = []
+    forward = type(loaded.unet).forward
+    monkeypatch.setattr(type(loaded.unet), "forward", lambda self, sample, *a, **k: shapes.append(tuple(sample.shape)) or forward(self, sample, *a, **k))
+    images = upscale(loaded, low_res(), num_inference_steps=1)
+    assert images.shape == (2, 3, 64, 64)
+    assert shapes == [(2, 6, 32, 32)] * 9  # 3 x 3 windows of 32 px at offsets 0, 24, 32 (a quarter tile of overlap)
+    shapes.clear()
+    whole = upscale(loaded, low_res(), num_inference_steps=1, tile_size=0)
+    assert shapes == [(2, 6, 64, 64)] and not torch.allclose(images, whole)
+    # a tile as large as the image is the whole image
+    assert torch.equal(upscale(loaded, low_res(), num_inference_steps=1, tile_size=64), whole)
+    with pytest.raises(ValueError, match=r"`tile_size` must be a positive multiple of 2 .*; got 33"):
+        upscale(loaded, low_res(), tile_size=33)

@@ -31,6 +31,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 if __package__ in (None, ""):  # run as `python training/train_superres.py`: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -94,8 +95,8 @@ class SuperResTrainConfig(DiffusionTrainConfig):
     # The stage
     upscale_factor: int = field(default=4, metadata={"help": "Output side / input side (2 or 4; a cascade chains stages)."})
     crop_size: int | None = field(
-        default=64, metadata={"help": "Train on random crops of this side (a multiple of --upscale_factor and of the U-Net's factor); "
-                              "0: whole --resolution images. The U-Net is fully convolutional, so it upscales whole images either way."},
+        default=64, metadata={"help": "Train on random crops of this side (a multiple of --upscale_factor and of the U-Net's factor); 0: whole "
+                              "--resolution images. The saved stage then runs on overlapping tiles of this side (its tile_size)."},
     )
     max_noise_level: int = field(
         default=250, metadata={"help": "Noise augmentation of the upsampled input: a level per example, uniform in [0, this] "
@@ -104,6 +105,10 @@ class SuperResTrainConfig(DiffusionTrainConfig):
     validation_noise_level: int = field(default=DEFAULT_NOISE_LEVEL, metadata={"help": "Noise level of the evaluation (the pipeline's default)."})
     eval_num_images: int = field(default=32, metadata={"help": "Validation images upscaled and scored (PSNR, SSIM; bicubic beside) per evaluation."})
     # train_diffusion.py's flags with other defaults or meanings here
+    prediction_type: Literal["epsilon", "v_prediction", "sample"] = field(
+        default="sample", metadata={"help": "U-Net target: the clean image (default: in 2-minute runs it drew sharp shapes where v-prediction "
+                                    "still drew noise; docs/superres.md), v, or the noise."},
+    )
     concept_model_path: str | None = field(
         default=None, metadata={"help": "Required: the base model's pipeline folder (its text_encoder/ and tokenizer/, kept frozen, and its "
                                 "prompt normalization) or a ConceptModel / ConceptTextModel folder."},
@@ -245,8 +250,11 @@ def make_evaluator(cfg, accelerator, pipeline_fn, pairs):
 
 def build_pipeline(cfg, tokenizer, text_encoder, unet, noise_scheduler) -> ConceptSuperResolutionPipeline:
     noising = build_noise_scheduler(cfg)  # noise augmentation uses the training schedule's betas
+    # A stage trained on crops runs on crop-sized tiles: GroupNorm's statistics over a whole mostly-white image are
+    # not those of a crop (docs/superres.md, "Crops").
+    tile_size = cfg.crop_size if cfg.crop_size and cfg.crop_size < cfg.resolution else None
     return ConceptSuperResolutionPipeline(
-        tokenizer, text_encoder, unet, inference_scheduler(noise_scheduler), noising, cfg.upscale_factor, cfg.prompt_normalization
+        tokenizer, text_encoder, unet, inference_scheduler(noise_scheduler), noising, cfg.upscale_factor, cfg.prompt_normalization, tile_size
     )
 
 

@@ -18,8 +18,12 @@ The second stage of a cascade (DALL-E 2, Imagen, DeepFloyd IF), in IF's shape:
 - Token states go to cross-attention only where `attention_levels` asks (default: nowhere), and
   that attention is cross-attention only (`only_cross_attention=True`, no self-attention): every
   output pixel then depends on a fixed neighbourhood of the input and on the caption, never on
-  the image size, so a stage trained on random crops runs unchanged on whole images. There are no
-  coordinate channels for the same reason (a crop's corner is not the image's corner).
+  the image size. There are no coordinate channels for the same reason (a crop's corner is not the
+  image's corner). One part of a stock U-Net still sees the whole input: GroupNorm's statistics. A stage
+  trained on crops of mostly-white Shapes images and run on a whole image draws grey fields where no
+  object or border is near (docs/superres.md has the measurement), so a stage trained on crops runs on
+  crop-sized tiles of the image (`tile_size`; overlapping tiles averaged, as MultiDiffusion blends
+  windows), which is what it saw in training.
 
 Pairs for training come from any image set: a high-resolution image, its box-filtered copy
 (`downsample`: the mean of each factor x factor block, which is how the Shapes renderer's
@@ -153,6 +157,13 @@ def random_crop(images: torch.Tensor, size: int, multiple: int = 1) -> torch.Ten
     return torch.stack([image[:, y : y + size, x : x + size] for image, y, x in zip(images, ys.tolist(), xs.tolist())])
 
 
+def tile_origins(size: int, tile: int, overlap: int) -> list[int]:
+    """Start offsets of `tile`-long windows covering [0, size), consecutive windows overlapping by at least `overlap`."""
+    if tile >= size:
+        return [0]
+    return list(range(0, size - tile, tile - overlap)) + [size - tile]
+
+
 def upsample(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """(B, C, h, w) -> (B, C, *size), bilinear. align_corners=False keeps pixel centres where the box filter put
     them (IF's align_corners=True would shift the image by up to half a low-resolution pixel)."""
@@ -197,5 +208,6 @@ __all__ = [
     "superres_unet_config",
     "superres_unet_input",
     "superres_unet_kwargs",
+    "tile_origins",
     "upsample",
 ]

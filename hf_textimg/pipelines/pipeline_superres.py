@@ -39,6 +39,7 @@ from ..diffusion.superres import (
     noise_augment,
     superres_unet_input,
     superres_unet_kwargs,
+    tile_origins,
     upsample,
 )
 from ..diffusion.unet import ConceptPromptEmbeds, downsample_factor
@@ -62,18 +63,24 @@ class ConceptSuperResolutionPipeline(ConceptDiffusionPipeline):
         image_noising_scheduler ([`~diffusers.DDPMScheduler`]): noises the upsampled image to `noise_level`.
         upscale_factor (`int`): output side / input side, as trained (2 or 4).
         prompt_normalization (`str`, *optional*): as in [`ConceptDiffusionPipeline`].
+        tile_size (`int`, *optional*): run the U-Net on overlapping windows of this side (the crop size a stage
+            trained on crops saw), averaged where they overlap; None: on the whole image.
     """
 
     def __init__(
         self, tokenizer, text_encoder: ConceptTextModel, unet: UNet2DConditionModel, scheduler: SchedulerMixin,
         image_noising_scheduler: DDPMScheduler, upscale_factor: int = 4, prompt_normalization: str | None = None,
+        tile_size: int | None = None,
     ):
         if not isinstance(upscale_factor, int) or upscale_factor < 2:
             raise ValueError(f"`upscale_factor` must be an integer >= 2 (output side / input side), got {upscale_factor!r}.")
         super().__init__(tokenizer, text_encoder, unet, scheduler, prompt_normalization)
+        if tile_size is not None:
+            check_image_size(tile_size, downsample_factor(unet), "tile_size")
         self.register_modules(image_noising_scheduler=image_noising_scheduler)
-        self.register_to_config(upscale_factor=upscale_factor)
-        self._image_condition = None  # set by __call__: (augmented upsampled image (N, 3, H, W), noise level (N,))
+        self.register_to_config(upscale_factor=upscale_factor, tile_size=tile_size)
+        # set by __call__: (augmented upsampled image (N, 3, H, W), noise level (N,)), and the tile side (0: whole image)
+        self._image_condition, self._tile_size = None, 0
 
     @staticmethod
     def check_components(text_encoder: ConceptTextModel, unet: UNet2DConditionModel) -> None:
@@ -145,7 +152,24 @@ class ConceptSuperResolutionPipeline(ConceptDiffusionPipeline):
         condition, levels = self._image_condition
         repeats = len(sample) // len(condition)  # 2 under classifier-free guidance: [unconditional, conditional]
         model_input = superres_unet_input(sample, condition.repeat(repeats, 1, 1, 1))  # (N', 6, H, W)
-        return self.unet(model_input, t, **superres_unet_kwargs(prompt_embeds, levels.repeat(repeats))).sample
+        kwargs = superres_unet_kwargs(prompt_embeds, levels.repeat(repeats))
+        if not self._tile_size:
+            return self.unet(model_input, t, **kwargs).sample
+        return self.tiled_model_output(model_input, t, kwargs, self._tile_size)
+
+    def tiled_model_output(self, model_input: torch.Tensor, t: torch.Tensor, unet_kwargs: dict, tile: int) -> torch.Tensor:
+        """The U-Net on `tile` x `tile` windows of `model_input` (N', 6, H, W) overlapping by a quarter tile, each output
+        pixel the mean over the windows that hold it (MultiDiffusion's blending, https://arxiv.org/abs/2302.08113)."""
+        height, width = model_input.shape[-2:]
+        tile_h, tile_w = min(tile, height), min(tile, width)
+        out = model_input.new_zeros(len(model_input), self.unet.config.out_channels, height, width)
+        count = model_input.new_zeros(1, 1, height, width)
+        for y in tile_origins(height, tile_h, tile_h // 4):
+            for x in tile_origins(width, tile_w, tile_w // 4):
+                window = (Ellipsis, slice(y, y + tile_h), slice(x, x + tile_w))
+                out[window] += self.unet(model_input[window], t, **unet_kwargs).sample
+                count[window] += 1
+        return out / count
 
     @torch.no_grad()
     def __call__(
@@ -167,6 +191,7 @@ class ConceptSuperResolutionPipeline(ConceptDiffusionPipeline):
         return_dict: bool = True,
         callback_on_step_end: Callable[[DiffusionPipeline, int, torch.Tensor, dict], dict] | PipelineCallback | MultiPipelineCallbacks | None = None,
         callback_on_step_end_tensor_inputs: list[str] = ["latents"],  # noqa: B006 (diffusers' signature)
+        tile_size: int | None = None,
     ) -> ImagePipelineOutput | tuple:
         r"""Upscale `image` guided by `prompt`.
 
@@ -182,6 +207,8 @@ class ConceptSuperResolutionPipeline(ConceptDiffusionPipeline):
             negative_prompt, num_images_per_prompt, generator, latents, prompt_embeds, negative_prompt_embeds,
             output_type, return_dict, callback_on_step_end, callback_on_step_end_tensor_inputs: as in
                 [`ConceptDiffusionPipeline.__call__`].
+            tile_size (`int`, *optional*): U-Net window side (see the class docstring); None: `config.tile_size`; 0: the
+                whole image at once.
         """
         if isinstance(callback_on_step_end, (PipelineCallback, MultiPipelineCallbacks)):
             callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs
@@ -189,6 +216,9 @@ class ConceptSuperResolutionPipeline(ConceptDiffusionPipeline):
         image = self.preprocess_image(image)  # (B, 3, h, w) in [-1, 1]
         height, width = self.output_size(image, height, width)
         self.check_noise_level(noise_level)
+        tile_size = self.config.tile_size if tile_size is None else tile_size
+        if tile_size:
+            check_image_size(tile_size, downsample_factor(self.unet), "tile_size")
         batch_size = self.check_inputs(
             prompt, negative_prompt, prompt_embeds, negative_prompt_embeds, height, width, num_inference_steps,
             guidance_scale, num_images_per_prompt, generator, latents, output_type, callback_on_step_end_tensor_inputs,
@@ -202,6 +232,7 @@ class ConceptSuperResolutionPipeline(ConceptDiffusionPipeline):
         )
         # 3. The image condition: upsampled (N, 3, H, W), noised to noise_level
         self._image_condition = self.prepare_image_condition(image, height, width, noise_level, num_images_per_prompt, generator)
+        self._tile_size = tile_size or 0
         # 4. Timesteps and starting noise (N, 3, H, W)
         self.scheduler.set_timesteps(num_inference_steps, device=self._execution_device)
         latents = self.prepare_latents(len(prompt_embeds), height, width, generator, latents)
