@@ -157,6 +157,6 @@ def test_superres_quick_runs_every_part(tmp_path):
     assert record["sizes"] == [32, 128]
     assert set(record["content"]["delta"]) == set(record["content"]["base"]["accuracy"])
     assert 0.09 <= record["ink_share"]["true_render"] <= 0.2 and record["ink_share"]["bicubic_of_true_small"] > 0.4
-    assert {"stage", "bicubic", "stage_on_32px_tiles"} == set(record["shapes_fidelity"]["stage1_32to128"])
+    assert {"stage", "bicubic", "stage_whole_image"} == set(record["shapes_fidelity"]["stage1_32to128"])
     assert record["speed"]["seconds_per_image"]["total"] > 0 and record["training"]["stage1"]["images_per_s"] > 0
     assert (tmp_path / "shapes-cascade.png").is_file()
