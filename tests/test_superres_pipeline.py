@@ -242,6 +242,8 @@ def test_a_stage_with_tile_size_runs_the_unet_on_overlapping_tiles(base, tmp_pat
     shapes.clear()
     whole = upscale(loaded, low_res(), num_inference_steps=1, tile_size=0)
     assert shapes == [(2, 6, 64, 64)] and not torch.allclose(images, whole)
+    cascade = ConceptCascadePipeline.from_stages(base, loaded)  # the cascade keeps the stage's tiles
+    assert cascade.config.tile_sizes == [32] and cascade.superres_stages[0].config.tile_size == 32
     # a tile as large as the image is the whole image
     assert torch.equal(upscale(loaded, low_res(), num_inference_steps=1, tile_size=64), whole)
     with pytest.raises(ValueError, match=r"`tile_size` must be a positive multiple of 2 .*; got 33"):

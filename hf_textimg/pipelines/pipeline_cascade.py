@@ -48,6 +48,7 @@ class ConceptCascadePipeline(TextToImageMixin, DiffusionPipeline):
         superres_2_unet, superres_2_scheduler, superres_2_image_noising_scheduler (*optional*): a second stage.
         upscale_factors (`list[int]`): each stage's factor.
         prompt_normalization (`str`, *optional*): the caption rewrite every part was trained with.
+        tile_sizes (`list`, *optional*): each stage's `tile_size` (see [`ConceptSuperResolutionPipeline`]).
     """
 
     _optional_components = ["superres_2_unet", "superres_2_scheduler", "superres_2_image_noising_scheduler"]
@@ -67,6 +68,7 @@ class ConceptCascadePipeline(TextToImageMixin, DiffusionPipeline):
         superres_2_image_noising_scheduler: DDPMScheduler | None = None,
         upscale_factors: list[int] = (4,),
         prompt_normalization: str | None = None,
+        tile_sizes: list[int | None] | None = None,
     ):
         super().__init__()
         stages = [(superres_unet, superres_scheduler, superres_image_noising_scheduler)]
@@ -76,15 +78,16 @@ class ConceptCascadePipeline(TextToImageMixin, DiffusionPipeline):
                 raise ValueError("A second stage needs all of superres_2_unet, superres_2_scheduler and superres_2_image_noising_scheduler.")
             stages.append(second)
         upscale_factors = [int(f) for f in upscale_factors]
-        if len(upscale_factors) != len(stages):
-            raise ValueError(f"`upscale_factors` {upscale_factors} must give one factor per super-resolution stage ({len(stages)}).")
+        tile_sizes = [None] * len(stages) if tile_sizes is None else list(tile_sizes)
+        if len(upscale_factors) != len(stages) or len(tile_sizes) != len(stages):
+            raise ValueError(f"`upscale_factors` {upscale_factors} and `tile_sizes` {tile_sizes} must give one value per super-resolution stage ({len(stages)}).")
         self.register_modules(
             tokenizer=tokenizer, text_encoder=text_encoder, unet=unet, scheduler=scheduler, superres_unet=superres_unet,
             superres_scheduler=superres_scheduler, superres_image_noising_scheduler=superres_image_noising_scheduler,
             superres_2_unet=superres_2_unet, superres_2_scheduler=superres_2_scheduler,
             superres_2_image_noising_scheduler=superres_2_image_noising_scheduler,
         )
-        self.register_to_config(upscale_factors=upscale_factors, prompt_normalization=prompt_normalization)
+        self.register_to_config(upscale_factors=upscale_factors, prompt_normalization=prompt_normalization, tile_sizes=tile_sizes)
 
     # -- the part pipelines: views on the cascade's current components (so `.to()`, a swapped `scheduler` and the
     # progress-bar settings follow the cascade) --------------------------------------------------------------
@@ -103,9 +106,9 @@ class ConceptCascadePipeline(TextToImageMixin, DiffusionPipeline):
         return [
             self._part(ConceptSuperResolutionPipeline(
                 self.tokenizer, self.text_encoder, getattr(self, f"{prefix}_unet"), getattr(self, f"{prefix}_scheduler"),
-                getattr(self, f"{prefix}_image_noising_scheduler"), factor, self.config.prompt_normalization,
+                getattr(self, f"{prefix}_image_noising_scheduler"), factor, self.config.prompt_normalization, tile,
             ))
-            for prefix, factor in zip(STAGE_PREFIXES, self.config.upscale_factors)
+            for prefix, factor, tile in zip(STAGE_PREFIXES, self.config.upscale_factors, self.config.tile_sizes)
         ]
 
     @classmethod
@@ -124,6 +127,7 @@ class ConceptCascadePipeline(TextToImageMixin, DiffusionPipeline):
         return cls(
             base.tokenizer, base.text_encoder, base.unet, base.scheduler, **components,
             upscale_factors=[stage.config.upscale_factor for stage in superres_stages], prompt_normalization=base.config.prompt_normalization,
+            tile_sizes=[stage.config.tile_size for stage in superres_stages],
         )
 
     # -- sizes --------------------------------------------------------------------------------------
