@@ -98,7 +98,7 @@ def upscale(stages, prompts: list[str], images: torch.Tensor, args, seed: int, *
 # ---- (a) content and (b) sharpness ----------------------------------------------------------------------------
 def content_and_sharpness(cascade, args) -> tuple[dict, dict, list]:
     """Base images of the benchmark prompts, the same images upscaled by every stage; both scored."""
-    from hf_textimg.evaluation import ShapesScorer, benchmark_prompts
+    from hf_textimg.shapes import ShapesScorer, benchmark_prompts
     from hf_textimg.evaluation.image_metrics import off_palette_ink_share
 
     prompts = benchmark_prompts(args.prompts_per_category, prompt_set=args.prompt_set)
@@ -129,7 +129,7 @@ def content_and_sharpness(cascade, args) -> tuple[dict, dict, list]:
 
 def true_renders(queries, small_size: int, large_size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """One random scene per query, rendered at both sizes: (N, 3, s, s) and (N, 3, S, S) in [0, 1]."""
-    from hf_textimg.data.shapes import render_batch, scene_from_query
+    from hf_textimg.shapes import render_batch, scene_from_query
 
     rng = np.random.default_rng(seed)
     scenes = [scene_from_query(q, rng) for q in queries]
@@ -152,7 +152,7 @@ def fidelity(stage, prompts: list[str], low: torch.Tensor, high: torch.Tensor, a
 
 def shapes_fidelity(cascade, args) -> dict:
     """(c): every stage on true renders of validation scenes at its input size, against those at its output size."""
-    from hf_textimg.data.shapes import caption_scene, render_batch, sample_scene
+    from hf_textimg.shapes import caption_scene, render_batch, sample_scene
 
     rng = np.random.default_rng(args.seed)
     scenes = [sample_scene(rng, split="validation") for _ in range(args.num_images)]
@@ -186,7 +186,7 @@ def emoji_fidelity(args) -> dict:
 # ---- (e) speed --------------------------------------------------------------------------------------------------
 def cascade_speed(cascade, args) -> dict:
     """Seconds per final image at batch `--batch_size`: base, each stage, all (after one small untimed warm-up call)."""
-    from hf_textimg.evaluation import benchmark_prompts
+    from hf_textimg.shapes import benchmark_prompts
 
     prompts = [p.prompt for p in benchmark_prompts(args.batch_size)][: args.batch_size]
     cascade(prompts[:2], num_inference_steps=1, superres_num_inference_steps=1, output_type="pt")  # warm-up

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from hf_textimg.data.shapes import render_batch, sample_scene
+from hf_textimg.shapes import render_batch, sample_scene
 from hf_textimg.diffusion.superres import downsample
 from hf_textimg.evaluation.image_metrics import INK_TOLERANCE, bicubic_upscale, off_palette_ink_share, psnr, ssim
 

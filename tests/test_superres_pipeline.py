@@ -9,7 +9,7 @@ from PIL import Image
 from tiny_superres import PROMPTS, tiny_base, tiny_stage, training_schedule
 
 from hf_textimg.diffusion.superres import check_image_size, noise_augment, superres_unet_config, superres_unet_kwargs, upsample
-from hf_textimg.diffusion.unet import ConceptPromptEmbeds
+from hf_textimg.pipelines.prompt_embeds import ConceptPromptEmbeds
 from hf_textimg.pipelines import ConceptCascadePipeline, ConceptSuperResolutionPipeline
 
 
@@ -158,11 +158,11 @@ def test_cascade_refuses_a_stage_on_another_text_tower(base, stage):
 
 def test_sizes_that_are_no_multiple_of_the_factor_name_the_allowed_sizes(base, cascade):
     stage = tiny_stage(base, widths=(8, 16, 16))  # three levels: sizes must be multiples of 4
-    with pytest.raises(ValueError, match=r"`height` must be a positive multiple of 4 .*: 4, 8, 12, 16, \.\.\.; the nearest are 28 and 32; got 30"):
+    with pytest.raises(ValueError, match=r"`height` must be a positive multiple of 4 .*: 4, 8, 12, 16, \.\.\.; the nearest are 28 and 32\), got 30"):
         upscale(stage, low_res(size=15))  # 15 px -> 30 px
-    with pytest.raises(ValueError, match=r"`width` must be a positive multiple of 4 .*; got 66"):
+    with pytest.raises(ValueError, match=r"`width` must be a positive multiple of 4 .*, got 66"):
         upscale(stage, low_res(), width=66)
-    with pytest.raises(ValueError, match=r"`resolution` must be a positive multiple of 4 .*the nearest are 96 and 100; got 98"):
+    with pytest.raises(ValueError, match=r"`resolution` must be a positive multiple of 4 .*the nearest are 96 and 100\), got 98"):
         superres_unet_config(resolution=98, block_out_channels=(16, 32, 32))
     with pytest.raises(ValueError, match=r"makes square images of 32x32, 64x64, 128x128 px .* got height=100"):
         run_cascade(cascade, height=100, width=100)
@@ -246,5 +246,5 @@ def test_a_stage_with_tile_size_runs_the_unet_on_overlapping_tiles(base, tmp_pat
     assert cascade.config.tile_sizes == [32] and cascade.superres_stages[0].config.tile_size == 32
     # a tile as large as the image is the whole image
     assert torch.equal(upscale(loaded, low_res(), num_inference_steps=1, tile_size=64), whole)
-    with pytest.raises(ValueError, match=r"`tile_size` must be a positive multiple of 2 .*; got 33"):
+    with pytest.raises(ValueError, match=r"`tile_size` must be a positive multiple of 2 .*, got 33"):
         upscale(loaded, low_res(), tile_size=33)

@@ -76,11 +76,13 @@ def test_card_describes_the_stage(run):
     (["--concept_model_path", "{base}", "--train_text_encoder"], r"no --train_text_encoder"),
     (["--concept_model_path", "{base}", "--crop_size", "15"], r"--crop_size 15 must be a multiple of --upscale_factor 2"),
     (["--concept_model_path", "{base}", "--crop_size", "18", "--unet_block_out_channels", "8", "16", "16"],
-     r"`--crop_size` must be a positive multiple of 4 .*: 4, 8, 12, 16, \.\.\.; the nearest are 16 and 20; got 18"),
+     r"`--crop_size` must be a positive multiple of 4 .*: 4, 8, 12, 16, \.\.\.; the nearest are 16 and 20\), got 18"),
     (["--concept_model_path", "{base}", "--unet_coordinate_channels"], r"--unet_coordinate_channels is not available"),
     (["--concept_model_path", "{base}", "--max_noise_level", "1000"], r"--max_noise_level must be in \[0, --num_train_timesteps 1000\)"),
     (["--concept_model_path", "{base}", "--upscale_factor", "3"], r"--upscale_factor must be >= 2 and divide --resolution 32, got 3"),
-    (["--concept_model_path", "{base}", "--resolution", "36"], r"--resolution 36 is not supported; use a positive multiple of 8"),
+    (["--concept_model_path", "{base}", "--resolution", "48"], r"--resolution 48 is not a size the Shapes world is drawn at; use one of \(32, 64, 128\)"),
+    (["--concept_model_path", "{base}", "--dataset_name", "emoji", "--resolution", "34", "--crop_size", "0", "--unet_block_out_channels", "8", "16", "16"],
+     r"`--resolution` must be a positive multiple of 4 \(a U-Net of 3 levels: 4, 8, 12, 16, \.\.\.; the nearest are 32 and 36\), got 34"),
 ])
 def test_bad_arguments_name_the_flag(base_folder, tmp_path, extra, message):
     argv = [a.format(base=base_folder) for a in TINY + extra] + ["--output_dir", str(tmp_path), "--max_train_steps", "1"]

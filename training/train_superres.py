@@ -50,10 +50,11 @@ from hf_textimg.diffusion.superres import (  # noqa: E402
     superres_unet_kwargs,
     upsample,
 )
-from hf_textimg.diffusion.unet import downsample_factor, encode_concept  # noqa: E402
 from hf_textimg.evaluation.image_metrics import bicubic_upscale, psnr, ssim  # noqa: E402
 from hf_textimg.hub import write_card_and_push  # noqa: E402
 from hf_textimg.pipelines.pipeline_superres import DEFAULT_NOISE_LEVEL, DEFAULT_SUPERRES_GUIDANCE, ConceptSuperResolutionPipeline  # noqa: E402
+from hf_textimg.pipelines.prompt_embeds import encode_concept  # noqa: E402
+from hf_textimg.shapes import ShapesDataArguments  # noqa: E402
 from hf_textimg.tokenization import tokenize_captions  # noqa: E402
 from hf_textimg.training import (  # noqa: E402
     TensorImageTextDataset,
@@ -88,6 +89,14 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass
+class SuperResShapesArguments(ShapesDataArguments):
+    """The Shapes options with sizes for 128 px images (5,000 decode to 250 MB; 50,000 would be 2.4 GB)."""
+
+    num_shapes_train: int = field(default=5000, metadata={"help": "Size of the generated Shapes train split."})
+    num_shapes_eval: int = field(default=256, metadata={"help": "Size of the generated Shapes validation and heldout splits."})
+
+
+@dataclass
 class SuperResTrainConfig(DiffusionTrainConfig):
     """train_diffusion.py's flags (noise schedule, loss, EMA, U-Net widths, ...) plus the stage's own; the text tower
     is always a trained one, frozen, and the Shapes-benchmark flags (`--eval_prompts_per_category`, ...) are unused."""
@@ -114,8 +123,6 @@ class SuperResTrainConfig(DiffusionTrainConfig):
                                 "prompt normalization) or a ConceptModel / ConceptTextModel folder."},
     )
     resolution: int = field(default=128, metadata={"help": "Side of the high-resolution training images: the stage's output size."})
-    num_shapes_train: int = field(default=5000, metadata={"help": "Size of the generated Shapes train split (5,000 at 128 px: 250 MB decoded)."})
-    num_shapes_eval: int = field(default=256, metadata={"help": "Size of the generated Shapes validation and heldout splits."})
     train_batch_size: int = field(default=32, metadata={"help": "Batch size (crops) per process."})
     unet_block_out_channels: list[int] | None = field(default=None, metadata={"help": f"Width per level (default {list(DEFAULT_SUPERRES_BLOCK_OUT_CHANNELS)})."})
     unet_attention_from_level: int | None = field(
@@ -124,17 +131,24 @@ class SuperResTrainConfig(DiffusionTrainConfig):
     unet_coordinate_channels: bool = field(default=False, metadata={"help": "Not available: the stage is fully convolutional (trained on crops)."})
     eval_guidance_scale: float = field(default=DEFAULT_SUPERRES_GUIDANCE, metadata={"help": "Guidance of the evaluation (the pipeline's default)."})
 
+    def check_unet_resolution(self) -> None:
+        """--resolution and --crop_size must be multiples of what the stage's U-Net levels halve them by."""
+        factor = 2 ** (len(self.unet_block_out_channels or DEFAULT_SUPERRES_BLOCK_OUT_CHANNELS) - 1)
+        check_image_size(self.resolution, factor, "--resolution")
+        if self.crop_size:
+            check_image_size(self.crop_size, factor, "--crop_size")
+
     def validate(self) -> None:
         if self.concept_model_path is None or self.train_text_encoder:
             raise ValueError("A super-resolution stage reads a trained text tower, frozen: pass --concept_model_path (e.g. the base "
                              "pipeline folder, so the cascade shares its tower) and no --train_text_encoder.")
-        super().validate()
-        if self.unet_coordinate_channels:
-            raise ValueError("--unet_coordinate_channels is not available: the stage is fully convolutional, so crops can train it.")
         if self.upscale_factor < 2 or self.resolution % self.upscale_factor:
             raise ValueError(f"--upscale_factor must be >= 2 and divide --resolution {self.resolution}, got {self.upscale_factor}.")
         if self.crop_size and (self.crop_size > self.resolution or self.crop_size % self.upscale_factor):
             raise ValueError(f"--crop_size {self.crop_size} must be a multiple of --upscale_factor {self.upscale_factor} and at most --resolution {self.resolution}.")
+        super().validate()  # train_diffusion.py's checks, and check_unet_resolution below
+        if self.unet_coordinate_channels:
+            raise ValueError("--unet_coordinate_channels is not available: the stage is fully convolutional, so crops can train it.")
         for name in ("max_noise_level", "validation_noise_level"):
             if not 0 <= getattr(self, name) < self.num_train_timesteps:
                 raise ValueError(f"--{name} must be in [0, --num_train_timesteps {self.num_train_timesteps}), got {getattr(self, name)}.")
@@ -162,7 +176,9 @@ def adopt_prompt_normalization(cfg: SuperResTrainConfig, base_normalization: str
     if cfg.prompt_normalization is not None:
         raise ValueError(f"--prompt_normalization {cfg.prompt_normalization} differs from the base pipeline's {base_normalization!r}; drop the flag.")
     logger.info("Using the base pipeline's prompt normalization %r", base_normalization)
-    return dataclasses.replace(cfg, prompt_normalization=base_normalization)
+    adopted = dataclasses.replace(cfg, prompt_normalization=base_normalization)
+    adopted.dataset_args = cfg.dataset_args  # not an __init__ field, so replace() does not copy it
+    return adopted
 
 
 # ---- the stage -------------------------------------------------------------------------------------
@@ -176,8 +192,6 @@ def build_model(cfg: SuperResTrainConfig, text_encoder) -> UNet2DConditionModel:
         block_out_channels=widths, layers_per_block=cfg.unet_layers_per_block, attention_levels=attention_levels,
         attention_head_dim=cfg.unet_attention_head_dim, norm_num_groups=cfg.unet_norm_num_groups,
     )
-    if cfg.crop_size:
-        check_image_size(cfg.crop_size, downsample_factor(unet), "--crop_size")
     return unet
 
 
@@ -260,7 +274,7 @@ def build_pipeline(cfg, tokenizer, text_encoder, unet, noise_scheduler) -> Conce
 
 # ---- main --------------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> dict:
-    cfg = parse_args(SuperResTrainConfig, argv)
+    cfg = parse_args(SuperResTrainConfig, argv, SuperResShapesArguments)
     text_folder, tokenizer_folder, base_normalization = base_model_folders(cfg.concept_model_path)
     cfg = adopt_prompt_normalization(cfg, base_normalization)
     accelerator = build_accelerator(cfg)

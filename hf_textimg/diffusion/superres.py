@@ -33,11 +33,17 @@ set), and its caption.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn.functional as F
 from diffusers import UNet2DConditionModel
 
-from .unet import IMAGE_CHANNELS, ConceptPromptEmbeds, downsample_factor
+from ..utils.resolution import check_resolution
+from .unet import IMAGE_CHANNELS, downsample_factor
+
+if TYPE_CHECKING:  # the pipelines' type; this module only reads its three tensors
+    from ..pipelines.prompt_embeds import ConceptPromptEmbeds
 
 NOISE_LEVEL_EMBED_DIM = 64  # sinusoid width of the noise level (addition_time_embed_dim)
 
@@ -126,18 +132,13 @@ def check_superres_unet(unet: UNet2DConditionModel, text_encoder) -> None:
 
 
 def check_image_size(value, factor: int, name: str = "height") -> None:
-    """ValueError naming the allowed sizes unless `value` is a positive multiple of `factor`."""
-    if isinstance(value, int) and not isinstance(value, bool) and value >= factor and value % factor == 0:
-        return
-    if isinstance(value, int) and value > factor:
+    """`check_resolution`, its ValueError naming the allowed sizes (and the nearest two) for a U-Net of this factor."""
+    nearest = ""
+    if isinstance(value, int) and not isinstance(value, bool) and value > factor and value % factor:
         low = value // factor * factor
         nearest = f"; the nearest are {low} and {low + factor}"
-    else:
-        nearest = ""
-    raise ValueError(
-        f"`{name}` must be a positive multiple of {factor} (the U-Net halves the image {factor.bit_length() - 1} times): "
-        f"{', '.join(str(factor * k) for k in range(1, 5))}, ...{nearest}; got {value!r}."
-    )
+    sizes = ", ".join(str(factor * k) for k in range(1, 5))
+    check_resolution(value, factor, f"`{name}`", f" (a U-Net of {factor.bit_length()} levels: {sizes}, ...{nearest})")
 
 
 # ---- pairs and conditioning (training and the pipeline both use these) -------------------------------

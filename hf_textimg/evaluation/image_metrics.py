@@ -61,7 +61,7 @@ def off_palette_ink_share(images: torch.Tensor, palette: np.ndarray | None = Non
     """Of all pixels that are not background ("ink"), the share that is no palette colour either, within
     `tolerance` 8-bit levels per channel: blur and colour fringes. Pooled over the images (B, 3, H, W) in [0, 1]."""
     if palette is None:
-        from ..data.shapes import PALETTE
+        from ..shapes import PALETTE
 
         palette = np.array(list(PALETTE.values()), dtype=np.float32)  # (8, 3)
     pixels = images.clamp(0, 1).permute(0, 2, 3, 1).reshape(-1, 3).cpu().float().numpy() * 255  # (P, 3)

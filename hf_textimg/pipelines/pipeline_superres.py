@@ -42,9 +42,10 @@ from ..diffusion.superres import (
     tile_origins,
     upsample,
 )
-from ..diffusion.unet import ConceptPromptEmbeds, downsample_factor
+from ..diffusion.unet import downsample_factor
 from .pipeline_diffusion import ConceptDiffusionPipeline
 from .pipeline_utils import register_with_diffusers
+from .prompt_embeds import ConceptPromptEmbeds
 
 DEFAULT_NOISE_LEVEL = 100  # of the noising scheduler's 1000 timesteps (cosine betas: noise std 0.15 on [-1, 1] pixels)
 DEFAULT_SUPERRES_GUIDANCE = 1.0  # no guidance: the image fixes the content, and guidance would double the cost
