@@ -77,7 +77,7 @@ class ConceptSuperResolutionPipeline(ConceptDiffusionPipeline):
             raise ValueError(f"`upscale_factor` must be an integer >= 2 (output side / input side), got {upscale_factor!r}.")
         super().__init__(tokenizer, text_encoder, unet, scheduler, prompt_normalization)
         if tile_size is not None:
-            check_image_size(tile_size, downsample_factor(unet), "tile_size")
+            check_image_size(tile_size, downsample_factor(unet) if unet is not None else 1, "tile_size")
         self.register_modules(image_noising_scheduler=image_noising_scheduler)
         self.register_to_config(upscale_factor=upscale_factor, tile_size=tile_size)
         # set by __call__: (augmented upsampled image (N, 3, H, W), noise level (N,)), and the tile side (0: whole image)
@@ -153,7 +153,7 @@ class ConceptSuperResolutionPipeline(ConceptDiffusionPipeline):
         condition, levels = self._image_condition
         repeats = len(sample) // len(condition)  # 2 under classifier-free guidance: [unconditional, conditional]
         model_input = superres_unet_input(sample, condition.repeat(repeats, 1, 1, 1))  # (N', 6, H, W)
-        kwargs = superres_unet_kwargs(prompt_embeds, levels.repeat(repeats))
+        kwargs = {**superres_unet_kwargs(prompt_embeds, levels.repeat(repeats)), "cross_attention_kwargs": self._cross_attention_kwargs}
         if not self._tile_size:
             return self.unet(model_input, t, **kwargs).sample
         return self.tiled_model_output(model_input, t, kwargs, self._tile_size)
@@ -190,6 +190,7 @@ class ConceptSuperResolutionPipeline(ConceptDiffusionPipeline):
         negative_prompt_embeds: ConceptPromptEmbeds | None = None,
         output_type: str = "pil",
         return_dict: bool = True,
+        cross_attention_kwargs: dict | None = None,
         callback_on_step_end: Callable[[DiffusionPipeline, int, torch.Tensor, dict], dict] | PipelineCallback | MultiPipelineCallbacks | None = None,
         callback_on_step_end_tensor_inputs: list[str] = ["latents"],  # noqa: B006 (diffusers' signature)
         tile_size: int | None = None,
@@ -206,8 +207,8 @@ class ConceptSuperResolutionPipeline(ConceptDiffusionPipeline):
             noise_level (`int`, defaults to 100): noise augmentation of the upsampled image, a timestep of
                 `image_noising_scheduler` in [0, 1000); 0 = none. Higher hides more of the input's flaws, and more detail.
             negative_prompt, num_images_per_prompt, generator, latents, prompt_embeds, negative_prompt_embeds,
-            output_type, return_dict, callback_on_step_end, callback_on_step_end_tensor_inputs: as in
-                [`ConceptDiffusionPipeline.__call__`].
+            output_type, return_dict, cross_attention_kwargs, callback_on_step_end, callback_on_step_end_tensor_inputs:
+                as in [`ConceptDiffusionPipeline.__call__`].
             tile_size (`int`, *optional*): U-Net window side (see the class docstring); None: `config.tile_size`; 0: the
                 whole image at once.
         """
@@ -226,7 +227,7 @@ class ConceptSuperResolutionPipeline(ConceptDiffusionPipeline):
         )
         if len(image) != batch_size:
             raise ValueError(f"`image` holds {len(image)} images for {batch_size} prompts; pass one image per prompt.")
-        self._guidance_scale, self._interrupt = guidance_scale, False
+        self._guidance_scale, self._interrupt, self._cross_attention_kwargs = guidance_scale, False, cross_attention_kwargs
         # 2. Encode the prompts: conditional and unconditional, one row per output image
         prompt_embeds, negative_prompt_embeds = self.encode_prompt(
             prompt, num_images_per_prompt, self.do_classifier_free_guidance, negative_prompt, prompt_embeds, negative_prompt_embeds
