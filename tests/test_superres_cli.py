@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 from PIL import Image
-from tiny_superres import PROMPTS, tiny_base, tiny_stage
+from tiny_pipelines import PROMPTS, tiny_base, tiny_stage
 
 from hf_textimg.cli import main
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 from diffusers import DiffusionPipeline
 from PIL import Image
-from tiny_superres import PROMPTS, tiny_base, tiny_stage, training_schedule
+from tiny_pipelines import PROMPTS, tiny_base, tiny_stage, training_schedule
 
 from hf_textimg.diffusion.superres import check_image_size, noise_augment, superres_unet_config, superres_unet_kwargs, upsample
 from hf_textimg.pipelines.prompt_embeds import ConceptPromptEmbeds

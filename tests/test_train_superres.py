@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 from diffusers import DiffusionPipeline
-from tiny_superres import PROMPTS, tiny_base
+from tiny_pipelines import PROMPTS, tiny_base
 
 from hf_textimg.pipelines import ConceptCascadePipeline, ConceptSuperResolutionPipeline
 from training.train_superres import main

@@ -1,4 +1,4 @@
-"""Tiny random pipelines for the super-resolution tests: a base model, stages on its text tower, and cascades."""
+"""Tiny random pipelines for the pipeline tests: a base model, super-resolution stages on its text tower."""
 
 import torch
 from diffusers import DDPMScheduler, DPMSolverMultistepScheduler
@@ -19,8 +19,8 @@ def sampler() -> DPMSolverMultistepScheduler:
     return DPMSolverMultistepScheduler.from_config(training_schedule().config, thresholding=True, sample_max_value=1.0)
 
 
-def tiny_base(seed: int = 0, prompt_normalization: str | None = None) -> ConceptDiffusionPipeline:
-    """A 32 px text-to-image pipeline with a 32-wide text tower."""
+def tiny_base(seed: int = 0, prompt_normalization: str | None = None, scheduler=None) -> ConceptDiffusionPipeline:
+    """A 32 px text-to-image pipeline with a 32-wide text tower (default sampler: DPM-Solver++ on the training schedule)."""
     torch.manual_seed(seed)
     tokenizer = train_tokenizer(PROMPTS + ["a green plus left of a pink triangle"], vocab_size=200, model_max_length=16)
     text_encoder = ConceptTextModel(
@@ -28,7 +28,7 @@ def tiny_base(seed: int = 0, prompt_normalization: str | None = None) -> Concept
                           max_position_embeddings=16, projection_dim=32)
     ).eval()
     unet = build_unet(cross_attention_dim=32, concept_dim=32, block_out_channels=(16, 32), attention_head_dim=8, norm_num_groups=8)
-    pipe = ConceptDiffusionPipeline(tokenizer, text_encoder, unet, sampler(), prompt_normalization)
+    pipe = ConceptDiffusionPipeline(tokenizer, text_encoder, unet, scheduler or sampler(), prompt_normalization)
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
