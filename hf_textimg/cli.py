@@ -27,6 +27,7 @@ from .shapes.vocab import IMAGE_SIZES, SCENE_KINDS  # plain constants: the modul
 from .utils.checks import check_output_dir, check_output_file
 
 DEFAULT_STEPS = 20
+DEFAULT_CASCADE = "shapes-cascade-128"  # the shipped Shapes cascade `--size` uses when there is one and no --model
 DEFAULT_GUIDANCE = 3.0  # chosen for the shipped model on the validation prompts (not the benchmark's; docs/performance.md)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 CHUNK_IMAGES = 128  # images per pipeline call in `generate`/`demo`, each chunk written before the next is made
@@ -144,15 +145,14 @@ def resolve_device(name: str) -> str:
     return name
 
 
-def load_pipeline(model: str | None, device: str = "auto", scheduler: str | None = None):
+def load_pipeline(model: str | None, device: str = "auto", scheduler: str | None = None, upscale: list[str] | None = None):
     """`DiffusionPipeline.from_pretrained(model)` on `device`, with the `--scheduler` choice swapped in;
-    `model=None` is the shipped default."""
-    from diffusers import DiffusionPipeline
+    `model=None` is the shipped default. `upscale` (super-resolution stage folders) makes it the base of a
+    `ConceptCascadePipeline` with those stages."""
     from diffusers.utils import logging as diffusers_logging
     from transformers.utils import logging as transformers_logging
 
     import hf_textimg  # noqa: F401  (registers the pipelines with diffusers)
-    from hf_textimg.pipelines.checks import check_pipeline_folder
 
     model = str(pretrained_path()) if model is None else model
     device = resolve_device(device)
@@ -160,11 +160,11 @@ def load_pipeline(model: str | None, device: str = "auto", scheduler: str | None
     diffusers_logging.disable_progress_bar()  # no "Loading pipeline components" bars
     transformers_logging.disable_progress_bar()
     try:
-        if Path(model).is_dir():
-            check_pipeline_folder(model)  # model_index.json, component folders, whole safetensors: named errors
-        pipe = DiffusionPipeline.from_pretrained(model)
-    except (OSError, ValueError) as err:  # missing files, unknown or unreachable Hub repo
-        raise ValueError(_load_error(model, err)) from err
+        pipe = _from_pretrained(model)
+        if upscale:
+            from .pipelines import ConceptCascadePipeline
+
+            pipe = ConceptCascadePipeline.from_stages(pipe, *(_from_pretrained(stage) for stage in upscale))
     finally:
         if bars[0]:
             diffusers_logging.enable_progress_bar()
@@ -172,6 +172,19 @@ def load_pipeline(model: str | None, device: str = "auto", scheduler: str | None
             transformers_logging.enable_progress_bar()
     set_scheduler(pipe, scheduler)
     return pipe.to(device)
+
+
+def _from_pretrained(model: str):
+    from diffusers import DiffusionPipeline
+
+    from hf_textimg.pipelines.checks import check_pipeline_folder
+
+    try:
+        if Path(model).is_dir():
+            check_pipeline_folder(model)  # model_index.json, component folders, whole safetensors: named errors
+        return DiffusionPipeline.from_pretrained(model)
+    except (OSError, ValueError) as err:  # missing files, unknown or unreachable Hub repo
+        raise ValueError(_load_error(model, err)) from err
 
 
 def _load_error(model: str, err: Exception) -> str:
@@ -210,20 +223,49 @@ def set_scheduler(pipe, name: str | None) -> None:
     pipe.scheduler = getattr(diffusers, cls_name).from_config(pipe.scheduler.config, **overrides)
 
 
-def call_kwargs(pipe, steps: int | None, guidance: float | None) -> dict:
+def call_kwargs(pipe, steps: int | None, guidance: float | None, args=None) -> dict:
     """Sampling options this pipeline's `__call__` takes. The one-shot DecoderPipeline has no
-    steps or guidance: those are left out, with a note when they were asked for."""
+    steps or guidance: those are left out, with a note when they were asked for. With `args`, also the
+    super-resolution stages' options (--upscale-steps, --noise-level: cascades only) and --size."""
     accepted = inspect.signature(pipe.__call__).parameters
     asked = {"num_inference_steps": ("--steps", steps, DEFAULT_STEPS), "guidance_scale": ("--guidance", guidance, DEFAULT_GUIDANCE)}
+    if args is not None:
+        asked.update(superres_num_inference_steps=("--upscale-steps", args.upscale_steps, None), noise_level=("--noise-level", args.noise_level, None))
     kwargs, ignored = {}, []
     for name, (flag, value, default) in asked.items():
-        if name in accepted:
+        if name in accepted and (value is not None or default is not None):
             kwargs[name] = default if value is None else value
-        elif value is not None:
+        elif name not in accepted and value is not None:
             ignored.append(flag)
     if ignored:
-        print(f"note: {type(pipe).__name__} generates in one pass and takes no {' or '.join(ignored)}; ignored", file=sys.stderr)
-    return kwargs
+        how = "generates in one pass and" if "num_inference_steps" not in accepted else "has no super-resolution stage and"
+        print(f"note: {type(pipe).__name__} {how} takes no {' or '.join(ignored)}; ignored", file=sys.stderr)
+    return {**kwargs, **(size_kwargs(pipe, args.size) if args is not None else {})}
+
+
+def size_kwargs(pipe, size: int | None) -> dict:
+    """`--size`: height and width for a cascade (which checks it can make that size); for any other pipeline,
+    nothing when it is the size the model makes, else an error saying how to get larger images."""
+    if size is None:
+        return {}
+    if hasattr(pipe, "stages_for_size"):
+        pipe.stages_for_size(size, size)
+        return {"height": size, "width": size}
+    native = getattr(getattr(pipe, "unet", None), "config", {}).get("sample_size", 32)
+    if size != native:
+        raise ValueError(
+            f"--size {size}: {type(pipe).__name__} makes {native} px images; for larger ones add super-resolution stages with "
+            "--upscale STAGE_FOLDER [STAGE_FOLDER] (train one with training/train_superres.py), or pass a cascade folder as --model"
+        )
+    return {}
+
+
+def default_model(args) -> str | None:
+    """--model, else the shipped cascade when --size asks for more than the base size and one is shipped, else
+    None (the shipped base model)."""
+    if args.model is None and getattr(args, "size", None) and not args.upscale and DEFAULT_CASCADE in available_models():
+        return str(pretrained_path(DEFAULT_CASCADE))
+    return args.model
 
 
 def autocast(pipe, mixed_precision: str):
@@ -285,7 +327,8 @@ def save_grid(images: list, captions: list[str], path: Path, cols: int):
 
 
 def model_name(args) -> str:
-    return args.model or f"{DEFAULT_MODEL} (shipped)"
+    name = default_model(args) or f"{DEFAULT_MODEL} (shipped)"
+    return name + (f" + super-resolution {', '.join(args.upscale)}" if getattr(args, "upscale", None) else "")
 
 
 # -- commands ------------------------------------------------------------------------------------
@@ -313,9 +356,9 @@ def run_generate(args) -> int:
     start = time.perf_counter()
     check_output_file(args.out, "--out")  # before any work: a long run must not end unable to write
     per_prompt = grid_images_per_prompt(len(args.prompt), args.num_images, args.individual)
-    pipe = load_pipeline(args.model, args.device, args.scheduler)
+    pipe = load_pipeline(default_model(args), args.device, args.scheduler, args.upscale)
     pipe.set_progress_bar_config(disable=args.quiet)
-    kwargs = call_kwargs(pipe, args.steps, args.guidance)
+    kwargs = call_kwargs(pipe, args.steps, args.guidance, args)
     shown, captions, total = [], [], 0
     for first, chunk in generate_chunks(pipe, args.prompt, args.num_images, args.seed, args.mixed_precision, **kwargs):
         for k, image in enumerate(chunk, start=first):
@@ -346,9 +389,9 @@ def run_evaluate(args) -> int:
     start = time.perf_counter()
     if args.json:
         check_output_file(args.json, "--json")  # before any work: minutes of generation must not end unable to write
-    pipe = load_pipeline(args.model, args.device, args.scheduler)
+    pipe = load_pipeline(default_model(args), args.device, args.scheduler, args.upscale)
     pipe.set_progress_bar_config(disable=True)
-    kwargs = call_kwargs(pipe, args.steps, args.guidance)
+    kwargs = call_kwargs(pipe, args.steps, args.guidance, args)
     total = len(BENCHMARK_CATEGORIES) * args.prompts_per_category
     done, blank = 0, 0
 
@@ -376,7 +419,8 @@ def run_evaluate(args) -> int:
     result = {
         "benchmark": args.benchmark,
         "prompt_set": args.prompt_set,
-        "model": args.model or DEFAULT_MODEL,
+        "model": default_model(args) or DEFAULT_MODEL,
+        "upscale": args.upscale,
         **report.to_dict(),
         "settings": {"prompts_per_category": args.prompts_per_category, "seed": args.seed, "batch_size": args.batch_size,
                      "mixed_precision": args.mixed_precision,
@@ -404,10 +448,10 @@ def run_demo(args) -> int:
     if len(DEMO_PROMPTS) * args.num_images > GRID_MAX_IMAGES:  # one grid, bounded
         raise ValueError(f"--num-images {args.num_images}: the demo grid holds at most {GRID_MAX_IMAGES // len(DEMO_PROMPTS)} images "
                          "per prompt; for more, use `hf-textimg generate --individual`.")
-    pipe = load_pipeline(args.model, args.device, args.scheduler)
+    pipe = load_pipeline(default_model(args), args.device, args.scheduler, args.upscale)
     pipe.set_progress_bar_config(disable=True)
     prompts = [prompt for _, prompt in DEMO_PROMPTS]
-    images = generate_images(pipe, prompts, args.num_images, args.seed, args.mixed_precision, **call_kwargs(pipe, args.steps, args.guidance))
+    images = generate_images(pipe, prompts, args.num_images, args.seed, args.mixed_precision, **call_kwargs(pipe, args.steps, args.guidance, args))
     save_grid(images, [p for p in prompts for _ in range(args.num_images)], path, cols=args.num_images)
 
     scorer = ShapesScorer()
@@ -438,6 +482,20 @@ def _build_dataset(args):
     from .data.emoji import build_emoji_dataset
 
     return build_emoji_dataset(size=args.size, style=args.style, cache_dir=args.cache_dir)
+
+
+def run_cascade(args) -> int:
+    """Save a base pipeline and its super-resolution stages as one ConceptCascadePipeline folder, with its model card."""
+    from .hub import save_model_card
+
+    start = time.perf_counter()
+    cascade = load_pipeline(args.base, "cpu", None, args.stages)
+    cascade.save_pretrained(args.out, safe_serialization=True)
+    card = save_model_card(args.out)
+    sizes = " -> ".join(f"{s} px" for s in cascade.output_sizes())
+    print(f"Saved a cascade ({sizes}) in {time.perf_counter() - start:.1f}s -> {args.out} (model card {card})")
+    print(f'load it with DiffusionPipeline.from_pretrained("{args.out}") or hf-textimg generate PROMPT --model {args.out}')
+    return 0
 
 
 def run_data(args) -> int:
@@ -476,6 +534,14 @@ def _add_model_args(parser: argparse.ArgumentParser) -> None:
         help="bf16: sample under torch.autocast (about 2.9x faster on a recent CPU; scores in docs/performance.md); "
              "no: fp32, what the model cards' figures use (default: no)")
     add("--device", type=device_arg, default="auto", help="auto (cuda when available, else cpu), cpu, cuda, cuda:N or mps (default: auto)")
+    add("--upscale", type=model_arg, nargs="+", default=None, metavar="STAGE",
+        help="super-resolution stage folder(s) (training/train_superres.py), run in order on --model's images, as one cascade")
+    add("--size", type=positive_int, default=None,
+        help=f"image side in pixels: a cascade (or --upscale) runs the stages that reach it; without --model, the shipped "
+             f"{DEFAULT_CASCADE} when installed (default: the largest the pipeline makes)")
+    add("--upscale-steps", type=positive_int, default=None, help="denoising steps of each super-resolution stage (default: 20)")
+    add("--noise-level", type=int, default=None, metavar="0-999",
+        help="super-resolution stages' noise augmentation of their input, 0 = none (default: the pipeline's, 100)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -504,6 +570,8 @@ Run `hf-textimg COMMAND --help` for a command's options and examples.""",
   hf-textimg generate "a green plus left of a pink triangle" --num-images 8 --seed 1 --out outputs/plus.png
   hf-textimg generate "a blue circle" --model outputs/diffusion-shapes --steps 50 --guidance 6 --individual
   hf-textimg generate "a yellow star" --model your-org/your-model --device cuda
+  hf-textimg generate "two blue squares" --upscale outputs/superres-shapes-128 --size 128   # shipped base + a 4x stage
+  hf-textimg generate "two blue squares" --model outputs/shapes-cascade-128 --size 32      # a cascade's base stage only
 
 The shipped model ({DEFAULT_MODEL}) knows the Shapes world: 8 colours (red, orange, yellow,
 green, cyan, blue, purple, pink), 4 shapes (circle, square, triangle, plus), small/large,
@@ -545,6 +613,24 @@ out of training). overall = mean of the first six. 40 prompts per category (280 
     evaluate.add_argument("--quiet", action="store_true", help="no progress lines")
     _add_model_args(evaluate)
     evaluate.set_defaults(func=run_evaluate)
+
+    cascade = sub.add_parser(
+        "cascade",
+        help="save a base pipeline and super-resolution stages as one cascade folder",
+        description=textwrap.fill(
+            "Build a ConceptCascadePipeline from a text-to-image pipeline and one or two super-resolution stages (trained with "
+            "training/train_superres.py on the base's text tower) and save it as one folder with a model card."
+        ),
+        formatter_class=examples,
+        epilog="""examples:
+  hf-textimg cascade shapes-diffusion-32 outputs/superres-shapes-128 --out outputs/shapes-cascade-128
+  hf-textimg cascade outputs/diffusion-emoji outputs/superres-emoji-64 outputs/superres-emoji-128 --out outputs/emoji-cascade-128
+  hf-textimg generate "a red circle at the top left" --model outputs/shapes-cascade-128""",
+    )
+    cascade.add_argument("base", type=model_arg, help="the text-to-image pipeline: a folder, shipped model name or Hub repo id")
+    cascade.add_argument("stages", type=model_arg, nargs="+", metavar="STAGE", help="one or two super-resolution stage folders, in order")
+    cascade.add_argument("--out", required=True, help="output folder")
+    cascade.set_defaults(func=run_cascade)
 
     data = sub.add_parser(
         "data",

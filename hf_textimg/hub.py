@@ -29,7 +29,14 @@ CARD_TEMPLATES = {
     "decoder": "decoder_card_template.md",
     "concept": "concept_card_template.md",
     "autoencoder": "autoencoder_card_template.md",
+    "superres": "superres_card_template.md",
+    "cascade": "cascade_card_template.md",
 }
+PIPELINE_KINDS = {
+    "ConceptDiffusionPipeline": "diffusion", "DecoderPipeline": "decoder",
+    "ConceptSuperResolutionPipeline": "superres", "ConceptCascadePipeline": "cascade",
+}
+TEXT_TO_IMAGE_KINDS = ("diffusion", "decoder", "cascade")
 SECTIONS_TEMPLATE = "card_sections.md"  # Jinja macros shared by every card (training, data licences, ...)
 
 ALLOW_PATTERNS = ["*.safetensors", "*.json", "*.txt", "*.md", "*.png", "*.py"]
@@ -42,11 +49,11 @@ SHAPES_CATEGORIES = ("single", "color", "position", "count", "pair", "relation",
 
 # ---- what is in an output folder ---------------------------------------------------------
 def detect_model_kind(output_dir: str | os.PathLike) -> str:
-    """"diffusion" / "decoder" (pipeline folders), "concept" (transformers) or "autoencoder" (diffusers model)."""
+    """"diffusion" / "decoder" / "superres" / "cascade" (pipeline folders), "concept" (transformers) or "autoencoder" (diffusers model)."""
     folder = Path(output_dir)
     if (folder / "model_index.json").is_file():
         class_name = json.loads((folder / "model_index.json").read_text())["_class_name"]
-        return {"ConceptDiffusionPipeline": "diffusion", "DecoderPipeline": "decoder"}.get(class_name) or _unknown(folder, class_name)
+        return PIPELINE_KINDS.get(class_name) or _unknown(folder, class_name)
     if (folder / "config.json").is_file():
         config = json.loads((folder / "config.json").read_text())
         if str(config.get("model_type", "")).startswith("concept"):
@@ -78,12 +85,13 @@ def count_parameters(folder: str | os.PathLike) -> int:
 
 
 def _components(folder: Path, kind: str) -> list[dict]:
-    if kind in ("diffusion", "decoder"):
+    if kind in PIPELINE_KINDS.values():
         index = json.loads((folder / "model_index.json").read_text())
         return [
             {"name": name, "cls": spec[1], "params": count_parameters(folder / name)}
             for name, spec in index.items()
-            if not name.startswith("_") and isinstance(spec, list)
+            # components are [library, class]; a list setting (a cascade's upscale_factors) or an absent optional one is not
+            if not name.startswith("_") and isinstance(spec, list) and len(spec) == 2 and isinstance(spec[0], str)
         ]
     config = json.loads((folder / "config.json").read_text())
     cls = (config.get("architectures") or [config.get("_class_name")])[0]
@@ -134,7 +142,7 @@ def _metric_label(key: str) -> str:
 def _eval_results(kind: str, metrics: dict, dataset: dict) -> list:
     from huggingface_hub import EvalResult
 
-    task = {"diffusion": "text-to-image", "decoder": "text-to-image", "concept": "zero-shot-image-classification"}.get(kind, "image-to-image")
+    task = "text-to-image" if kind in TEXT_TO_IMAGE_KINDS else {"concept": "zero-shot-image-classification"}.get(kind, "image-to-image")
     dataset_id = dataset["id"] or "custom"
     results = []
     for key, value in metrics.items():
@@ -196,14 +204,16 @@ def render_model_card(
         history.append({"step": step, "minutes": "-" if minutes is None else round(minutes, 1), "metrics": step_metrics})
     shapes_categories = [c for c in SHAPES_CATEGORIES if f"shapes_{c}" in metrics]
     eval_results = _eval_results(kind, metrics, dataset)
-    tags = ["hf-textimg", "text-to-image" if kind in ("diffusion", "decoder") else kind, "safetensors"]
-    tags += {"diffusion": ["diffusion", "pixel-space"], "decoder": ["one-shot"], "concept": ["clip", "custom_code"]}.get(kind, [])
+    tags = ["hf-textimg", "text-to-image" if kind in TEXT_TO_IMAGE_KINDS else kind, "safetensors"]
+    tags += {"diffusion": ["diffusion", "pixel-space"], "decoder": ["one-shot"], "concept": ["clip", "custom_code"],
+             "superres": ["image-to-image", "super-resolution", "diffusion", "pixel-space"],
+             "cascade": ["cascade", "super-resolution", "diffusion", "pixel-space"]}.get(kind, [])
     if dataset["kind"] != "other":
         tags.append(f"{dataset['kind']}-dataset")
     card_data = ModelCardData(
         license="apache-2.0",
         library_name="transformers" if kind == "concept" else "diffusers",
-        pipeline_tag={"diffusion": "text-to-image", "decoder": "text-to-image", "concept": "zero-shot-image-classification"}.get(kind),
+        pipeline_tag="text-to-image" if kind in TEXT_TO_IMAGE_KINDS else {"concept": "zero-shot-image-classification", "superres": "image-to-image"}.get(kind),
         tags=tags,
         datasets=[dataset["id"]] if dataset["id"] else None,
         model_name=title,
@@ -214,6 +224,8 @@ def render_model_card(
     model_config = json.loads((folder / "config.json").read_text()) if (folder / "config.json").is_file() else {}
     text_config_file = folder / "text_encoder" / "config.json"
     text_encoder_config = json.loads(text_config_file.read_text()) if text_config_file.is_file() else {}
+    index_file = folder / "model_index.json"
+    pipeline_config = json.loads(index_file.read_text()) if index_file.is_file() else {}
     components = _components(folder, kind)
     return ModelCard.from_template(
         card_data,
@@ -225,6 +237,7 @@ def render_model_card(
         total_params=sum(c["params"] for c in components),
         model_config=model_config,
         text_encoder_config=text_encoder_config,
+        pipeline_config=pipeline_config,
         config=config,
         canonical_layouts=_canonical_layouts(config),
         config_json=json.dumps(config, indent=2) if config else None,

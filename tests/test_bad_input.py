@@ -296,7 +296,7 @@ def read_only_dir(tmp_path, monkeypatch):
 
 
 TRAINING_CASES = [
-    ("resolution the Shapes world has not", ["--resolution", "48"], r"--resolution 48 is not a size the Shapes world is drawn at; use one of \(32, 64\)"),
+    ("resolution the Shapes world has not", ["--resolution", "48"], r"--resolution 48 is not a size the Shapes world is drawn at; use one of \(32, 64, 128\)"),
     ("non-positive resolution", ["--resolution", "0"], r"--resolution must be a positive integer, got 0"),
     ("unwritable output_dir", ["--output_dir", "{read_only}/run"], r"--output_dir .*read-only/run' is not writable"),
     ("resume from a missing checkpoint", ["--resume_from_checkpoint", "{tmp}/run/checkpoint-500"],

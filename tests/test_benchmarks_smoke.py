@@ -147,3 +147,16 @@ def test_speedups_quick():
     assert all(v["images_per_s"] > 0 for v in variants.values())
     assert set(record["sample"]) == {"fp32", "channels_last+bf16"} <= set(SAMPLE_VARIANTS)
     assert record["sample"]["fp32"]["ratio_to_fp32"] == pytest.approx(1.0)
+
+
+def test_superres_quick_runs_every_part(tmp_path):
+    """benchmarks/superres.py --quick: a tiny stage trained for 3 steps on the shipped base, through every figure."""
+    from benchmarks.superres import main
+
+    record = main(QUICK + ["--grid_dir", str(tmp_path)])
+    assert record["sizes"] == [32, 128]
+    assert set(record["content"]["delta"]) == set(record["content"]["base"]["accuracy"])
+    assert 0.09 <= record["ink_share"]["true_render"] <= 0.2 and record["ink_share"]["bicubic_of_true_small"] > 0.4
+    assert {"stage", "bicubic", "stage_whole_image"} == set(record["shapes_fidelity"]["stage1_32to128"])
+    assert record["speed"]["seconds_per_image"]["total"] > 0 and record["training"]["stage1"]["images_per_s"] > 0
+    assert (tmp_path / "shapes-cascade.png").is_file()

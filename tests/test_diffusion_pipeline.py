@@ -11,10 +11,10 @@ from diffusers import (
     UniPCMultistepScheduler,
 )
 
-from hf_textimg.concept import ConceptTextConfig, ConceptTextModel
-from hf_textimg.diffusion import ConceptPromptEmbeds, build_unet
+from tiny_pipelines import tiny_base
+
+from hf_textimg.diffusion import ConceptPromptEmbeds
 from hf_textimg.pipelines.pipeline_diffusion import ConceptDiffusionPipeline
-from hf_textimg.tokenization import train_tokenizer
 
 PROMPTS = ["a red circle at the top left", "two blue squares"]
 
@@ -23,17 +23,7 @@ PROMPTS = ["a red circle at the top left", "two blue squares"]
 
 @pytest.fixture(scope="module")
 def pipe():
-    torch.manual_seed(0)
-    tokenizer = train_tokenizer(PROMPTS + ["a green plus left of a pink triangle"], vocab_size=200, model_max_length=16)
-    text_encoder = ConceptTextModel(
-        ConceptTextConfig(vocab_size=len(tokenizer), hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64,
-                          max_position_embeddings=16, projection_dim=32)
-    ).eval()
-    unet = build_unet(cross_attention_dim=32, concept_dim=32, block_out_channels=(16, 32), attention_head_dim=8, norm_num_groups=8)
-    scheduler = DPMSolverMultistepScheduler(prediction_type="v_prediction", thresholding=True, sample_max_value=1.0)
-    pipe = ConceptDiffusionPipeline(tokenizer, text_encoder, unet, scheduler)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
+    return tiny_base(scheduler=DPMSolverMultistepScheduler(prediction_type="v_prediction", thresholding=True, sample_max_value=1.0))
 
 
 def generate(pipe, prompt=PROMPTS, seed=0, **kwargs):

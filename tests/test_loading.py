@@ -136,6 +136,6 @@ def test_shapes_flags_are_checked_and_recorded(tmp_path):
     assert config["shapes_canonical_layouts"] == ["relation", "count"] and config["num_shapes_train"] == 50000 and "dataset_args" not in config
     with pytest.raises(SystemExit):  # argparse: not one of the scene kinds
         parse_args(TrainConfig, ["--shapes_canonical_layouts", "diagonal", *out], ShapesDataArguments)
-    with pytest.raises(ValueError, match=r"--resolution 48 is not a size the Shapes world is drawn at; use one of \(32, 64\)"):
+    with pytest.raises(ValueError, match=r"--resolution 48 is not a size the Shapes world is drawn at; use one of \(32, 64, 128\)"):
         parse_args(TrainConfig, ["--resolution", "48", *out], ShapesDataArguments)
     assert parse_args(TrainConfig, ["--resolution", "48", "--dataset_name", "emoji", *out], ShapesDataArguments).resolution == 48

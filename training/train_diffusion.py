@@ -235,6 +235,18 @@ def diffusion_loss(model_output: torch.Tensor, target: torch.Tensor, timesteps: 
     return (loss * weight).mean()
 
 
+def noisy_sample_and_target(noise_scheduler, pixels: torch.Tensor, prediction_type: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Random timesteps (B,) for clean images (B, 3, H, W): the noised images, the timesteps and the U-Net's target
+    (the noise, the clean image, or v)."""
+    noise = torch.randn_like(pixels)
+    timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (len(pixels),), device=pixels.device)
+    noisy = noise_scheduler.add_noise(pixels, noise, timesteps)
+    target = {"epsilon": noise, "sample": pixels}.get(prediction_type)
+    if target is None:
+        target = noise_scheduler.get_velocity(pixels, noise, timesteps)
+    return noisy, timesteps, target
+
+
 def make_compute_loss(cfg, accelerator, unet, text_encoder, noise_scheduler, empty: dict):
     unet_config_source = accelerator.unwrap_model(unet)  # `unet` may be wrapped (DDP) and have no .config
 
@@ -243,12 +255,7 @@ def make_compute_loss(cfg, accelerator, unet, text_encoder, noise_scheduler, emp
         input_ids, attention_mask = drop_captions(batch, empty, cfg.cond_dropout)
         with contextlib.nullcontext() if cfg.train_text_encoder else torch.no_grad(), accelerator.autocast():
             cond = encode_concept(text_encoder, input_ids, attention_mask)
-        noise = torch.randn_like(pixels)
-        timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (len(pixels),), device=pixels.device)
-        noisy = noise_scheduler.add_noise(pixels, noise, timesteps)
-        target = {"epsilon": noise, "sample": pixels}.get(cfg.prediction_type)
-        if target is None:
-            target = noise_scheduler.get_velocity(pixels, noise, timesteps)
+        noisy, timesteps, target = noisy_sample_and_target(noise_scheduler, pixels, cfg.prediction_type)
         model_output = unet(unet_input(unet_config_source, noisy), timesteps, **cond.unet_kwargs()).sample
         return diffusion_loss(model_output, target, timesteps, noise_scheduler, cfg.snr_gamma), {}
 

@@ -5,6 +5,7 @@ any scheduler's `step`), the sampler and its conditioning (`ConceptPromptEmbeds`
 `hf_textimg.pipelines`, training in `training/train_diffusion.py`.
 """
 
+from .superres import build_superres_unet, superres_unet_config
 from .unet import (
     DEFAULT_BLOCK_OUT_CHANNELS,
     build_unet,
@@ -17,10 +18,12 @@ from .unet import (
 __all__ = [
     "DEFAULT_BLOCK_OUT_CHANNELS",
     "ConceptPromptEmbeds",
+    "build_superres_unet",
     "build_unet",
     "coordinate_grid",
     "downsample_factor",
     "encode_concept",
+    "superres_unet_config",
     "unet_config",
     "unet_input",
 ]

@@ -5,3 +5,5 @@ from .pipeline_utils import OUTPUT_TYPES, TextToImageMixin, register_with_diffus
 from .pipeline_decoder import DecoderPipeline
 from .pipeline_diffusion import ConceptDiffusionPipeline
 from .prompt_embeds import ConceptPromptEmbeds, encode_concept
+from .pipeline_superres import ConceptSuperResolutionPipeline
+from .pipeline_cascade import ConceptCascadePipeline

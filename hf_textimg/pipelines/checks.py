@@ -112,7 +112,8 @@ def check_pipeline_folder(folder) -> None:
     if not hasattr(diffusers, class_name):
         raise ValueError(f"{index_file} names the pipeline class {class_name!r}, which neither diffusers nor hf_textimg provides.")
     for name, entry in index.items():
-        if name.startswith("_") or not (isinstance(entry, list) and len(entry) == 2 and entry[0] is not None):
+        # A component is [library, class]; other entries are the pipeline's config (e.g. a list of two numbers).
+        if name.startswith("_") or not (isinstance(entry, list) and len(entry) == 2 and all(isinstance(x, str) for x in entry)):
             continue
         component = os.path.join(str(folder), name)
         if not os.path.isdir(component):

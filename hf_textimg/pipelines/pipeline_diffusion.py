@@ -86,9 +86,14 @@ class ConceptDiffusionPipeline(TextToImageMixin, DiffusionPipeline):
         super().__init__()
         check_prompt_normalization(prompt_normalization)
         if text_encoder is not None and unet is not None:  # any component may be None, e.g. to only encode prompts
-            check_widths(text_encoder, unet)
+            self.check_components(text_encoder, unet)
         self.register_modules(tokenizer=tokenizer, text_encoder=text_encoder, unet=unet, scheduler=scheduler)
         self.register_to_config(prompt_normalization=prompt_normalization)
+
+    @staticmethod
+    def check_components(text_encoder: ConceptTextModel, unet: UNet2DConditionModel) -> None:
+        """ValueError unless `unet` reads what `text_encoder` gives (subclasses with other U-Nets override this)."""
+        check_widths(text_encoder, unet)
 
     # -- state read by callbacks (the names diffusers' callbacks use) -------------------------
     @property
@@ -192,14 +197,21 @@ class ConceptDiffusionPipeline(TextToImageMixin, DiffusionPipeline):
         cut = slice(start - first * num_images_per_prompt, end - first * num_images_per_prompt)
         return cond.map(lambda t: t[cut]), None if uncond is None else uncond.map(lambda t: t[cut])
 
+    def embeds_widths(self) -> tuple[int, int]:
+        """(token-state width, concept width) that prompt embeddings must have: what the text tower makes, which
+        `check_components` matched to the U-Net (the U-Net's own config when there is no tower, e.g. in encode-only use)."""
+        if self.text_encoder is not None:
+            return self.text_encoder.config.hidden_size, self.text_encoder.config.projection_dim
+        return self.unet.config.cross_attention_dim, self.unet.config.projection_class_embeddings_input_dim
+
     def _check_embeds(self, embeds, name: str) -> None:
         """A ConceptPromptEmbeds of this text tower's widths, holding finite numbers."""
         if not isinstance(embeds, ConceptPromptEmbeds):
             raise ValueError(f"`{name}` must be a ConceptPromptEmbeds (see encode_prompt), got {type(embeds).__name__}.")
         widths = (embeds.token_states.shape[-1], embeds.concept.shape[-1])
-        expected = (self.unet.config.cross_attention_dim, self.unet.config.projection_class_embeddings_input_dim)
+        expected = self.embeds_widths()
         if widths != expected:
-            raise ValueError(f"`{name}` has token states of width {widths[0]} and concepts of width {widths[1]}; this U-Net reads {expected[0]} and {expected[1]}.")
+            raise ValueError(f"`{name}` has token states of width {widths[0]} and concepts of width {widths[1]}; this pipeline reads {expected[0]} and {expected[1]}.")
         for tensor in (embeds.token_states, embeds.concept):
             check_tensor(tensor, f"`{name}`")
 
@@ -216,14 +228,16 @@ class ConceptDiffusionPipeline(TextToImageMixin, DiffusionPipeline):
 
     def predict(self, latents: torch.Tensor, t: torch.Tensor, prompt_embeds: ConceptPromptEmbeds, negative_prompt_embeds: ConceptPromptEmbeds | None) -> torch.Tensor:
         """The (guided) model output at timestep `t`, same shape as `latents`."""
-        extra = {"cross_attention_kwargs": self._cross_attention_kwargs}
         if not self.do_classifier_free_guidance or negative_prompt_embeds is None:
-            model_input = unet_input(self.unet, self.scheduler.scale_model_input(latents, t))
-            return self.unet(model_input, t, **prompt_embeds.unet_kwargs(), **extra).sample
-        model_input = unet_input(self.unet, self.scheduler.scale_model_input(torch.cat([latents, latents]), t))  # (2B, 3[+2], H, W)
+            return self.model_output(self.scheduler.scale_model_input(latents, t), t, prompt_embeds)
+        sample = self.scheduler.scale_model_input(torch.cat([latents, latents]), t)  # (2B, 3, H, W)
         both = ConceptPromptEmbeds.cat([negative_prompt_embeds, prompt_embeds])
-        pred_uncond, pred_cond = self.unet(model_input, t, **both.unet_kwargs(), **extra).sample.chunk(2)
+        pred_uncond, pred_cond = self.model_output(sample, t, both).chunk(2)
         return self.guide(pred_uncond, pred_cond)
+
+    def model_output(self, sample: torch.Tensor, t: torch.Tensor, prompt_embeds: ConceptPromptEmbeds) -> torch.Tensor:
+        """One U-Net call on a scaled noisy sample (N, 3, H, W) with one conditioning row per sample."""
+        return self.unet(unet_input(self.unet, sample), t, **prompt_embeds.unet_kwargs(), cross_attention_kwargs=self._cross_attention_kwargs).sample
 
     def _step_kwargs(self, generator) -> dict:
         # Stochastic schedulers (DDPM, Euler, SDE solvers) take a generator; the others do not.

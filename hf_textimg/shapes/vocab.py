@@ -22,7 +22,9 @@ COLORS = tuple(PALETTE)
 SHAPES = ("circle", "square", "triangle", "plus")
 SIZES = {"small": 6, "large": 10}  # extent in px at 32 px; scales linearly with image size
 BASE_SIZE = 32
-IMAGE_SIZES = (32, 64)  # the sides the spec defines the world at ("Canvas")
+# The sides the spec defines the world at ("Canvas"), and 128 px, where the super-resolution stages learn what a
+# 32 px image becomes (the geometry scales linearly, as the spec says of 64).
+IMAGE_SIZES = (32, 64, 128)
 POSITIONS: dict[str, tuple[int, int]] = {  # name -> (col, row), col from the left, row from the top
     "top left": (0, 0),
     "top": (1, 0),

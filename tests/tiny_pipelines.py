@@ -1,0 +1,44 @@
+"""Tiny random pipelines for the pipeline tests: a base model, super-resolution stages on its text tower."""
+
+import torch
+from diffusers import DDPMScheduler, DPMSolverMultistepScheduler
+
+from hf_textimg.concept import ConceptTextConfig, ConceptTextModel
+from hf_textimg.diffusion import build_superres_unet, build_unet
+from hf_textimg.pipelines import ConceptDiffusionPipeline, ConceptSuperResolutionPipeline
+from hf_textimg.tokenization import train_tokenizer
+
+PROMPTS = ["a red circle at the top left", "two blue squares"]
+
+
+def training_schedule() -> DDPMScheduler:
+    return DDPMScheduler(beta_schedule="squaredcos_cap_v2", prediction_type="v_prediction", clip_sample=True)
+
+
+def sampler() -> DPMSolverMultistepScheduler:
+    return DPMSolverMultistepScheduler.from_config(training_schedule().config, thresholding=True, sample_max_value=1.0)
+
+
+def tiny_base(seed: int = 0, prompt_normalization: str | None = None, scheduler=None) -> ConceptDiffusionPipeline:
+    """A 32 px text-to-image pipeline with a 32-wide text tower (default sampler: DPM-Solver++ on the training schedule)."""
+    torch.manual_seed(seed)
+    tokenizer = train_tokenizer(PROMPTS + ["a green plus left of a pink triangle"], vocab_size=200, model_max_length=16)
+    text_encoder = ConceptTextModel(
+        ConceptTextConfig(vocab_size=len(tokenizer), hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64,
+                          max_position_embeddings=16, projection_dim=32)
+    ).eval()
+    unet = build_unet(cross_attention_dim=32, concept_dim=32, block_out_channels=(16, 32), attention_head_dim=8, norm_num_groups=8)
+    pipe = ConceptDiffusionPipeline(tokenizer, text_encoder, unet, scheduler or sampler(), prompt_normalization)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def tiny_stage(base: ConceptDiffusionPipeline, upscale_factor: int = 2, resolution: int = 64, widths=(8, 16), seed: int = 1, **unet_kwargs):
+    """A super-resolution stage on `base`'s text tower (random U-Net)."""
+    torch.manual_seed(seed)
+    unet = build_superres_unet(resolution=resolution, cross_attention_dim=32, concept_dim=32, block_out_channels=widths, norm_num_groups=8, **unet_kwargs)
+    stage = ConceptSuperResolutionPipeline(
+        base.tokenizer, base.text_encoder, unet, sampler(), training_schedule(), upscale_factor, base.config.prompt_normalization
+    )
+    stage.set_progress_bar_config(disable=True)
+    return stage
