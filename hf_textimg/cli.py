@@ -4,7 +4,7 @@
     hf-textimg evaluate --model outputs/diffusion-shapes --benchmark shapes --json outputs/eval.json
     hf-textimg demo --out outputs/demo                               # the shipped model on 8 prompts
     hf-textimg data shapes --size 32 --out data/shapes32             # datasets.load_from_disk folder
-    hf-textimg data emoji --size 64 --out data/emoji64 --imagefolder
+    hf-textimg data emoji --styles noto twemoji openmoji fluent --size 64 --out data/emoji64
 
 `--model` takes a pipeline folder (what `save_pretrained` and the training scripts write), the
 name of a shipped model, or a Hugging Face Hub repo id; by default the shipped Shapes model.
@@ -27,6 +27,7 @@ from .pretrained import DEFAULT_MODEL, available_models, pretrained_path
 DEFAULT_STEPS = 20
 # hf_textimg.data.shapes.*_LAYOUTS, written out: importing that module here would slow `--help` (datasets, torch)
 LAYOUT_CHOICES = ("any", "canonical")
+EMOJI_STYLES = ("noto", "twemoji", "openmoji", "fluent")  # hf_textimg.data.emoji_sources.STYLES, for the same reason
 DEFAULT_GUIDANCE = 3.0  # README "Diffusion", Guidance: chosen on the validation prompts (not the benchmark's) for the shipped model
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 _REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")  # org/name, as the Hub spells repo ids
@@ -349,7 +350,18 @@ def _build_dataset(args):
         )
     from .data.emoji import build_emoji_dataset
 
-    return build_emoji_dataset(size=args.size, style=args.style, cache_dir=args.cache_dir)
+    return build_emoji_dataset(size=args.size, styles=args.styles, cache_dir=args.cache_dir, on_missing="error" if args.strict else "skip")
+
+
+def _emoji_report_lines(data) -> list[str]:
+    """One line per style of an Emoji build: package, version, images, files that matched no emoji-test.txt line."""
+    from .data.emoji import emoji_build_report
+
+    report = emoji_build_report(data)
+    lines = [f"  {style}: {r['images']} images from {r['files']} files of {r['package']} {r['version'] or '(Debian)'}; "
+             f"{r['unmatched']} files matched no emoji-test.txt sequence" for style, r in report["styles"].items()]
+    lines += [f"  {style}: SKIPPED, {why}" for style, why in report["skipped_styles"].items()]
+    return lines
 
 
 def run_data(args) -> int:
@@ -368,6 +380,8 @@ def run_data(args) -> int:
         hint = f'load it with datasets.load_from_disk("{out}")'
     sizes = ", ".join(f"{split}: {len(split_data)}" for split, split_data in data.items())
     print(f"Built {args.dataset} at {args.size}px ({sizes}) in {time.perf_counter() - start:.1f}s -> {where}")
+    if args.dataset == "emoji":
+        print("\n".join(_emoji_report_lines(data)))
     print(hint)
     return 0
 
@@ -467,13 +481,17 @@ out of training). overall = mean of the first six. 40 prompts per category (280 
   hf-textimg data shapes --size 32 --out data/shapes32                # then datasets.load_from_disk("data/shapes32")
   hf-textimg data shapes --size 64 --num-train 50000 --seed 1 --out data/shapes64
   hf-textimg data emoji --size 64 --out data/emoji64 --imagefolder   # PNGs + metadata.jsonl per split
+  hf-textimg data emoji --styles noto twemoji openmoji fluent --size 64 --out data/emoji64-all
 
 Splits: shapes -> train / validation / heldout (colour-shape pairs never in train);
-emoji -> train / validation / heldout_variants. The emoji set needs Debian's
-fonts-noto-color-emoji, unicode-data and unicode-cldr-core packages.""",
+emoji -> train / validation (unseen emoji) / heldout_variants (unseen skin-tone variants) /
+heldout_style (noto images of emoji seen only in the other styles). The emoji set needs
+Debian's fonts-noto-color-emoji, unicode-data and unicode-cldr-core packages; the twemoji,
+openmoji and fluent styles need `npm pack @twemoji/svg@15.0.0 openmoji@17.0.0
+fluentui-emoji@1.3.0` run in ~/.cache/hf_textimg/sources (docs/emoji.md). Builds are cached.""",
     )
     data.add_argument("dataset", choices=["shapes", "emoji"], help="which data set to build")
-    data.add_argument("--size", type=int, default=32, choices=[32, 64], help="image side in pixels (default: 32)")
+    data.add_argument("--size", type=int, default=32, choices=[32, 64, 128], help="image side in pixels (default: 32)")
     data.add_argument("--out", required=True, help="output folder")
     data.add_argument("--imagefolder", action="store_true", help="write PNGs + metadata.jsonl per split instead of Arrow files")
     data.add_argument("--seed", type=int, default=0, help="shapes: random seed (same seed, same data)")
@@ -490,7 +508,11 @@ fonts-noto-color-emoji, unicode-data and unicode-cldr-core packages.""",
                       help="shapes: single scenes with no size / position named: random, or large in the centre (default: any)")
     data.add_argument("--pair-layout", default="any", choices=LAYOUT_CHOICES,
                       help="shapes: pair scenes in two random distinct cells, or the middle row's outer cells (default: any)")
-    data.add_argument("--style", default="noto", choices=["noto", "twemoji", "both"], help="emoji: artwork style")
+    data.add_argument("--styles", nargs="+", default=["noto"], choices=EMOJI_STYLES, metavar="STYLE",
+                      help=f"emoji: artwork styles, any of {', '.join(EMOJI_STYLES)} (default: noto)")
+    data.add_argument("--strict", action="store_true",
+                      help="emoji: fail when an asked style's package is missing (default: skip that style with a warning; "
+                           "it fails anyway when none of the asked styles is installed)")
     data.add_argument("--cache-dir", default=None, help="emoji: cache folder (default: $HF_TEXTIMG_CACHE or ~/.cache/hf_textimg)")
     data.set_defaults(func=run_data)
 

@@ -60,6 +60,14 @@ class TrainConfig:
         default="any", metadata={"help": "Shapes pair scenes: two random distinct cells, or the middle row's outer cells, first-named "
                                  "object on the left (hf_textimg.data.shapes.PAIR_LAYOUTS)."},
     )
+    emoji_styles: list[str] = field(
+        default_factory=lambda: ["noto"], metadata={"help": "Built-in emoji set: artwork styles, any of noto twemoji openmoji fluent "
+                                                    "(hf_textimg.data.emoji; a missing npm package is an error naming the command that fetches it)."},
+    )
+    emoji_caption_style: Literal["always", "sometimes", "never"] = field(
+        default="always", metadata={"help": "Built-in emoji set, train split: captions 'crab, noto style' (always), the name alone "
+                                    "'crab' (never: the prompt then means any style), or either at random each time (sometimes)."},
+    )
     prompt_normalization: str | None = field(
         default=None, metadata={"help": "Rewrite every caption this way before tokenizing; the saved pipeline stores it and rewrites prompts "
                                 "the same way. shapes_relations: 'b right of a' -> 'a left of b' (hf_textimg.data.prompts)."},
@@ -120,6 +128,11 @@ class TrainConfig:
         """Training on the built-in Shapes world (so the Shapes scorer and splits apply)."""
         return self.dataset_name == "shapes" and self.train_data_dir is None
 
+    @property
+    def uses_emoji(self) -> bool:
+        """Training on the built-in Emoji set (so its styles, caption option and splits apply)."""
+        return self.dataset_name == "emoji" and self.train_data_dir is None
+
     def validate(self) -> None:
         """Raise a ValueError naming the argument for settings that cannot work."""
         if self.dataset_name is None and self.train_data_dir is None:
@@ -127,6 +140,10 @@ class TrainConfig:
         if self.resolution not in SUPPORTED_RESOLUTIONS:
             raise ValueError(f"--resolution {self.resolution} is not supported; use one of {SUPPORTED_RESOLUTIONS}.")
         check_prompt_normalization(self.prompt_normalization, "--prompt_normalization")
+        from hf_textimg.data.emoji_sources import STYLES as EMOJI_STYLES
+
+        if not self.emoji_styles or set(self.emoji_styles) - set(EMOJI_STYLES):
+            raise ValueError(f"--emoji_styles must be one or more of {' '.join(EMOJI_STYLES)}, got {' '.join(self.emoji_styles) or 'nothing'}.")
         if self.shapes_kind_probs is not None:
             from hf_textimg.data.shapes import check_kind_probs
 

@@ -108,17 +108,26 @@ def load_split(cfg: TrainConfig, split: str, max_samples: int | None = None, cap
             "single_layout": cfg.shapes_single_layout,
             "pair_layout": cfg.shapes_pair_layout,
         }
-    return load_image_text_dataset(
+    elif cfg.uses_emoji:
+        # A training run gets exactly the styles it asked for: a missing package is an error, not a smaller set.
+        builtin_kwargs = {"styles": tuple(cfg.emoji_styles), "on_missing": "error"}
+    column = cfg.caption_column if caption_column == "default" else caption_column
+    data = load_image_text_dataset(
         dataset_name=cfg.dataset_name if cfg.train_data_dir is None else None,
         train_data_dir=cfg.train_data_dir,
         split=split,
         image_column=cfg.image_column,
-        caption_column=cfg.caption_column if caption_column == "default" else caption_column,
+        caption_column=column,
         resolution=cfg.resolution,
         dataset_config_name=cfg.dataset_config_name,
         max_samples=max_samples,
         builtin_kwargs=builtin_kwargs,
     )
+    if cfg.uses_emoji and split == "train" and column:
+        from ..data.emoji import with_caption_style
+
+        data = with_caption_style(data, cfg.emoji_caption_style, column)  # --emoji_caption_style: drop the style suffix
+    return data
 
 
 def build_train_dataloader(cfg: TrainConfig, data, tokenizer=None, caption_column: str | None = "default"):
