@@ -259,19 +259,12 @@ def run_generate(args) -> int:
     return 0
 
 
-def run_evaluate(args) -> int:
+def _batch_generator(pipe, args, kwargs: dict, total: int, start: float):
+    """prompts -> (B, H, W, 3) floats: the pipeline's standard `output_type="np"` call, with one generator across
+    batches (as training's evaluation does, so the defaults reproduce eval_results.json) and progress lines."""
     import torch
 
-    from .data.shapes import BENCHMARK_CATEGORIES
-    from .evaluation import ShapesScorer
-
-    start = time.perf_counter()
-    pipe = load_pipeline(args.model, args.device, args.scheduler)
-    pipe.set_progress_bar_config(disable=True)
-    kwargs = call_kwargs(pipe, args.steps, args.guidance)
-    # One generator across batches, as training's evaluation does, so the defaults reproduce eval_results.json.
     generator = torch.Generator().manual_seed(args.seed)
-    total = len(BENCHMARK_CATEGORIES) * args.prompts_per_category
     done = 0
 
     def generate(batch: list[str]):
@@ -283,28 +276,88 @@ def run_evaluate(args) -> int:
             print(f"  generated {done}/{total} images ({time.perf_counter() - start:.0f}s)", file=sys.stderr)
         return images
 
-    report = ShapesScorer().evaluate_pipeline(
-        generate, n_per_category=args.prompts_per_category, batch_size=args.batch_size, prompt_set=args.prompt_set
-    )
-    result = {
-        "benchmark": args.benchmark,
-        "prompt_set": args.prompt_set,
-        "model": args.model or DEFAULT_MODEL,
-        **report.to_dict(),
-        "settings": {"prompts_per_category": args.prompts_per_category, "seed": args.seed, "batch_size": args.batch_size,
-                     "mixed_precision": args.mixed_precision,
-                     "scheduler": type(getattr(pipe, "scheduler", None)).__name__ if hasattr(pipe, "scheduler") else None, **kwargs},
-        "seconds": round(time.perf_counter() - start, 1),
-    }
-    what = "Shapes benchmark" if args.prompt_set == "benchmark" else "Shapes validation prompts (not the benchmark's)"
-    print(f"{what}, {model_name(args)}: {args.prompts_per_category} prompts per category, seed {args.seed}")
-    print(report.format_table())
-    print("(overall = mean of single, color, position, count, pair, relation; heldout is reported beside it)")
+    return generate
+
+
+def _settings(pipe, args, kwargs: dict, **extra) -> dict:
+    return {"seed": args.seed, "batch_size": args.batch_size, "mixed_precision": args.mixed_precision,
+            "scheduler": type(getattr(pipe, "scheduler", None)).__name__ if hasattr(pipe, "scheduler") else None, **extra, **kwargs}
+
+
+def _print_result(args, result: dict) -> None:
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=2) + "\n")
         print(f"Wrote {args.json}")
     print(json.dumps(result))
+
+
+def run_evaluate(args) -> int:
+    if args.benchmark == "emoji":
+        return run_evaluate_emoji(args)
+    from .data.shapes import BENCHMARK_CATEGORIES
+    from .evaluation import ShapesScorer
+
+    start = time.perf_counter()
+    pipe = load_pipeline(args.model, args.device, args.scheduler)
+    pipe.set_progress_bar_config(disable=True)
+    kwargs = call_kwargs(pipe, args.steps, args.guidance)
+    per_category = args.prompts_per_category or 40
+    generate = _batch_generator(pipe, args, kwargs, len(BENCHMARK_CATEGORIES) * per_category, start)
+    report = ShapesScorer().evaluate_pipeline(generate, n_per_category=per_category, batch_size=args.batch_size, prompt_set=args.prompt_set)
+    result = {
+        "benchmark": args.benchmark,
+        "prompt_set": args.prompt_set,
+        "model": args.model or DEFAULT_MODEL,
+        **report.to_dict(),
+        "settings": _settings(pipe, args, kwargs, prompts_per_category=per_category),
+        "seconds": round(time.perf_counter() - start, 1),
+    }
+    what = "Shapes benchmark" if args.prompt_set == "benchmark" else "Shapes validation prompts (not the benchmark's)"
+    print(f"{what}, {model_name(args)}: {per_category} prompts per category, seed {args.seed}")
+    print(report.format_table())
+    print("(overall = mean of single, color, position, count, pair, relation; heldout is reported beside it)")
+    _print_result(args, result)
+    return 0
+
+
+def pipeline_resolution(pipe) -> int:
+    """The image side a pipeline generates by default (diffusion: unet.config.sample_size; one-shot decoder: image_size)."""
+    for component, key in (("unet", "sample_size"), ("decoder", "image_size")):
+        value = getattr(getattr(getattr(pipe, component, None), "config", None), key, None)
+        if isinstance(value, int):
+            return value
+    return 32
+
+
+def run_evaluate_emoji(args) -> int:
+    from .data.emoji import build_emoji_dataset
+    from .evaluation.emoji_eval import PROMPT_SETS, emoji_prompts, evaluate_emoji
+
+    start = time.perf_counter()
+    pipe = load_pipeline(args.model, args.device, args.scheduler)
+    pipe.set_progress_bar_config(disable=True)
+    kwargs = call_kwargs(pipe, args.steps, args.guidance)
+    resolution = pipeline_resolution(pipe)
+    # Every installed style: prompts ask --emoji-styles, and style@1 checks the drawing against all of them.
+    data = build_emoji_dataset(resolution, styles=EMOJI_STYLES, on_missing="skip")
+    sets = PROMPT_SETS[:3] if args.prompt_set == "benchmark" else PROMPT_SETS[3:]
+    per_set = args.prompts_per_category or 100
+    samples = args.distribution_samples if args.prompt_set == "benchmark" else 0
+    total = sum(len(emoji_prompts(data, s, args.emoji_styles, max(per_set, samples) if s == "seen" and samples else per_set)) for s in sets)
+    report = evaluate_emoji(_batch_generator(pipe, args, kwargs, total, start), data, prompt_sets=sets, styles=args.emoji_styles,
+                            n_per_set=per_set, distribution_samples=samples, batch_size=args.batch_size,
+                            caption_style=args.caption_style, seed=args.seed)
+    result = {"benchmark": "emoji", "prompt_set": args.prompt_set, "model": args.model or DEFAULT_MODEL, "resolution": resolution,
+              **report.to_dict(), "settings": _settings(pipe, args, kwargs, **report.settings),
+              "seconds": round(time.perf_counter() - start, 1)}
+    refs = ", ".join(f"{s} {n}" for s, n in report.settings["references"].items())
+    print(f"Emoji benchmark ({args.prompt_set} prompt sets), {model_name(args)} at {resolution}px, seed {args.seed}: each image ranked among "
+          f"all references of the asked style ({refs}) by a fixed colour-layout/edge feature (no trained model)")
+    print(report.format_table())
+    print("(R@k: the asked emoji's reference among the k nearest; grp@k: any variant of it (skin tone, gender); style@1: the nearest "
+          "reference of any style has the asked style; after |: R@1 of images that need no model, ceilings and floors for the same prompts)")
+    _print_result(args, result)
     return 0
 
 
@@ -446,26 +499,44 @@ positions (top left ... bottom right), counts (two/three/four), pairs and relati
 
     evaluate = sub.add_parser(
         "evaluate",
-        help="score a model on the Shapes benchmark (per-category table + JSON)",
+        help="score a model on the Shapes or Emoji benchmark (table + JSON)",
         description=textwrap.fill(
             "Generate the Shapes benchmark prompts (never seen in training) with a model and score each image with "
-            "the rule-based Shapes scorer. Prints a per-category table and a JSON line; --json also writes it to a file."
+            "the rule-based Shapes scorer, or (--benchmark emoji) the Emoji prompt sets, each image ranked among the "
+            "Emoji set's references. Prints a table and a JSON line; --json also writes it to a file."
         ),
         formatter_class=examples,
         epilog="""examples:
   hf-textimg evaluate                    # the shipped model; the defaults reproduce its eval_results.json
   hf-textimg evaluate --model outputs/diffusion-shapes --json outputs/eval.json
   hf-textimg evaluate --model outputs/decoder-shapes --prompts-per-category 100
+  hf-textimg evaluate --benchmark emoji --model outputs/diffusion-emoji --json outputs/emoji-eval.json
+  hf-textimg evaluate --benchmark emoji --model outputs/diffusion-emoji --prompt-set validation --guidance 5
 
-Categories: single, color, position, count, pair, relation, heldout (colour-shape pairs held
+Shapes categories: single, color, position, count, pair, relation, heldout (colour-shape pairs held
 out of training). overall = mean of the first six. 40 prompts per category (280 images,
-20 steps with guidance) take 3-5 minutes on 2 CPU cores.""",
+20 steps with guidance) take 3-5 minutes on 2 CPU cores.
+
+Emoji prompt sets (docs/emoji.md): seen (train emoji), heldout_style (noto images of emoji seen
+only in other styles), heldout_variants (unseen skin-tone variants); --prompt-set validation
+scores unseen emoji instead, for choosing settings. Each image is ranked among all references
+of its style by a fixed feature no trained model produces; recall@1/5/10 beside ceilings and
+floors, plus KID/FID/PRDC over --distribution-samples seen prompts.""",
     )
-    evaluate.add_argument("--benchmark", choices=["shapes"], default="shapes", help="which benchmark (default: shapes)")
+    evaluate.add_argument("--benchmark", choices=["shapes", "emoji"], default="shapes",
+                          help="shapes: the rule-based Shapes scorer; emoji: retrieval among the Emoji set's references (default: shapes)")
     evaluate.add_argument("--prompt-set", choices=["benchmark", "validation"], default="benchmark",
                           help="benchmark: the scored prompts, never seen in training; validation: other prompts of the same "
                                "categories, to choose settings (e.g. --guidance) on without looking at the benchmark (default: benchmark)")
-    evaluate.add_argument("--prompts-per-category", type=positive_int, default=40, help="benchmark prompts per category, one image each (default: 40)")
+    evaluate.add_argument("--prompts-per-category", type=positive_int, default=None,
+                          help="benchmark prompts per category (shapes, default 40) or per prompt set (emoji, default 100), one image each")
+    evaluate.add_argument("--emoji-styles", nargs="+", choices=EMOJI_STYLES, default=["noto"], metavar="STYLE",
+                          help="emoji: styles the prompts ask for (and whose references rank them) (default: noto)")
+    evaluate.add_argument("--distribution-samples", type=int, default=2000, metavar="N",
+                          help="emoji: KID/FID/precision/recall over N seen prompts (0: skip; default: 2000)")
+    evaluate.add_argument("--caption-style", choices=["always", "never"], default="always",
+                          help="emoji: prompts '{name}, {style} style' (always) or the name alone, for a model trained with "
+                               "--emoji_caption_style never (default: always)")
     evaluate.add_argument("--batch-size", type=positive_int, default=128, help="prompts per generation batch (default: 128, as in training)")
     evaluate.add_argument("--json", type=Path, default=None, metavar="PATH", help="also write the results to this JSON file")
     evaluate.add_argument("--quiet", action="store_true", help="no progress lines")

@@ -106,7 +106,8 @@ class DiffusionTrainConfig(TrainConfig):
     # Validation and evaluation (every --validation_steps and at the end)
     validation_prompts: list[str] | None = field(default=None, metadata={"help": "Prompts of the saved grid (default: a few Shapes benchmark prompts or captions)."})
     validation_images_per_prompt: int = 4
-    eval_prompts_per_category: int = field(default=40, metadata={"help": "Shapes benchmark prompts per category (0 = no Shapes scoring)."})
+    eval_prompts_per_category: int = field(default=40, metadata={"help": "Shapes benchmark prompts per category, or Emoji benchmark "
+                                                                 "prompts per set (hf_textimg.evaluation.emoji_eval); 0 = no scoring."})
     eval_num_inference_steps: int = field(default=20, metadata={"help": "Steps of the shipped DPM-Solver++ sampler during evaluation."})
     eval_guidance_scale: float = field(default=3.0, metadata={"help": "Guidance of the evaluation (the pipeline's default; README, Diffusion: Guidance)."})
     eval_batch_size: int = 128
@@ -282,6 +283,11 @@ def make_evaluator(cfg, accelerator, pipeline_fn, prompts: list[str]):
                 )
                 metrics = {"shapes_overall": report.overall, "shapes_heldout": report.heldout}
                 metrics.update({f"shapes_{k}": v for k, v in report.accuracy.items() if k != "heldout"})
+            elif cfg.uses_emoji and cfg.eval_prompts_per_category > 0:
+                from hf_textimg.evaluation.emoji_eval import evaluate_emoji_for_config
+
+                generator = torch.Generator().manual_seed(cfg.seed)
+                metrics = evaluate_emoji_for_config(cfg, lambda batch: pipe(batch, generator=generator, output_type="np", **kwargs).images)
         metrics["eval_seconds"] = time.perf_counter() - start  # not counted in train_minutes (train_loop stops its clock)
         return metrics
 
