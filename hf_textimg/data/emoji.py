@@ -448,7 +448,7 @@ def _dataset_info(version: str, size: int, asked: Sequence[str], reports: dict[s
     description = (
         f"Emoji artwork in {len(built)} style(s) at {size}px, Unicode emoji {version}: {counts}. "
         f"Captions '{{name}}, {{style}} style' from emoji-test.txt, keywords from CLDR. "
-        f"Build report: {json.dumps(report, sort_keys=True)}"
+        f"Build report: {json.dumps(report)}"
     )
     attribution = "\n".join(f"{s}: {STYLE_SOURCES[s].attribution}, {STYLE_SOURCES[s].licence_name}, {STYLE_SOURCES[s].homepage}" for s in built)
     checksums = {r["source"]: {"num_bytes": None, "checksum": r["sha256"]} for r in reports.values()}
