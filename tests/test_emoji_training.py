@@ -62,3 +62,24 @@ def test_diffusion_trains_and_scores_the_emoji_benchmark(emoji_env):
     metrics = json.loads((out / "eval_results.json").read_text())["metrics"]
     for name in ("seen", "heldout_style", "heldout_variants", "validation"):
         assert 0.0 <= metrics[f"emoji_{name}_recall@1"] <= 1.0 and 0.0 <= metrics[f"emoji_{name}_style@1"] <= 1.0, name
+
+
+def test_style_zero_shot_on_hand_built_embeddings():
+    import torch
+
+    from hf_textimg.evaluation.concept_eval import emoji_style_zero_shot
+
+    styles = ["noto", "twemoji", "openmoji", "fluent"]
+
+    def embed_text(captions):  # a caption points at its style word's axis
+        return torch.stack([torch.eye(4)[next(i for i, s in enumerate(styles) if f"{s} style" in c)] for c in captions])
+
+    pixels = torch.arange(6).float()[:, None]  # stand-in "images": their index
+    truth = ["noto", "fluent", "twemoji", "fluent", "openmoji", "noto"]
+    drawn = ["noto", "fluent", "twemoji", "noto", "openmoji", "twemoji"]  # what the image encoder sees: 4 of 6 right
+
+    def embed_images(batch):
+        return torch.stack([torch.eye(4)[styles.index(drawn[int(i)])] for i in batch[:, 0]])
+
+    result = emoji_style_zero_shot(embed_text, embed_images, pixels, ["crab", "crab", "moose", "moose", "crab", "fox"], truth, styles, batch_size=4)
+    assert result == {"style_accuracy": 4 / 6, "style_only_accuracy": 4 / 6}

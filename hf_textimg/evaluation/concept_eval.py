@@ -129,12 +129,16 @@ def emoji_style_zero_shot(
     """
     style_names = list(style_names)
     bare = embed_text([f"{s} style" for s in style_names]).float()  # (S, D)
+    unique_names = list(dict.fromkeys(names))  # each name's captions are embedded once, not once per image
+    captions = [f"{n}, {s} style" for n in unique_names for s in style_names]
+    text = torch.cat([embed_text(captions[i : i + batch_size]).float() for i in range(0, len(captions), batch_size)])
+    text = text.view(len(unique_names), len(style_names), -1)  # (names, S, D)
+    row = {n: i for i, n in enumerate(unique_names)}
     with_name, only = [], []
     for start in range(0, len(pixel_values), batch_size):
         images = embed_images(pixel_values[start : start + batch_size]).float()  # (B, D)
-        chunk = names[start : start + batch_size]
-        captions = embed_text([f"{n}, {s} style" for n in chunk for s in style_names]).float().view(len(chunk), len(style_names), -1)
-        with_name += (captions @ images[:, :, None]).squeeze(-1).argmax(1).tolist()  # (B, S) -> (B,)
+        per_image = text[[row[n] for n in names[start : start + batch_size]]]  # (B, S, D)
+        with_name += (per_image @ images[:, :, None]).squeeze(-1).argmax(1).tolist()  # (B, S) -> (B,)
         only += (images @ bare.T).argmax(1).tolist()
     target = [style_names.index(s) for s in styles]
     return {
