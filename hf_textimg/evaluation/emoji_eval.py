@@ -278,6 +278,7 @@ def evaluate_emoji(
     caption_style: str = "always",
     seed: int = 0,
     progress: Callable[[int, int], None] | None = None,
+    references: EmojiReferences | None = None,
 ) -> EmojiReport:
     """Generate one image per prompt of each set and score it (see the module docstring).
 
@@ -292,12 +293,13 @@ def evaluate_emoji(
         distribution_samples: > 0 adds KID / FID / PRDC over that many `seen` prompts (their images
             also serve the `seen` retrieval, so they are generated once).
         caption_style: "always" asks "{name}, {style} style"; "never" asks the name alone.
+        references: `EmojiReferences.from_dataset(data)`, when the caller keeps it between calls.
     """
     start = time.perf_counter()
     unknown = [s for s in prompt_sets if s not in PROMPT_SETS]
     if unknown or not prompt_sets:
         raise ValueError(f"prompt_sets must be some of {PROMPT_SETS}, got {list(prompt_sets)}")
-    refs = EmojiReferences.from_dataset(data)  # every style: retrieval uses the asked one, style@1 all of them
+    refs = references or EmojiReferences.from_dataset(data)  # every style: retrieval uses the asked one, style@1 all of them
     missing = [s for s in styles if s not in refs.features]
     if missing:
         raise ValueError(f"The Emoji data set has no {missing} images; build it with those styles (styles={list(styles)}).")
@@ -328,6 +330,14 @@ def evaluate_emoji_for_config(cfg, generate: Callable[[list[str]], np.ndarray]) 
 
     styles = ["noto"] if "noto" in cfg.emoji_styles else list(cfg.emoji_styles[:1])
     data = build_emoji_dataset(cfg.resolution, styles=tuple(cfg.emoji_styles), on_missing="error")  # the training run's cached build
+    key = (data["train"].info.description, cfg.resolution)
+    if key not in _REFERENCES:  # features of ~15k references: computed once per run, not at every evaluation
+        _REFERENCES.clear()
+        _REFERENCES[key] = EmojiReferences.from_dataset(data)
     report = evaluate_emoji(generate, data, styles=styles, n_per_set=cfg.eval_prompts_per_category, batch_size=cfg.eval_batch_size,
-                            caption_style="never" if cfg.emoji_caption_style == "never" else "always", seed=cfg.seed)
+                            caption_style="never" if cfg.emoji_caption_style == "never" else "always", seed=cfg.seed,
+                            references=_REFERENCES[key])
     return report.metrics()
+
+
+_REFERENCES: dict[tuple, EmojiReferences] = {}
