@@ -355,8 +355,8 @@ def run_evaluate_emoji(args) -> int:
     print(f"Emoji benchmark ({args.prompt_set} prompt sets), {model_name(args)} at {resolution}px, seed {args.seed}: each image ranked among "
           f"all references of the asked style ({refs}) by a fixed colour-layout/edge feature (no trained model)")
     print(report.format_table())
-    print("(R@k: the asked emoji's reference among the k nearest; grp@k: any variant of it (skin tone, gender); style@1: the nearest "
-          "reference of any style has the asked style; after |: R@1 of images that need no model, ceilings and floors for the same prompts)")
+    print("(R@k: the asked emoji's reference among the k nearest; grp@k: any variant of it (skin tone, gender); style@1: of the asked "
+          "emoji's drawings in every style, the asked style's is nearest; after |: R@1 of images that need no model, ceilings and floors for the same prompts)")
     _print_result(args, result)
     return 0
 
