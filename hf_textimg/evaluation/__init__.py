@@ -6,3 +6,4 @@ from .shapes_scorer import (
     parse_prompt,
     score_image,
 )
+from .emoji_eval import EmojiReport, evaluate_emoji

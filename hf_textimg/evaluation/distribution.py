@@ -50,7 +50,7 @@ def fid(real: np.ndarray, fake: np.ndarray) -> float:
     s1, s2 = np.cov(real.astype(np.float64), rowvar=False), np.cov(fake.astype(np.float64), rowvar=False)
     root = _sqrt_psd(s1)
     cross = np.sqrt(np.clip(np.linalg.eigvalsh(root @ s2 @ root), 0, None)).sum()
-    return float(((mu1 - mu2) ** 2).sum() + np.trace(s1) + np.trace(s2) - 2 * cross)
+    return max(0.0, float(((mu1 - mu2) ** 2).sum() + np.trace(s1) + np.trace(s2) - 2 * cross))  # >= 0 up to rounding
 
 
 def _pairwise(a: np.ndarray, b: np.ndarray) -> np.ndarray:
