@@ -555,7 +555,8 @@ def build_emoji_dataset(
     emoji_test = _resolve(emoji_test_path, ENV_EMOJI_TEST, DEFAULT_EMOJI_TEST)
     emoji_test = _require(emoji_test, "emoji-test.txt (package unicode-data)", _apt(f"emoji_test_path / ${ENV_EMOJI_TEST}"))
     cldr = Path(_resolve(cldr_dir, ENV_CLDR_DIR, DEFAULT_CLDR_DIR))
-    keywords = load_cldr_keywords(cldr)  # raises naming unicode-cldr-core when absent
+    for sub in ("annotations", "annotationsDerived"):
+        _require(cldr / sub / "en.xml", f"CLDR annotations ({sub}/en.xml, package unicode-cldr-core)", _apt(f"cldr_dir / ${ENV_CLDR_DIR}"))
     found, missing = _locate_styles(asked, cache_root, {"noto": font_path, **(source_paths or {})}, on_missing)
 
     # 2. Cache lookup, keyed by source contents and build parameters.
@@ -570,6 +571,7 @@ def build_emoji_dataset(
         return datasets.load_from_disk(str(target))
 
     # 3. Render every emoji-test entry each style draws; splits; columns.
+    keywords = load_cldr_keywords(cldr)
     rows, reports = [], {}
     for style, source in found.items():
         style_rows, reports[style] = _style_rows(style, source, entries, size)
