@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import ndimage
 
+from ..data.emoji_sources import STYLES
 from .distribution import distribution_metrics
 from .image_features import colour_layout_features, to_float_images
 
@@ -95,7 +96,8 @@ class EmojiReferences:
         """References of `styles` (default: every style in `data`)."""
         images, features, sequences, bases = {}, {}, {}, {}
         if styles is None:
-            styles = sorted({s for ds in data.values() for s in ds.unique("style")})
+            present = {s for ds in data.values() for s in ds.unique("style")}
+            styles = [s for s in STYLES if s in present]
         for style in styles:
             picked = [(ds, [i for i, s in enumerate(ds["style"]) if s == style]) for ds in data.values()]
             rows = [ds.select(idx) for ds, idx in picked if idx]
