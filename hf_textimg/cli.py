@@ -4,7 +4,7 @@
     hf-textimg evaluate --model outputs/diffusion-shapes --benchmark shapes --json outputs/eval.json
     hf-textimg demo --out outputs/demo                               # the shipped model on 8 prompts
     hf-textimg data shapes --size 32 --out data/shapes32             # datasets.load_from_disk folder
-    hf-textimg data emoji --size 64 --out data/emoji64 --imagefolder
+    hf-textimg data emoji --styles noto twemoji openmoji fluent --size 64 --out data/emoji64
 
 `--model` takes a pipeline folder (what `save_pretrained` and the training scripts write), the
 name of a shipped model, or a Hugging Face Hub repo id; by default the shipped Shapes model.
@@ -29,6 +29,7 @@ from .utils.checks import check_output_dir, check_output_file
 DEFAULT_STEPS = 20
 DEFAULT_CASCADE = "shapes-cascade-128"  # the shipped Shapes cascade `--size` uses when there is one and no --model
 DEFAULT_GUIDANCE = 3.0  # chosen for the shipped model on the validation prompts (not the benchmark's; docs/performance.md)
+EMOJI_STYLES = ("noto", "twemoji", "openmoji", "fluent")  # hf_textimg.data.emoji_sources.STYLES, written out: importing it would slow `--help`
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 CHUNK_IMAGES = 128  # images per pipeline call in `generate`/`demo`, each chunk written before the next is made
 GRID_MAX_IMAGES = 1024  # images one grid shows (8 columns of 128-px cells: ~1,000 x 20,000 px)
@@ -383,17 +384,31 @@ def run_generate(args) -> int:
     return 0
 
 
-def run_evaluate(args) -> int:
-    from .shapes import BENCHMARK_CATEGORIES, evaluate_shapes
+def _blank_checking(pipe, counts: dict):
+    """`pipe`, counting the images it makes (`counts["images"]`) and those that are one flat colour (`counts["blank"]`)."""
 
-    start = time.perf_counter()
-    if args.json:
-        check_output_file(args.json, "--json")  # before any work: minutes of generation must not end unable to write
-    pipe = load_pipeline(default_model(args), args.device, args.scheduler, args.upscale)
-    pipe.set_progress_bar_config(disable=True)
-    kwargs = call_kwargs(pipe, args.steps, args.guidance, args)
-    total = len(BENCHMARK_CATEGORIES) * args.prompts_per_category
-    done, blank = 0, 0
+    def call(*call_args, **call_kwargs):
+        output = pipe(*call_args, **call_kwargs)
+        counts["images"] += len(output.images)
+        counts["blank"] += count_blank(output.images)
+        return output
+
+    return call
+
+
+def check_not_all_blank(counts: dict, args, kwargs: dict) -> None:
+    """An evaluation whose every image is one flat colour would score 0.0 everywhere for a reason that is not the
+    model's drawing (a bad setting): an error, not a table of zeros."""
+    if counts["images"] and counts["blank"] == counts["images"]:
+        raise ValueError(
+            f"every one of the {counts['images']} generated images is a single flat colour, so every score would be 0.0 for a reason "
+            f"that is not the model's drawing: check the settings ({', '.join(f'{k}={v}' for k, v in kwargs.items()) or 'defaults'}, "
+            f"--scheduler {args.scheduler or 'as saved'}, --mixed-precision {args.mixed_precision}) with `hf-textimg generate`."
+        )
+
+
+def _progress(args, total: int, start: float):
+    done = 0
 
     def progress(num_images: int) -> None:
         nonlocal done
@@ -401,41 +416,119 @@ def run_evaluate(args) -> int:
         if not args.quiet:
             print(f"  generated {done}/{total} images ({time.perf_counter() - start:.0f}s)", file=sys.stderr)
 
-    def counting_blanks(*call_args, **call_kwargs):  # the pipeline, counting images that are one flat colour
-        nonlocal blank
-        output = pipe(*call_args, **call_kwargs)
-        blank += count_blank(output.images)
-        return output
+    return progress
 
+
+def _settings(pipe, args, kwargs: dict, **extra) -> dict:
+    return {"seed": args.seed, "batch_size": args.batch_size, "mixed_precision": args.mixed_precision,
+            "scheduler": type(getattr(pipe, "scheduler", None)).__name__ if hasattr(pipe, "scheduler") else None, **extra, **kwargs}
+
+
+def _print_result(args, result: dict) -> None:
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+        print(f"Wrote {args.json}")
+    print(json.dumps(result))
+
+
+def _evaluation_pipeline(args):
+    """The pipeline to evaluate, after checking that the result can be written (minutes of generation must not end
+    unable to write)."""
+    if args.json:
+        check_output_file(args.json, "--json")
+    pipe = load_pipeline(default_model(args), args.device, args.scheduler, args.upscale)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe, call_kwargs(pipe, args.steps, args.guidance, args)
+
+
+def run_evaluate(args) -> int:
+    if args.benchmark == "emoji":
+        return run_evaluate_emoji(args)
+    from .shapes import BENCHMARK_CATEGORIES, evaluate_shapes
+
+    start = time.perf_counter()
+    pipe, kwargs = _evaluation_pipeline(args)
+    per_category = args.prompts_per_category or 40
+    counts = {"images": 0, "blank": 0}
+    progress = _progress(args, len(BENCHMARK_CATEGORIES) * per_category, start)
     # Training's evaluation calls the same function, so the defaults reproduce eval_results.json.
     with autocast(pipe, args.mixed_precision):
-        report = evaluate_shapes(counting_blanks, args.prompts_per_category, args.seed, args.batch_size, args.prompt_set, on_batch=progress, **kwargs)
-    if blank == done:
-        raise ValueError(
-            f"every one of the {done} generated images is a single flat colour, so every score would be 0.0 for a reason "
-            f"that is not the model's drawing: check the settings ({', '.join(f'{k}={v}' for k, v in kwargs.items()) or 'defaults'}, "
-            f"--scheduler {args.scheduler or 'as saved'}, --mixed-precision {args.mixed_precision}) with `hf-textimg generate`."
-        )
+        report = evaluate_shapes(_blank_checking(pipe, counts), per_category, args.seed, args.batch_size, args.prompt_set, on_batch=progress, **kwargs)
+    check_not_all_blank(counts, args, kwargs)
     result = {
         "benchmark": args.benchmark,
         "prompt_set": args.prompt_set,
         "model": default_model(args) or DEFAULT_MODEL,
         "upscale": args.upscale,
         **report.to_dict(),
-        "settings": {"prompts_per_category": args.prompts_per_category, "seed": args.seed, "batch_size": args.batch_size,
-                     "mixed_precision": args.mixed_precision,
-                     "scheduler": type(getattr(pipe, "scheduler", None)).__name__ if hasattr(pipe, "scheduler") else None, **kwargs},
+        "settings": _settings(pipe, args, kwargs, prompts_per_category=per_category),
         "seconds": round(time.perf_counter() - start, 1),
     }
     what = "Shapes benchmark" if args.prompt_set == "benchmark" else "Shapes validation prompts (not the benchmark's)"
-    print(f"{what}, {model_name(args)}: {args.prompts_per_category} prompts per category, seed {args.seed}")
+    print(f"{what}, {model_name(args)}: {per_category} prompts per category, seed {args.seed}")
     print(report.format_table())
     print("(overall = mean of single, color, position, count, pair, relation; heldout is reported beside it)")
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
-        print(f"Wrote {args.json}")
-    print(json.dumps(result))
+    _print_result(args, result)
+    return 0
+
+
+def pipeline_resolution(pipe) -> int:
+    """The image side a pipeline generates by default (a cascade: its last stage's; diffusion: unet.config.sample_size;
+    one-shot decoder: image_size)."""
+    if hasattr(pipe, "output_sizes"):
+        return pipe.output_sizes()[-1]
+    for component, key in (("unet", "sample_size"), ("decoder", "image_size")):
+        value = getattr(getattr(getattr(pipe, component, None), "config", None), key, None)
+        if isinstance(value, int):
+            return value
+    return 32
+
+
+def _emoji_generator(pipe, call, args, kwargs: dict, progress):
+    """prompts -> (B, H, W, 3) floats: `call` (the pipeline, or a wrapper of it) with the standard `output_type="np"`,
+    one generator across batches (as training's evaluation does, so the defaults reproduce eval_results.json)."""
+    import torch
+
+    generator = torch.Generator().manual_seed(args.seed)
+
+    def generate(batch: list[str]):
+        with autocast(pipe, args.mixed_precision):
+            images = call(batch, generator=generator, output_type="np", **kwargs).images
+        progress(len(batch))
+        return images
+
+    return generate
+
+
+def run_evaluate_emoji(args) -> int:
+    from .data.emoji import build_emoji_dataset
+    from .evaluation.emoji_eval import PROMPT_SETS, emoji_prompts, evaluate_emoji
+
+    start = time.perf_counter()
+    pipe, kwargs = _evaluation_pipeline(args)
+    resolution = pipeline_resolution(pipe)
+    # Every installed style: prompts ask --emoji-styles, and style@1 checks the drawing against all of them.
+    data = build_emoji_dataset(resolution, styles=EMOJI_STYLES, on_missing="skip")
+    sets = PROMPT_SETS[:3] if args.prompt_set == "benchmark" else PROMPT_SETS[3:]
+    per_set = args.prompts_per_category or 100
+    samples = args.distribution_samples if args.prompt_set == "benchmark" else 0
+    total = sum(len(emoji_prompts(data, s, args.emoji_styles, max(per_set, samples) if s == "seen" and samples else per_set)) for s in sets)
+    counts = {"images": 0, "blank": 0}
+    generate = _emoji_generator(pipe, _blank_checking(pipe, counts), args, kwargs, _progress(args, total, start))
+    report = evaluate_emoji(generate, data, prompt_sets=sets, styles=args.emoji_styles, n_per_set=per_set, distribution_samples=samples,
+                            batch_size=args.batch_size, caption_style=args.caption_style, seed=args.seed)
+    check_not_all_blank(counts, args, kwargs)
+    result = {"benchmark": "emoji", "prompt_set": args.prompt_set, "model": default_model(args) or DEFAULT_MODEL, "upscale": args.upscale,
+              "resolution": resolution, **report.to_dict(), "settings": _settings(pipe, args, kwargs, **report.settings),
+              "seconds": round(time.perf_counter() - start, 1)}
+    refs = ", ".join(f"{s} {n}" for s, n in report.settings["references"].items())
+    print(f"Emoji benchmark ({args.prompt_set} prompt sets), {model_name(args)} at {resolution}px, seed {args.seed}: each image ranked among "
+          f"all references of the asked style ({refs}) by a fixed colour-layout/edge feature (no trained model)")
+    print(report.format_table())
+    print("(R@k: the asked emoji's reference among the k nearest; grp@k: any variant of it (skin tone, gender); style@1: of the asked "
+          "emoji's drawings in every style, the asked style's is nearest; after |: R@1 of images that need no model, ceilings and floors for the same prompts)")
+    _print_result(args, result)
     return 0
 
 
@@ -481,7 +574,18 @@ def _build_dataset(args):
         )
     from .data.emoji import build_emoji_dataset
 
-    return build_emoji_dataset(size=args.size, style=args.style, cache_dir=args.cache_dir)
+    return build_emoji_dataset(size=args.size, styles=args.styles, cache_dir=args.cache_dir, on_missing="error" if args.strict else "skip")
+
+
+def _emoji_report_lines(data) -> list[str]:
+    """One line per style of an Emoji build: package, version, images, files that matched no emoji-test.txt line."""
+    from .data.emoji import emoji_build_report
+
+    report = emoji_build_report(data)
+    lines = [f"  {style}: {r['images']} images from {r['files']} files of {r['package']} {r['version'] or '(Debian)'}; "
+             f"{r['unmatched']} files matched no emoji-test.txt sequence" for style, r in report["styles"].items()]
+    lines += [f"  {style}: SKIPPED, {why}" for style, why in report["skipped_styles"].items()]
+    return lines
 
 
 def run_cascade(args) -> int:
@@ -514,6 +618,8 @@ def run_data(args) -> int:
         hint = f'load it with datasets.load_from_disk("{out}")'
     sizes = ", ".join(f"{split}: {len(split_data)}" for split, split_data in data.items())
     print(f"Built {args.dataset} at {args.size}px ({sizes}) in {time.perf_counter() - start:.1f}s -> {where}")
+    if args.dataset == "emoji":
+        print("\n".join(_emoji_report_lines(data)))
     print(hint)
     return 0
 
@@ -588,26 +694,44 @@ positions (top left ... bottom right), counts (two/three/four), pairs and relati
 
     evaluate = sub.add_parser(
         "evaluate",
-        help="score a model on the Shapes benchmark (per-category table + JSON)",
+        help="score a model on the Shapes or Emoji benchmark (table + JSON)",
         description=textwrap.fill(
             "Generate the Shapes benchmark prompts (never seen in training) with a model and score each image with "
-            "the rule-based Shapes scorer. Prints a per-category table and a JSON line; --json also writes it to a file."
+            "the rule-based Shapes scorer, or (--benchmark emoji) the Emoji prompt sets, each image ranked among the "
+            "Emoji set's references. Prints a table and a JSON line; --json also writes it to a file."
         ),
         formatter_class=examples,
         epilog="""examples:
   hf-textimg evaluate                    # the shipped model; the defaults reproduce its eval_results.json
   hf-textimg evaluate --model outputs/diffusion-shapes --json outputs/eval.json
   hf-textimg evaluate --model outputs/decoder-shapes --prompts-per-category 100
+  hf-textimg evaluate --benchmark emoji --model outputs/diffusion-emoji --json outputs/emoji-eval.json
+  hf-textimg evaluate --benchmark emoji --model outputs/diffusion-emoji --prompt-set validation --guidance 5
 
-Categories: single, color, position, count, pair, relation, heldout (colour-shape pairs held
+Shapes categories: single, color, position, count, pair, relation, heldout (colour-shape pairs held
 out of training). overall = mean of the first six. 40 prompts per category (280 images,
-20 steps with guidance) take 3-5 minutes on 2 CPU cores.""",
+20 steps with guidance) take 3-5 minutes on 2 CPU cores.
+
+Emoji prompt sets (docs/emoji.md): seen (train emoji), heldout_style (noto images of emoji seen
+only in other styles), heldout_variants (unseen skin-tone variants); --prompt-set validation
+scores unseen emoji instead, for choosing settings. Each image is ranked among all references
+of its style by a fixed feature no trained model produces; recall@1/5/10 beside ceilings and
+floors, plus KID/FID/PRDC over --distribution-samples seen prompts.""",
     )
-    evaluate.add_argument("--benchmark", choices=["shapes"], default="shapes", help="which benchmark (default: shapes)")
+    evaluate.add_argument("--benchmark", choices=["shapes", "emoji"], default="shapes",
+                          help="shapes: the rule-based Shapes scorer; emoji: retrieval among the Emoji set's references (default: shapes)")
     evaluate.add_argument("--prompt-set", choices=["benchmark", "validation"], default="benchmark",
                           help="benchmark: the scored prompts, never seen in training; validation: other prompts of the same "
                                "categories, to choose settings (e.g. --guidance) on without looking at the benchmark (default: benchmark)")
-    evaluate.add_argument("--prompts-per-category", type=positive_int, default=40, help="benchmark prompts per category, one image each (default: 40)")
+    evaluate.add_argument("--prompts-per-category", type=positive_int, default=None,
+                          help="benchmark prompts per category (shapes, default 40) or per prompt set (emoji, default 100), one image each")
+    evaluate.add_argument("--emoji-styles", nargs="+", choices=EMOJI_STYLES, default=["noto"], metavar="STYLE",
+                          help="emoji: styles the prompts ask for (and whose references rank them) (default: noto)")
+    evaluate.add_argument("--distribution-samples", type=int, default=2000, metavar="N",
+                          help="emoji: KID/FID/precision/recall over N seen prompts (0: skip; default: 2000)")
+    evaluate.add_argument("--caption-style", choices=["always", "never"], default="always",
+                          help="emoji: prompts '{name}, {style} style' (always) or the name alone, for a model trained with "
+                               "--emoji_caption_style never (default: always)")
     evaluate.add_argument("--batch-size", type=positive_int, default=128, help="prompts per generation batch (default: 128, as in training)")
     evaluate.add_argument("--json", type=Path, default=None, metavar="PATH", help="also write the results to this JSON file")
     evaluate.add_argument("--quiet", action="store_true", help="no progress lines")
@@ -641,10 +765,14 @@ out of training). overall = mean of the first six. 40 prompts per category (280 
   hf-textimg data shapes --size 32 --out data/shapes32                # then datasets.load_from_disk("data/shapes32")
   hf-textimg data shapes --size 64 --num-train 50000 --seed 1 --out data/shapes64
   hf-textimg data emoji --size 64 --out data/emoji64 --imagefolder   # PNGs + metadata.jsonl per split
+  hf-textimg data emoji --styles noto twemoji openmoji fluent --size 64 --out data/emoji64-all
 
 Splits: shapes -> train / validation / heldout (colour-shape pairs never in train);
-emoji -> train / validation / heldout_variants. The emoji set needs Debian's
-fonts-noto-color-emoji, unicode-data and unicode-cldr-core packages.""",
+emoji -> train / validation (unseen emoji) / heldout_variants (unseen skin-tone variants) /
+heldout_style (noto images of emoji seen only in the other styles). The emoji set needs
+Debian's fonts-noto-color-emoji, unicode-data and unicode-cldr-core packages; the twemoji,
+openmoji and fluent styles need `npm pack @twemoji/svg@15.0.0 openmoji@17.0.0
+fluentui-emoji@1.3.0` run in ~/.cache/hf_textimg/sources (docs/emoji.md). Builds are cached.""",
     )
     data.add_argument("dataset", choices=["shapes", "emoji"], help="which data set to build")
     data.add_argument("--size", type=int, default=32, choices=IMAGE_SIZES, help="image side in pixels (default: 32)")
@@ -661,7 +789,11 @@ fonts-noto-color-emoji, unicode-data and unicode-cldr-core packages.""",
                            "(single: large, centred when unnamed; count: one layout per count; pair: the middle row's outer "
                            "cells; relation: the middle line's outer cells), e.g. --canonical-layouts count relation "
                            "(default: none, the spec; hf_textimg.shapes.ShapesLayout)"),
-    data.add_argument("--style", default="noto", choices=["noto", "twemoji", "both"], help="emoji: artwork style")
+    data.add_argument("--styles", nargs="+", default=["noto"], choices=EMOJI_STYLES, metavar="STYLE",
+                      help=f"emoji: artwork styles, any of {', '.join(EMOJI_STYLES)} (default: noto)")
+    data.add_argument("--strict", action="store_true",
+                      help="emoji: fail when an asked style's package is missing (default: skip that style with a warning; "
+                           "it fails anyway when none of the asked styles is installed)")
     data.add_argument("--cache-dir", default=None, help="emoji: cache folder (default: $HF_TEXTIMG_CACHE or ~/.cache/hf_textimg)")
     data.set_defaults(func=run_data)
 

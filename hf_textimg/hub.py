@@ -104,14 +104,29 @@ def _latest_grid(folder: Path) -> str | None:
 
 
 def _dataset_info(config: dict) -> dict:
-    """What the card says about the training data: its kind ("shapes", "emoji", "other") and metadata id."""
+    """What the card says about the training data: its kind ("shapes", "emoji", "other"), metadata id and,
+    for the Emoji set, the artwork styles used with their packages, licences and attributions."""
     name, data_dir = config.get("dataset_name"), config.get("train_data_dir")
+    if data_dir is None and name == "emoji":
+        return {"kind": name, "name": name, **_emoji_styles_info(config.get("emoji_styles") or ["noto"])}
     if data_dir is None and name in BUILTIN_DATASET_IDS:
-        return {"kind": name, "id": BUILTIN_DATASET_IDS[name], "name": name, "twemoji": False}
+        return {"kind": name, "id": BUILTIN_DATASET_IDS[name], "name": name}
     source = data_dir or name
     # A Hub dataset id can go in the metadata; a local folder cannot.
     hub_id = name if data_dir is None and name and "/" in name and not Path(name).exists() else None
-    return {"kind": "other", "id": hub_id, "name": source, "twemoji": False}
+    return {"kind": "other", "id": hub_id, "name": source}
+
+
+def _emoji_styles_info(styles: list[str]) -> dict:
+    from .data.emoji_sources import STYLE_SOURCES
+
+    used = [STYLE_SOURCES[s] for s in STYLE_SOURCES if s in styles]  # the package's style order
+    dataset_id = BUILTIN_DATASET_IDS["emoji"] if styles == ["noto"] else "hf-textimg/emoji-" + "-".join(s.style for s in used)
+    return {"id": dataset_id, "styles": [
+        {"style": s.style, "title": s.title, "package": s.package if s.version is None else s.npm_spec, "debian": s.version is None,
+         "licence": s.licence, "licence_name": s.licence_name, "attribution": s.attribution, "homepage": s.homepage}
+        for s in used
+    ]}
 
 
 def _training_command(script: str | None, argv: list[str] | None) -> str | None:
@@ -168,7 +183,8 @@ def _example_prompts(kind: str, config: dict, dataset: dict) -> list[str]:
     if config.get("validation_prompts"):
         return list(config["validation_prompts"])[:2]
     if dataset["kind"] == "emoji":
-        return ["red apple", "smiling face with sunglasses"]
+        style = dataset["styles"][0]["style"] if dataset.get("styles") else "noto"
+        return [f"red apple, {style} style", f"smiling face with sunglasses, {style} style"]
     if kind == "concept":
         return ["a red circle", "a blue square"]
     return ["a red circle at the top left", "two blue squares"]

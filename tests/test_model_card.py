@@ -124,6 +124,17 @@ def test_emoji_card_carries_the_emoji_licences(concept_dir, tmp_path):
         assert needle in card.text, needle
     assert 'AutoModel.from_pretrained("me/concept-emoji", trust_remote_code=True)' in card.text
     assert {r.metric_type for r in model_index_to_eval_results(card.data.to_dict()["model-index"])[1]} == {"recall"}
+    assert "Twemoji" not in card.text and "OpenMoji" not in card.text
+
+    # Four styles: each listed with its licence and attribution; CC BY-SA's share-alike is spelled out.
+    results["config"]["emoji_styles"] = ["fluent", "noto", "openmoji", "twemoji"]
+    (folder / "eval_results.json").write_text(json.dumps(results))
+    card = render_model_card(folder, model_id="me/concept-emoji")
+    assert card.data.datasets == ["hf-textimg/emoji-noto-twemoji-openmoji-fluent"]
+    for needle in ("Noto Color Emoji", "npm `@twemoji/svg@15.0.0`", "Creative Commons Attribution 4.0", "© Twitter, Inc.",
+                   "npm `openmoji@17.0.0`", "Creative Commons Attribution-ShareAlike 4.0", "openmoji.org", "same licence",
+                   "npm `fluentui-emoji@1.3.0`", "MIT License", "© Microsoft Corporation", "--emoji_styles noto twemoji openmoji fluent"):
+        assert needle in card.text, needle
 
 
 def test_decoder_and_autoencoder_cards(concept_dir, tmp_path, monkeypatch):

@@ -16,6 +16,7 @@ import torch
 
 from hf_textimg.autoencoder import ConceptAutoencoder, reconstruction_loss
 from hf_textimg.hub import write_card_and_push
+from hf_textimg.data.emoji_arguments import EmojiDataArguments
 from hf_textimg.shapes import ShapesDataArguments
 from hf_textimg.training import (
     TensorImageTextDataset,
@@ -94,7 +95,7 @@ def make_evaluator(cfg: AutoencoderTrainConfig, accelerator, model):
 
 
 def main(argv: list[str] | None = None) -> dict:
-    cfg = parse_args(AutoencoderTrainConfig, argv, ShapesDataArguments)
+    cfg = parse_args(AutoencoderTrainConfig, argv, ShapesDataArguments, EmojiDataArguments)
     accelerator = build_accelerator(cfg)
 
     train_data = load_split(cfg, "train", cfg.max_train_samples, caption_column=None)

@@ -22,8 +22,9 @@ import numpy as np
 import torch
 
 from hf_textimg.concept import ConceptConfig, ConceptModel, ConceptVisionModel, regression_loss
-from hf_textimg.evaluation.concept_eval import hard_negative_accuracy, retrieval_recall, shapes_zero_shot
+from hf_textimg.evaluation.concept_eval import emoji_style_zero_shot, hard_negative_accuracy, retrieval_recall, shapes_zero_shot
 from hf_textimg.hub import write_card_and_push
+from hf_textimg.data.emoji_arguments import EmojiDataArguments
 from hf_textimg.shapes import ShapesDataArguments, hard_negative_caption
 from hf_textimg.tokenization import tokenize_captions
 from hf_textimg.training import (
@@ -142,7 +143,8 @@ def build_model(cfg: ConceptTrainConfig, tokenizer) -> ConceptModel:
 
 def make_evaluator(cfg: ConceptTrainConfig, accelerator, model, tokenizer):
     """Metrics on the validation split: zero-shot colour/shape accuracy for Shapes (and its
-    held-out pairs), text<->image recall@1/5 for any other captioned set."""
+    held-out pairs), text<->image recall@1/5 for any other captioned set, and for the Emoji set
+    in several styles the zero-shot style accuracy (`emoji_style_zero_shot`)."""
     eval_sets = {}
     splits = [(cfg.validation_split, "")] + ([("heldout", "heldout_")] if cfg.uses_shapes else [])
     for split, prefix in splits:
@@ -156,6 +158,8 @@ def make_evaluator(cfg: ConceptTrainConfig, accelerator, model, tokenizer):
         tensors = TensorImageTextDataset.from_dataset(data, cfg.resolution, cfg.image_column, cfg.caption_column)
         labels = [(o[0]["color"], o[0]["shape"]) for o in data["objects"]] if cfg.uses_shapes else None
         eval_sets[prefix] = (tensors.images.float().div(127.5).sub(1.0), list(data[cfg.caption_column]), labels)
+        if cfg.uses_emoji and len(cfg.dataset_args.emoji_styles) > 1:
+            emoji_style_set = (eval_sets[prefix][0], list(data["name"]), list(data["style"]))
 
     if cfg.uses_shapes:
         data = every_kind.select(range(min(cfg.max_eval_samples or len(every_kind), len(every_kind))))
@@ -185,6 +189,8 @@ def make_evaluator(cfg: ConceptTrainConfig, accelerator, model, tokenizer):
                 metrics.update({prefix + k: v for k, v in retrieval_recall(texts, images).items()})
         if cfg.uses_shapes:
             metrics.update(hard_negative_accuracy(embed_text, embed_images, *hard_negative_set, seed=cfg.seed))
+        if cfg.uses_emoji and len(cfg.dataset_args.emoji_styles) > 1:
+            metrics.update(emoji_style_zero_shot(embed_text, embed_images, *emoji_style_set, style_names=cfg.dataset_args.emoji_styles))
         unwrapped.train()
         if cfg.objective == "regress":
             unwrapped.vision_model.eval()
@@ -194,7 +200,7 @@ def make_evaluator(cfg: ConceptTrainConfig, accelerator, model, tokenizer):
 
 
 def main(argv: list[str] | None = None) -> dict:
-    cfg = parse_args(ConceptTrainConfig, argv, ShapesDataArguments)
+    cfg = parse_args(ConceptTrainConfig, argv, ShapesDataArguments, EmojiDataArguments)
     accelerator = build_accelerator(cfg)
 
     train_data = load_split(cfg, "train", cfg.max_train_samples)

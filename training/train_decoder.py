@@ -52,6 +52,7 @@ from hf_textimg.data.loading import ImageTextCollator
 from hf_textimg.decoder import ConceptDecoder
 from hf_textimg.hub import write_card_and_push
 from hf_textimg.pipelines.pipeline_decoder import DecoderPipeline
+from hf_textimg.data.emoji_arguments import EmojiDataArguments
 from hf_textimg.shapes import ShapesDataArguments, evaluate_shapes
 from hf_textimg.training import (
     TensorImageTextDataset,
@@ -332,7 +333,7 @@ def make_evaluator(cfg: DecoderTrainConfig, accelerator, tokenizer, text_encoder
 
 # ---- main ------------------------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> dict:
-    cfg = parse_args(DecoderTrainConfig, argv, ShapesDataArguments)
+    cfg = parse_args(DecoderTrainConfig, argv, ShapesDataArguments, EmojiDataArguments)
     accelerator = build_accelerator(cfg)
 
     tokenizer = load_or_train_tokenizer(cfg, None, accelerator, pretrained=cfg.concept_model_path)

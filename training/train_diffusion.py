@@ -37,6 +37,7 @@ from hf_textimg.hub import write_card_and_push
 from hf_textimg.pipelines.checks import set_checked_timesteps
 from hf_textimg.pipelines.pipeline_diffusion import ConceptDiffusionPipeline
 from hf_textimg.pipelines.prompt_embeds import encode_concept
+from hf_textimg.data.emoji_arguments import EmojiDataArguments
 from hf_textimg.shapes import ShapesDataArguments, benchmark_prompts, evaluate_shapes
 from hf_textimg.tokenization import tokenize_captions
 from hf_textimg.training import (
@@ -113,7 +114,8 @@ class DiffusionTrainConfig(TrainConfig):
     # Validation and evaluation (every --validation_steps and at the end)
     validation_prompts: list[str] | None = field(default=None, metadata={"help": "Prompts of the saved grid (default: a few Shapes benchmark prompts or captions)."})
     validation_images_per_prompt: int = 4
-    eval_prompts_per_category: int = field(default=40, metadata={"help": "Shapes benchmark prompts per category (0 = no Shapes scoring)."})
+    eval_prompts_per_category: int = field(default=40, metadata={"help": "Shapes benchmark prompts per category, or Emoji benchmark "
+                                                                 "prompts per set (hf_textimg.evaluation.emoji_eval); 0 = no scoring."})
     eval_num_inference_steps: int = field(default=20, metadata={"help": "Steps of the shipped DPM-Solver++ sampler during evaluation."})
     eval_guidance_scale: float = field(default=3.0, metadata={"help": "Guidance of the evaluation (the pipeline's default)."})
     eval_batch_size: int = 128
@@ -306,6 +308,11 @@ def make_evaluator(cfg, accelerator, pipeline_fn, prompts: list[str]):
             if cfg.uses_shapes and cfg.eval_prompts_per_category > 0:
                 report = evaluate_shapes(pipe, cfg.eval_prompts_per_category, cfg.seed, cfg.eval_batch_size, **kwargs)
                 metrics = report.to_metrics()
+            elif cfg.uses_emoji and cfg.eval_prompts_per_category > 0:
+                from hf_textimg.evaluation.emoji_eval import evaluate_emoji_for_config
+
+                generator = torch.Generator().manual_seed(cfg.seed)
+                metrics = evaluate_emoji_for_config(cfg, lambda batch: pipe(batch, generator=generator, output_type="np", **kwargs).images)
         metrics["eval_seconds"] = time.perf_counter() - start  # not counted in train_minutes (train_loop stops its clock)
         return metrics
 
@@ -327,7 +334,7 @@ def make_pipeline_fn(cfg, tokenizer, text_encoder, unet, noise_scheduler, emas, 
 
 # ---- main --------------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> dict:
-    cfg = parse_args(DiffusionTrainConfig, argv, ShapesDataArguments)
+    cfg = parse_args(DiffusionTrainConfig, argv, ShapesDataArguments, EmojiDataArguments)
     accelerator = build_accelerator(cfg)
 
     train_data = load_split(cfg, "train", cfg.max_train_samples)

@@ -54,6 +54,7 @@ from hf_textimg.evaluation.image_metrics import bicubic_upscale, psnr, ssim  # n
 from hf_textimg.hub import write_card_and_push  # noqa: E402
 from hf_textimg.pipelines.pipeline_superres import DEFAULT_NOISE_LEVEL, DEFAULT_SUPERRES_GUIDANCE, ConceptSuperResolutionPipeline  # noqa: E402
 from hf_textimg.pipelines.prompt_embeds import encode_concept  # noqa: E402
+from hf_textimg.data.emoji_arguments import EmojiDataArguments  # noqa: E402
 from hf_textimg.shapes import ShapesDataArguments  # noqa: E402
 from hf_textimg.tokenization import tokenize_captions  # noqa: E402
 from hf_textimg.training import (  # noqa: E402
@@ -274,7 +275,7 @@ def build_pipeline(cfg, tokenizer, text_encoder, unet, noise_scheduler) -> Conce
 
 # ---- main --------------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> dict:
-    cfg = parse_args(SuperResTrainConfig, argv, SuperResShapesArguments)
+    cfg = parse_args(SuperResTrainConfig, argv, SuperResShapesArguments, EmojiDataArguments)
     text_folder, tokenizer_folder, base_normalization = base_model_folders(cfg.concept_model_path)
     cfg = adopt_prompt_normalization(cfg, base_normalization)
     accelerator = build_accelerator(cfg)

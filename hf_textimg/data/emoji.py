@@ -1,76 +1,82 @@
-"""The Emoji data set: real captioned artwork built from locally installed packages.
+"""The Emoji data set: real captioned artwork in four styles, built from locally installed packages.
 
-Sources (nothing is downloaded at run time):
+Styles and their sources (nothing is downloaded at run time; see `emoji_sources`):
 
-| style     | images                                                        | licence      |
-|-----------|---------------------------------------------------------------|--------------|
-| `noto`    | Debian `fonts-noto-color-emoji`: CBDT/CBLC colour bitmaps      | SIL OFL 1.1  |
-| `twemoji` | npm `emoji-datasource-twitter` (`npm pack`): 64x64 PNGs        | CC-BY 4.0    |
+| style      | images                                                     | licence      |
+|------------|------------------------------------------------------------|--------------|
+| `noto`     | Debian `fonts-noto-color-emoji`: CBDT/CBLC colour bitmaps  | OFL-1.1      |
+| `twemoji`  | npm `@twemoji/svg` (`npm pack`): SVGs                      | CC-BY-4.0    |
+| `openmoji` | npm `openmoji`: colour SVGs (OpenMoji's own extras dropped)| CC-BY-SA-4.0 |
+| `fluent`   | npm `fluentui-emoji`: the flat SVGs                        | MIT          |
 
 Names, groups and skin-tone/gender variants come from Debian `unicode-data`
-(`emoji-test.txt`); keywords from Debian `unicode-cldr-core` (CLDR annotations).
+(`emoji-test.txt`); keywords from Debian `unicode-cldr-core` (CLDR annotations). The
+caption is `"{name}, {style} style"` (spec: shared/specs/emoji.md).
 
-Every image is matched to an `emoji-test.txt` line by its exact code-point sequence
-(variation selector U+FE0F ignored, as the font's shaping does); glyphs that match no
-fully-qualified or component line are dropped. This drops the font's right-to-left
-mirrored forms of ZWJ sequences (e.g. "2640 200D 1F3C3" for "1F3C3 200D 2640") and
-sequences newer than the installed Unicode data, and it keeps pairs such as
-"people holding hands: light skin tone, dark skin tone" and its mirror apart, because
-each is looked up by its own forward sequence.
+Every artwork file is matched to an `emoji-test.txt` line by its code-point sequence
+(U+FE0F ignored); files that match no fully-qualified or component line are dropped and
+counted per style (the build report, `emoji_build_report`). This drops, among others, the
+Noto font's right-to-left mirrored forms of ZWJ sequences (e.g. "2640 200D 1F3C3" for
+"1F3C3 200D 2640") and emoji newer than the installed Unicode data.
 """
 
 from __future__ import annotations
 
-import glob
 import hashlib
 import io
 import json
+import logging
 import os
 import re
 import shutil
-import tarfile
 import tempfile
 import xml.etree.ElementTree as ET
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import datasets
-from PIL import Image
+
+from .emoji_arguments import CAPTION_STYLES
+from .emoji_sources import STYLE_SOURCES, STYLES, npm_pack_command, package_version, read_style_files
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "EmojiSourceError",
     "EmojiEntry",
+    "STYLES",
     "build_emoji_dataset",
+    "emoji_build_report",
     "emoji_caption",
+    "caption_alternatives",
+    "with_caption_style",
     "base_sequence",
     "parse_emoji_test",
     "load_cldr_keywords",
 ]
 
 # Bump when the build changes what ends up in the data set, so old caches are not reused.
-BUILD_VERSION = 1
-# Twemoji art fills its 64x64 box edge to edge, while Noto leaves ~5% a side: a 4 px margin
-# (72x72 canvas) puts both styles at about the same scale and keeps the corners white.
-TWEMOJI_MARGIN = 4
+# 2: four styles, "{name}, {style} style" captions, sequences and bases without FE0F, spec split rules.
+BUILD_VERSION = 2
 VALIDATION_FRACTION = 0.1
 HELDOUT_VARIANTS_FRACTION = 0.1
 HELDOUT_STYLE_FRACTION = 0.1
-STYLES = ("noto", "twemoji", "both")
+SPLITS = ("train", "validation", "heldout_variants", "heldout_style")
+HELDOUT_STYLE = "noto"  # the style whose images of the heldout_style bases leave train
 
 DEFAULT_NOTO_FONT = "/usr/share/fonts/truetype/noto/NotoColorEmoji.ttf"
 DEFAULT_EMOJI_TEST = "/usr/share/unicode/emoji/emoji-test.txt"
 DEFAULT_CLDR_DIR = "/usr/share/unicode/cldr/common"
-# Environment overrides, mainly so tests can point at missing files.
+# Environment overrides, mainly so tests can point at other files.
 ENV_NOTO_FONT = "HF_TEXTIMG_NOTO_FONT"
 ENV_EMOJI_TEST = "HF_TEXTIMG_EMOJI_TEST"
 ENV_CLDR_DIR = "HF_TEXTIMG_CLDR_DIR"
-ENV_TWEMOJI = "HF_TEXTIMG_TWEMOJI"
 ENV_CACHE = "HF_TEXTIMG_CACHE"
 
 APT_HINT = "apt-get install fonts-noto-color-emoji unicode-data unicode-cldr-core"
-NPM_HINT = "npm pack emoji-datasource-twitter"
 
-LICENCES = {"noto": "OFL-1.1", "twemoji": "CC-BY-4.0"}
+LICENCES = {style: src.licence for style, src in STYLE_SOURCES.items()}
 
 ZWJ, VS16 = 0x200D, 0xFE0F
 SKIN_TONES = frozenset(range(0x1F3FB, 0x1F400))
@@ -115,9 +121,8 @@ class EmojiEntry:
 class _Row:
     entry: EmojiEntry
     style: str
-    image_id: str  # identifies the source bitmap; identical artwork shares an id
+    image_id: str  # identifies the source artwork; identical artwork shares an id
     png: bytes  # the processed RGB image, PNG-encoded
-    keywords: list[str] = field(default_factory=list)
 
 
 # ----------------------------------------------------------------------------- sequences
@@ -191,10 +196,10 @@ def _apt(override: str) -> str:
     return f"Install it with `{APT_HINT}`, or point {override} at it."
 
 
-def _resolve(arg, env: str, default) -> str | None:
+def _resolve(arg, env: str | None, default) -> str | None:
     if arg is not None:
         return os.fspath(arg)
-    return os.environ.get(env) or default
+    return (os.environ.get(env) if env else None) or default
 
 
 def parse_emoji_test(path: str | os.PathLike) -> tuple[str, list[EmojiEntry]]:
@@ -248,204 +253,151 @@ def _fingerprint(path: Path) -> str:
     return h.hexdigest()
 
 
-# ----------------------------------------------------------------------------- images
+def _default_cache_dir() -> Path:
+    return Path(os.environ.get(ENV_CACHE) or Path.home() / ".cache" / "hf_textimg")
 
 
-def to_square_rgb(rgba: Image.Image, size: int, margin: int = 0) -> Image.Image:
-    """Composite onto white, pad to a centred square (white) plus `margin` source pixels a side, BOX-resize to `size`."""
-    rgba = rgba.convert("RGBA")
-    side = max(rgba.size) + 2 * margin
-    canvas = Image.new("RGBA", (side, side), (255, 255, 255, 255))
-    offset = ((side - rgba.width) // 2, (side - rgba.height) // 2)
-    canvas.alpha_composite(rgba, offset)
-    return canvas.convert("RGB").resize((size, size), Image.Resampling.BOX)
+def locate_style_source(style: str, cache_root: Path, path: str | os.PathLike | None = None) -> Path:
+    """The font (noto) or npm tarball / unpacked folder of `style`.
+
+    Order: `path`, the style's environment variable (`$HF_TEXTIMG_NOTO_FONT`, `$HF_TEXTIMG_TWEMOJI`,
+    `$HF_TEXTIMG_OPENMOJI`, `$HF_TEXTIMG_FLUENT`), then the pinned tarball in `<cache_root>/sources/`
+    or the default cache's `sources/`; the font defaults to Debian's path.
+    Raises EmojiSourceError naming the package and the command that installs it.
+    """
+    src = STYLE_SOURCES[style]
+    if style == "noto":
+        font = _resolve(path, ENV_NOTO_FONT, DEFAULT_NOTO_FONT)
+        return _require(font, "Noto Color Emoji font (package fonts-noto-color-emoji)", _apt(f"font_path / ${ENV_NOTO_FONT}"))
+    folders = list(dict.fromkeys([cache_root / "sources", _default_cache_dir() / "sources"]))
+    found = _resolve(path, src.env, None)
+    if found is None:
+        found = next((str(f / src.tarball_name) for f in folders if (f / src.tarball_name).exists()), str(folders[0] / src.tarball_name))
+    how = f"Fetch it with `{npm_pack_command(style, folders[0])}`, or point source_paths[{style!r}] / ${src.env} at the .tgz or its unpacked folder."
+    return _require(found, f"npm package {src.npm_spec} (style {style!r})", how)
 
 
-def _encode_png(img: Image.Image) -> bytes:
+def _locate_styles(styles, cache_root: Path, paths: dict, on_missing: str) -> tuple[dict[str, Path], dict[str, str]]:
+    """(style -> source path, style -> why it is missing); raises when nothing (or, with on_missing="error", anything) is missing."""
+    found, missing = {}, {}
+    for style in styles:
+        try:
+            found[style] = locate_style_source(style, cache_root, paths.get(style))
+        except EmojiSourceError as err:
+            missing[style] = str(err)
+    if missing and (on_missing == "error" or not found):
+        raise EmojiSourceError(" ".join(missing.values()))
+    for style, why in missing.items():
+        logger.warning("Emoji style %r skipped: %s", style, why)
+    return found, missing
+
+
+# ----------------------------------------------------------------------------- rows
+
+
+def _style_rows(style: str, source: Path, entries: list[EmojiEntry], size: int) -> tuple[list[_Row], dict]:
+    """One row per emoji-test entry the style draws (emoji-test order), and the style's build report."""
+    by_seq = {strip_vs(e.sequence): e for e in entries}
+    # A file is one artwork (an SVG, or a font glyph that several sequences reach); it is unmatched
+    # when none of the sequences it claims is an emoji-test.txt line.
+    files, matched_files, duplicates, chosen = set(), set(), 0, {}
+    for file in read_style_files(style, source, entries):
+        files.add(file.name)
+        if file.sequence is None or file.sequence not in by_seq:
+            continue
+        matched_files.add(file.name)
+        if file.sequence in chosen:
+            duplicates += 1  # a second file for one sequence (the first, in package order, is kept)
+        else:
+            chosen[file.sequence] = (by_seq[file.sequence], file)
+    unmatched = sorted(files - matched_files)
+    rendered: dict[str, bytes] = {}  # image_id -> PNG: shared artwork is rendered once
+    rows = []
+    for entry in entries:
+        if (item := chosen.get(strip_vs(entry.sequence))) is None:
+            continue
+        file = item[1]
+        if file.image_id not in rendered:
+            rendered[file.image_id] = _encode_png(file.render(size))
+        rows.append(_Row(entry, style, file.image_id, rendered[file.image_id]))
+    src = STYLE_SOURCES[style]
+    report = {
+        "package": src.package, "version": src.version if style != "noto" else None, "licence": src.licence,
+        "source": source.name, "sha256": _fingerprint(source), "files": len(files), "images": len(rows),
+        "unmatched": len(unmatched), "unmatched_examples": unmatched[:10], "duplicates": duplicates,
+    }
+    if style != "noto" and (found_version := package_version(source)) not in (None, src.version):
+        report["version"] = found_version  # a tarball given by path may be another version than the pinned one
+    logger.info("Emoji style %s: %d images from %d files; %d matched no emoji-test.txt sequence%s",
+                style, len(rows), len(files), len(unmatched), f" (e.g. {', '.join(report['unmatched_examples'][:3])})" if unmatched else "")
+    return rows, report
+
+
+def _encode_png(img) -> bytes:
     buf = io.BytesIO()
     img.save(buf, format="PNG", compress_level=1)  # tiny images: speed over size
     return buf.getvalue()
-
-
-def noto_glyph_sequences(font) -> dict[tuple[int, ...], str]:
-    """Map code-point sequences (no FE0F) -> glyph name, from the cmap plus all GSUB ligatures.
-
-    The font's right-to-left (reversed) ligatures are included here too; they are never
-    used, because rows are looked up by each emoji-test.txt line's own forward sequence.
-    """
-    cmap = font.getBestCmap()
-    seq_to_glyph: dict[tuple[int, ...], str] = {(cp,): g for cp, g in cmap.items()}
-    glyph_to_seq: dict[str, tuple[int, ...]] = {}
-    for cp, g in sorted(cmap.items()):
-        glyph_to_seq.setdefault(g, (cp,))
-    if "GSUB" not in font:
-        return seq_to_glyph
-    for lookup in font["GSUB"].table.LookupList.Lookup:
-        for sub in lookup.SubTable:
-            if lookup.LookupType == 7:  # extension lookup wraps the real subtable
-                sub = sub.ExtSubTable
-            if getattr(sub, "LookupType", lookup.LookupType) != 4:
-                continue
-            for first, ligatures in sub.ligatures.items():
-                for lig in ligatures:
-                    glyphs = [first, *lig.Component]
-                    if not all(g in glyph_to_seq for g in glyphs):
-                        continue  # a component that is itself a substitution result
-                    seq = tuple(cp for g in glyphs for cp in glyph_to_seq[g])
-                    seq_to_glyph.setdefault(seq, lig.LigGlyph)
-    return seq_to_glyph
-
-
-def _noto_rows(font_path: Path, entries: list[EmojiEntry], size: int) -> list[_Row]:
-    from fontTools.ttLib import TTFont
-
-    font = TTFont(font_path, lazy=True)
-    if "CBDT" not in font or "CBLC" not in font:
-        raise EmojiSourceError(f"{font_path} has no CBDT/CBLC colour bitmaps; expected NotoColorEmoji.ttf from `{APT_HINT}`.")
-    seq_to_glyph = noto_glyph_sequences(font)
-    # Largest strike (the font has one: 136x128 PNGs at 109 ppem).
-    strikes = font["CBLC"].strikes
-    best = max(range(len(strikes)), key=lambda i: strikes[i].bitmapSizeTable.ppemY)
-    bitmaps = font["CBDT"].strikeData[best]
-
-    rows, processed = [], {}
-    for entry in entries:
-        glyph = seq_to_glyph.get(strip_vs(entry.sequence))
-        if glyph is None or glyph not in bitmaps:
-            continue
-        if glyph not in processed:  # some flags share one glyph
-            bitmap = bitmaps[glyph]
-            with Image.open(io.BytesIO(bitmap.imageData)) as src:
-                processed[glyph] = _encode_png(to_square_rgb(src, size))
-        rows.append(_Row(entry, "noto", f"noto:{glyph}", processed[glyph]))
-    return rows
-
-
-def _find_twemoji(path: str | None, cache_dir: Path) -> Path:
-    """An `npm pack emoji-datasource-twitter` tarball, or the folder it unpacks to.
-
-    Without a path: the newest `emoji-datasource-twitter-*.tgz` in `<cache_dir>/sources`,
-    else in the default cache's `sources` folder.
-    """
-    folders = list(dict.fromkeys([cache_dir / "sources", _default_cache_dir() / "sources"]))
-    if path is None:
-        for folder in folders:
-            found = glob.glob(str(folder / "emoji-datasource-twitter-*.tgz"))
-            if found:  # newest version: "16.0.0" > "9.0.0"
-                path = max(found, key=lambda p: [int(n) for n in re.findall(r"\d+", Path(p).name)])
-                break
-        else:
-            path = str(folders[0] / "emoji-datasource-twitter-<version>.tgz")
-    how = (
-        f"Fetch it with `{NPM_HINT}` run in {folders[0]}, or point twemoji_path / "
-        f"${ENV_TWEMOJI} at the .tgz or its unpacked folder."
-    )
-    return _require(path, "npm package emoji-datasource-twitter", how)
-
-
-def _twemoji_rows(pack: Path, entries: list[EmojiEntry], size: int) -> list[_Row]:
-    """Twemoji 64x64 PNGs, named by code points ("1f469-200d-1f373.png"), from the npm tarball or folder."""
-    by_seq = {strip_vs(e.sequence): e for e in entries}
-    name_re = re.compile(r"(?:^|/)img/twitter/64/([0-9a-f-]+)\.png$")
-
-    def sequence_of(member_name: str):
-        m = name_re.search(member_name)
-        if m:
-            return strip_vs(tuple(int(cp, 16) for cp in m.group(1).split("-")))
-        return None
-
-    rows, seen = [], set()
-
-    def add(seq, data: bytes, image_id: str):
-        entry = by_seq.get(seq)
-        if entry is None or seq in seen:
-            return
-        seen.add(seq)
-        with Image.open(io.BytesIO(data)) as src:
-            png = _encode_png(to_square_rgb(src, size, margin=TWEMOJI_MARGIN))
-        rows.append(_Row(entry, "twemoji", image_id, png))
-
-    if pack.is_dir():
-        for file in sorted(pack.rglob("*.png")):
-            seq = sequence_of(file.as_posix())
-            if seq is not None:
-                data = file.read_bytes()
-                add(seq, data, "twemoji:" + hashlib.sha1(data).hexdigest())
-    else:
-        with tarfile.open(pack) as tar:
-            for member in tar:
-                seq = sequence_of(member.name)
-                if seq is not None and member.isfile():
-                    data = tar.extractfile(member).read()
-                    add(seq, data, "twemoji:" + hashlib.sha1(data).hexdigest())
-    if not rows:
-        raise EmojiSourceError(f"No img/twitter/64/*.png images matched emoji-test.txt in {pack}; expected the package from `{NPM_HINT}`.")
-    order = {strip_vs(e.sequence): i for i, e in enumerate(entries)}
-    rows.sort(key=lambda r: order[strip_vs(r.entry.sequence)])
-    return rows
 
 
 # ----------------------------------------------------------------------------- splits
 
 
 def _unit_hash(text: str) -> float:
-    """Deterministic hash of a string -> [0, 1)."""
+    """Deterministic hash of a string -> [0, 1): the first 64 bits of its sha256."""
     return int(hashlib.sha256(text.encode("utf-8")).hexdigest()[:16], 16) / 2**64
 
 
-def _flag(region: str) -> str:
-    return format_sequence(tuple(0x1F1E6 + ord(ch) - ord("A") for ch in region))
+def heldout_variant_sequences(entries: list[EmojiEntry]) -> set[str]:
+    """The one skin-tone variant (formatted sequence) of each `heldout_variants` base.
 
-
-# Territories drawn with their sovereign's flag (identical artwork in Noto and/or Twemoji):
-# they share a split key so the same picture cannot sit in train and validation.
-FLAG_ALIASES = {_flag(a): _flag(b) for a, b in [("HM", "AU"), ("BV", "NO"), ("SJ", "NO"), ("MF", "FR"),
-                                                ("CP", "FR"), ("UM", "US"), ("EA", "ES"), ("DG", "IO")]}
-
-
-def assign_splits(rows: list[_Row], bases: list[str], second_style: str | None = None) -> list[str | None]:
-    """Split name per row, or None for a row dropped as a duplicate (see `build_emoji_dataset`)."""
-
-    def key(base: str) -> str:
-        return FLAG_ALIASES.get(base, base)
-
-    def is_validation(base: str) -> bool:
-        return _unit_hash("validation:" + key(base)) < VALIDATION_FRACTION
-
-    # heldout_variants: one skin-tone variant of ~10% of train bases that have skin-tone variants.
-    variants: dict[str, set[str]] = {}
-    for row, base in zip(rows, bases):
-        if has_skin_tone(row.entry.sequence) and not is_validation(base):
-            variants.setdefault(base, set()).add(format_sequence(row.entry.sequence))
-    heldout_variant = {
+    Computed from emoji-test.txt alone, so it does not depend on which styles are installed.
+    """
+    variants: dict[str, list[str]] = {}
+    for entry in entries:
+        if has_skin_tone(strip_vs(entry.sequence)):
+            base = format_sequence(base_sequence(entry.sequence))
+            variants.setdefault(base, []).append(format_sequence(strip_vs(entry.sequence)))
+    return {
         min(seqs, key=lambda s: _unit_hash("variant:" + s))
         for base, seqs in variants.items()
-        if _unit_hash("heldout_variants:" + base) < HELDOUT_VARIANTS_FRACTION
+        if _unit_hash("validation:" + base) >= VALIDATION_FRACTION and _unit_hash("heldout_variants:" + base) < HELDOUT_VARIANTS_FRACTION
     }
 
-    splits: list[str | None] = []
-    for row, base in zip(rows, bases):
-        if is_validation(base):
-            splits.append("validation")
-        elif format_sequence(row.entry.sequence) in heldout_variant:
-            splits.append("heldout_variants")
-        elif row.style == second_style and _unit_hash("heldout_style:" + key(base)) < HELDOUT_STYLE_FRACTION:
-            splits.append("heldout_style")
-        else:
-            splits.append("train")
 
-    # Safety net for artwork shared across bases that the rules above do not know about
-    # (e.g. one Twemoji file reused for two unrelated emoji): drop evaluation rows whose
-    # exact source image is also a train image, rather than move them between splits.
+def split_of(sequence: str, base: str, style: str, heldout_variants: set[str], variant_bases: set[str]) -> str:
+    """The split of one image by the spec's hash rules (shared/specs/emoji.md), before duplicates are dropped.
+
+    `sequence` and `base` are uppercase hex joined by spaces, without FE0F; `variant_bases` are the bases
+    of `heldout_variants` (the heldout_style rule takes "the other bases").
+    """
+    if _unit_hash("validation:" + base) < VALIDATION_FRACTION:
+        return "validation"
+    if sequence in heldout_variants:
+        return "heldout_variants"
+    if style == HELDOUT_STYLE and base not in variant_bases and _unit_hash("heldout_style:" + base) < HELDOUT_STYLE_FRACTION:
+        return "heldout_style"
+    return "train"
+
+
+def assign_splits(rows: list[_Row], entries: list[EmojiEntry]) -> list[str | None]:
+    """Split name per row, or None for an evaluation row whose exact source image is also a train image."""
+    held = heldout_variant_sequences(entries)
+    variant_bases = {format_sequence(base_sequence(_seq(s))) for s in held}
+    splits = [
+        split_of(format_sequence(strip_vs(r.entry.sequence)), format_sequence(base_sequence(r.entry.sequence)), r.style, held, variant_bases)
+        for r in rows
+    ]
+    # Identical artwork drawn for two emoji (a flag shared by two territories) must not sit in train and
+    # in an evaluation split: the evaluation row is dropped rather than moved, so no row changes split.
     train_images = {row.image_id for row, split in zip(rows, splits) if split == "train"}
     return [None if split != "train" and row.image_id in train_images else split for row, split in zip(rows, splits)]
 
 
+def _seq(text: str) -> tuple[int, ...]:
+    return tuple(int(cp, 16) for cp in text.split())
+
+
 # ----------------------------------------------------------------------------- build
-
-
-def _default_cache_dir() -> Path:
-    return Path(os.environ.get(ENV_CACHE) or Path.home() / ".cache" / "hf_textimg")
 
 
 _LIST = getattr(datasets, "List", datasets.Sequence)  # datasets < 4 has only Sequence
@@ -456,142 +408,67 @@ def _features() -> datasets.Features:
         {
             "image": datasets.Image(),
             "text": datasets.Value("string"),
+            "name": datasets.Value("string"),
+            "style": datasets.Value("string"),
+            "sequence": datasets.Value("string"),
+            "base": datasets.Value("string"),
             "keywords": _LIST(datasets.Value("string")),
             "group": datasets.Value("string"),
             "subgroup": datasets.Value("string"),
-            "sequence": datasets.Value("string"),
-            "base": datasets.Value("string"),
-            "style": datasets.Value("string"),
         }
     )
 
 
-def build_emoji_dataset(
-    size: int = 32,
-    style: str = "noto",
-    cache_dir: str | os.PathLike | None = None,
-    rebuild: bool = False,
-    *,
-    font_path: str | os.PathLike | None = None,
-    emoji_test_path: str | os.PathLike | None = None,
-    cldr_dir: str | os.PathLike | None = None,
-    twemoji_path: str | os.PathLike | None = None,
-) -> datasets.DatasetDict:
-    """Build (or load from cache) the Emoji data set of captioned emoji images.
-
-    Args:
-        size: side of the square RGB images in pixels (32 or 64 are typical).
-        style: "noto" (Debian font), "twemoji" (npm package) or "both" (noto first).
-        cache_dir: root of the cache; default `$HF_TEXTIMG_CACHE` or `~/.cache/hf_textimg`.
-            The set is saved with `save_to_disk` under `<cache_dir>/emoji/<key>`, where the
-            key hashes the source files (font, emoji-test.txt, CLDR, twemoji package),
-            the Unicode emoji version, style, size and `BUILD_VERSION`.
-        rebuild: rebuild even if a cached copy exists.
-        font_path / emoji_test_path / cldr_dir / twemoji_path: source overrides; defaults
-            from `$HF_TEXTIMG_NOTO_FONT`, `$HF_TEXTIMG_EMOJI_TEST`, `$HF_TEXTIMG_CLDR_DIR`,
-            `$HF_TEXTIMG_TWEMOJI`, else the Debian paths (twemoji: the newest
-            `<cache_dir>/sources/emoji-datasource-twitter-*.tgz`).
-
-    Columns: `image` (RGB, composited on white, padded to square, BOX-resized to `size`),
-    `text` (lowercased emoji-test/CLDR name, "woman cook: medium-dark skin tone"),
-    `keywords` (lowercased CLDR keywords; may be empty for emoji newer than the CLDR data),
-    `group`, `subgroup`, `sequence` (fully-qualified code points, "1F469 1F3FE 200D 1F373"),
-    `base` (see `base_sequence`; written as the fully-qualified emoji when one exists,
-    e.g. "1F9D1 200D 1F373" for every cook), `style`.
-
-    Splits (deterministic: they depend only on sequence strings, never on the style or
-    on which other sources are installed, so a row never moves between builds):
-      1. Each row's split key `k` is its base; territories drawn with another country's
-         flag use that country's flag (`FLAG_ALIASES`: "flag: St. Martin" -> France).
-      2. `validation`: every row with sha256("validation:" + k) < 0.1 (~10% of bases).
-      3. `heldout_variants`: among the other bases with skin-tone variants, those with
-         sha256("heldout_variants:" + base) < 0.1 send one skin-tone variant, the one
-         with the smallest sha256("variant:" + sequence), here (every style of it); the
-         base's other variants stay in train.
-      4. `heldout_style` (style="both" only): for train bases with
-         sha256("heldout_style:" + k) < 0.1, the twemoji images go here while their
-         noto images stay in train.
-      5. `train`: everything else (both styles, for style="both").
-      6. Safety net: an evaluation row whose exact source image is also used by a train
-         row (a few Twemoji files are reused across unrelated emoji) is dropped.
-    Here sha256(s) means the first 64 bits of the digest as a fraction in [0, 1).
-
-    Raises:
-        EmojiSourceError (a FileNotFoundError) naming the Debian or npm package to install.
-        ValueError for a bad `style` or `size`.
-    """
-    # 1. Check arguments and locate the sources.
-    if style not in STYLES:
-        raise ValueError(f"style must be one of {STYLES}, got {style!r}")
-    if not isinstance(size, int) or size < 1:
-        raise ValueError(f"size must be a positive int, got {size!r}")
-    cache_root = Path(cache_dir) if cache_dir is not None else _default_cache_dir()
-    styles = ("noto", "twemoji") if style == "both" else (style,)
-    emoji_test = _resolve(emoji_test_path, ENV_EMOJI_TEST, DEFAULT_EMOJI_TEST)
-    emoji_test = _require(emoji_test, "emoji-test.txt (package unicode-data)", _apt(f"emoji_test_path / ${ENV_EMOJI_TEST}"))
-    cldr = Path(_resolve(cldr_dir, ENV_CLDR_DIR, DEFAULT_CLDR_DIR))
-    for sub in ("annotations", "annotationsDerived"):
-        what = f"CLDR annotations ({sub}/en.xml, package unicode-cldr-core)"
-        _require(cldr / sub / "en.xml", what, _apt(f"cldr_dir / ${ENV_CLDR_DIR}"))
-    sources = {"emoji_test": emoji_test, "cldr": cldr / "annotations" / "en.xml", "cldr_derived": cldr / "annotationsDerived" / "en.xml"}
-    if "noto" in styles:
-        font = _resolve(font_path, ENV_NOTO_FONT, DEFAULT_NOTO_FONT)
-        what = "Noto Color Emoji font (package fonts-noto-color-emoji)"
-        sources["noto"] = _require(font, what, _apt(f"font_path / ${ENV_NOTO_FONT}"))
-    if "twemoji" in styles:
-        sources["twemoji"] = _find_twemoji(_resolve(twemoji_path, ENV_TWEMOJI, None), cache_root)
-
-    # 2. Cache lookup, keyed by source contents and build parameters.
-    version, entries = parse_emoji_test(emoji_test)
-    key_parts = {"build": BUILD_VERSION, "style": style, "size": size, "emoji_version": version}
-    key_parts.update({name: _fingerprint(path) for name, path in sources.items()})
-    key = hashlib.sha256(json.dumps(key_parts, sort_keys=True).encode()).hexdigest()[:16]
-    target = cache_root / "emoji" / f"{style}-{size}px-emoji{version}-{key}"
-    if target.exists() and not rebuild:
-        return datasets.load_from_disk(str(target))
-
-    # 3. Render images of every emoji-test entry the sources have.
-    keywords = load_cldr_keywords(cldr)
-    rows: list[_Row] = []
-    if "noto" in styles:
-        rows += _noto_rows(sources["noto"], entries, size)
-    if "twemoji" in styles:
-        rows += _twemoji_rows(sources["twemoji"], entries, size)
-
-    # 4. Captions, bases and splits.
-    fq_by_stripped = {strip_vs(e.sequence): e.sequence for e in entries}
-    bases = []
-    for row in rows:
-        stripped = strip_vs(row.entry.sequence)
-        base = base_sequence(row.entry.sequence)
-        bases.append(format_sequence(fq_by_stripped.get(base, base)))
-        # Fall back to the base's keywords for variants CLDR does not list.
-        row.keywords = keywords.get(stripped) or keywords.get(base, [])
-    splits = assign_splits(rows, bases, second_style="twemoji" if style == "both" else None)
-
-    columns: dict[str, dict[str, list]] = {}
-    for row, base, split in zip(rows, bases, splits):
+def _columns(rows: list[_Row], splits: list[str | None], keywords: dict) -> dict[str, dict[str, list]]:
+    columns: dict[str, dict[str, list]] = {split: {k: [] for k in _features()} for split in SPLITS}
+    for row, split in zip(rows, splits):
         if split is None:
             continue
-        col = columns.setdefault(split, {k: [] for k in _features()})
+        col, entry = columns[split], row.entry
+        stripped, base = strip_vs(entry.sequence), base_sequence(entry.sequence)
+        name = entry.name.lower()
         col["image"].append({"bytes": row.png, "path": None})
-        col["text"].append(row.entry.name.lower())
-        col["keywords"].append(list(row.keywords))
-        col["group"].append(row.entry.group)
-        col["subgroup"].append(row.entry.subgroup)
-        col["sequence"].append(format_sequence(row.entry.sequence))
-        col["base"].append(base)
+        col["text"].append(f"{name}, {row.style} style")
+        col["name"].append(name)
         col["style"].append(row.style)
+        col["sequence"].append(format_sequence(stripped))
+        col["base"].append(format_sequence(base))
+        # Fall back to the base's keywords for variants CLDR does not list.
+        col["keywords"].append(list(keywords.get(stripped) or keywords.get(base, [])))
+        col["group"].append(entry.group)
+        col["subgroup"].append(entry.subgroup)
+    return columns
 
-    # 5. Assemble and save atomically (build in a temp folder, then rename).
-    description = f"Emoji images ({', '.join(styles)}) at {size}px, Unicode emoji {version}; names from emoji-test.txt, keywords from CLDR."
-    licence = " AND ".join(LICENCES[s] for s in styles)
-    split_names = ["train", "validation", "heldout_variants"] + (["heldout_style"] if style == "both" else [])
-    dsd = datasets.DatasetDict()
-    for split in split_names:
-        info = datasets.DatasetInfo(description=description, license=licence, features=_features())
-        data = columns.get(split, {k: [] for k in _features()})
-        dsd[split] = datasets.Dataset.from_dict(data, features=_features(), info=info, split=split)
+
+def _dataset_info(version: str, size: int, asked: Sequence[str], reports: dict[str, dict], missing: dict[str, str]) -> datasets.DatasetInfo:
+    built = [s for s in asked if s in reports]
+    counts = ", ".join(f"{s}: {r['images']} images ({r['unmatched']} files unmatched)" for s, r in reports.items())
+    report = {"build_version": BUILD_VERSION, "emoji_version": version, "size": size, "styles": reports,
+              "skipped_styles": {s: why for s, why in missing.items()}}
+    description = (
+        f"Emoji artwork in {len(built)} style(s) at {size}px, Unicode emoji {version}: {counts}. "
+        f"Captions '{{name}}, {{style}} style' from emoji-test.txt, keywords from CLDR. "
+        f"Build report: {json.dumps(report)}"
+    )
+    attribution = "\n".join(f"{s}: {STYLE_SOURCES[s].attribution}, {STYLE_SOURCES[s].licence_name}, {STYLE_SOURCES[s].homepage}" for s in built)
+    checksums = {r["source"]: {"num_bytes": None, "checksum": r["sha256"]} for r in reports.values()}
+    return datasets.DatasetInfo(description=description, citation=attribution, license=" AND ".join(LICENCES[s] for s in built),
+                                features=_features(), download_checksums=checksums)
+
+
+def emoji_build_report(data) -> dict:
+    """The build report stored in an Emoji data set's info: per style its package, version, sha256,
+    file / image / unmatched counts; the styles skipped as missing; the Unicode version and size."""
+    if isinstance(data, datasets.DatasetDict):
+        data = next(iter(data.values()))
+    marker = "Build report: "
+    text = data.info.description or ""
+    if marker not in text:
+        raise ValueError("This data set has no emoji build report; build it with build_emoji_dataset.")
+    return json.loads(text.split(marker, 1)[1])
+
+
+def _save_atomically(dsd: datasets.DatasetDict, target: Path) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=target.name + ".tmp-", dir=target.parent))
     try:
@@ -605,27 +482,151 @@ def build_emoji_dataset(
             pass
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _check_args(styles, size: int, on_missing: str) -> tuple[str, ...]:
+    styles = (styles,) if isinstance(styles, str) else tuple(styles)
+    unknown = [s for s in styles if s not in STYLES]
+    if not styles or unknown:
+        raise ValueError(f"styles must be one or more of {STYLES}, got {list(styles)!r}")
+    if not isinstance(size, int) or isinstance(size, bool) or size < 1:
+        raise ValueError(f"size must be a positive int, got {size!r}")
+    if on_missing not in ("skip", "error"):
+        raise ValueError(f"on_missing must be 'skip' or 'error', got {on_missing!r}")
+    return tuple(s for s in STYLES if s in styles)  # canonical order, duplicates removed
+
+
+def build_emoji_dataset(
+    size: int = 32,
+    styles: str | Sequence[str] = "noto",
+    cache_dir: str | os.PathLike | None = None,
+    rebuild: bool = False,
+    *,
+    on_missing: str = "skip",
+    font_path: str | os.PathLike | None = None,
+    emoji_test_path: str | os.PathLike | None = None,
+    cldr_dir: str | os.PathLike | None = None,
+    source_paths: dict[str, str | os.PathLike] | None = None,
+) -> datasets.DatasetDict:
+    """Build (or load from cache) the Emoji data set of captioned emoji images.
+
+    Args:
+        size: side of the square RGB images in pixels (32, 64 and 128 are typical).
+        styles: one or more of "noto", "twemoji", "openmoji", "fluent" (rows come in that order).
+        cache_dir: root of the cache; default `$HF_TEXTIMG_CACHE` or `~/.cache/hf_textimg`. npm
+            tarballs are looked for in `<cache_dir>/sources/` (`npm pack` them there); the set is
+            saved with `save_to_disk` under `<cache_dir>/emoji/<key>`, where the key hashes the
+            sources (font, tarballs, emoji-test.txt, CLDR), the styles, size and `BUILD_VERSION`.
+        rebuild: rebuild even if a cached copy exists.
+        on_missing: a style whose package is not installed is skipped with a warning naming the
+            package and the command that fetches it ("skip"), or raises ("error"). When none of
+            the asked styles is installed, it always raises.
+        font_path / emoji_test_path / cldr_dir: overrides of the Debian files (also
+            `$HF_TEXTIMG_NOTO_FONT`, `$HF_TEXTIMG_EMOJI_TEST`, `$HF_TEXTIMG_CLDR_DIR`).
+        source_paths: style -> npm tarball or unpacked folder (also `$HF_TEXTIMG_TWEMOJI`,
+            `$HF_TEXTIMG_OPENMOJI`, `$HF_TEXTIMG_FLUENT`).
+
+    Columns: `image` (RGB, composited on white, padded to square with the style's margin,
+    area-resized to `size`), `text` ("woman cook: medium-dark skin tone, noto style"), `name`
+    (lowercased emoji-test/CLDR name), `style`, `sequence` (hex without FE0F, "1F469 1F3FE 200D 1F373"),
+    `base` (`base_sequence`, same format: "1F9D1 200D 1F373" for every cook), `keywords` (CLDR),
+    `group`, `subgroup`.
+
+    Splits (shared/specs/emoji.md; they depend only on sequence and style strings, so a row never
+    moves between builds, whichever styles are installed). u(s) is sha256(s) as a fraction in [0, 1):
+      1. `validation`: every image of the bases with u("validation:" + base) < 0.1 (unseen emoji).
+      2. `heldout_variants`: for the other bases with skin-tone variants and
+         u("heldout_variants:" + base) < 0.1, the variant with the smallest u("variant:" + sequence)
+         (all its styles); the base's other variants stay in train.
+      3. `heldout_style`: for the other bases with u("heldout_style:" + base) < 0.1, the noto images;
+         the same emoji's other styles stay in train.
+      4. `train`: the rest. An evaluation row whose exact source image is also a train image is dropped.
+
+    The info holds the licences, attributions and a build report (`emoji_build_report`): per style
+    the package, version, tarball sha256, and how many files matched no emoji-test.txt sequence.
+
+    Raises:
+        EmojiSourceError (a FileNotFoundError) naming the Debian or npm package and how to get it.
+        ValueError for bad `styles`, `size` or `on_missing`.
+    """
+    # 1. Check arguments and locate the sources.
+    asked = _check_args(styles, size, on_missing)
+    cache_root = Path(cache_dir) if cache_dir is not None else _default_cache_dir()
+    emoji_test = _resolve(emoji_test_path, ENV_EMOJI_TEST, DEFAULT_EMOJI_TEST)
+    emoji_test = _require(emoji_test, "emoji-test.txt (package unicode-data)", _apt(f"emoji_test_path / ${ENV_EMOJI_TEST}"))
+    cldr = Path(_resolve(cldr_dir, ENV_CLDR_DIR, DEFAULT_CLDR_DIR))
+    for sub in ("annotations", "annotationsDerived"):
+        _require(cldr / sub / "en.xml", f"CLDR annotations ({sub}/en.xml, package unicode-cldr-core)", _apt(f"cldr_dir / ${ENV_CLDR_DIR}"))
+    found, missing = _locate_styles(asked, cache_root, {"noto": font_path, **(source_paths or {})}, on_missing)
+
+    # 2. Cache lookup, keyed by source contents and build parameters.
+    version, entries = parse_emoji_test(emoji_test)
+    sources = {"emoji_test": emoji_test, "cldr": cldr / "annotations" / "en.xml", "cldr_derived": cldr / "annotationsDerived" / "en.xml", **found}
+    key_parts = {"build": BUILD_VERSION, "asked": asked, "size": size, "emoji_version": version}
+    key_parts.update({name: _fingerprint(path) for name, path in sources.items()})
+    key = hashlib.sha256(json.dumps(key_parts, sort_keys=True).encode()).hexdigest()[:16]
+    target = cache_root / "emoji" / f"{'-'.join(found)}-{size}px-emoji{version}-{key}"
+    if target.exists() and not rebuild:
+        logger.info("Emoji data set loaded from cache %s", target)
+        return datasets.load_from_disk(str(target))
+
+    # 3. Render every emoji-test entry each style draws; splits; columns.
+    keywords = load_cldr_keywords(cldr)
+    rows, reports = [], {}
+    for style, source in found.items():
+        style_rows, reports[style] = _style_rows(style, source, entries, size)
+        rows += style_rows
+    columns = _columns(rows, assign_splits(rows, entries), keywords)
+
+    # 4. Assemble and save atomically (build in a temp folder, then rename).
+    dsd = datasets.DatasetDict()
+    for split in SPLITS:
+        info = _dataset_info(version, size, asked, reports, missing)
+        dsd[split] = datasets.Dataset.from_dict(columns[split], features=_features(), info=info, split=split)
+    _save_atomically(dsd, target)
     return datasets.load_from_disk(str(target))
 
 
 # ----------------------------------------------------------------------------- captions
 
 
-def emoji_caption(example: dict, rng, keyword_prob: float = 0.5, max_keywords: int = 2) -> str:
-    """Sample a training caption from an example's name and CLDR keywords.
+def emoji_caption(example: dict, rng, keyword_prob: float = 0.5, max_keywords: int = 2, style_prob: float = 1.0) -> str:
+    """Sample a training caption from an example's name, CLDR keywords and style.
 
-    With probability `1 - keyword_prob` the caption is the name alone ("mushroom");
-    otherwise the name followed by 1..`max_keywords` keywords, in random order, that
-    are not already part of the name: "mushroom, toadstool",
-    "woman cook: medium-dark skin tone, chef". Without such keywords it is the name.
+    With probability `1 - keyword_prob` the caption starts with the name alone ("mushroom");
+    otherwise the name followed by 1..`max_keywords` keywords, in random order, that are not
+    already part of the name ("mushroom, toadstool"). With probability `style_prob` (and when the
+    example has a `style`) ", {style} style" follows: "mushroom, toadstool, noto style".
 
     `rng` is a `random.Random` or a `numpy.random.Generator` (only `rng.random()` is
     used), so captions are reproducible given the generator's seed.
     """
-    text = example["text"]
-    extra = [k for k in dict.fromkeys(example.get("keywords") or []) if k and k not in text]
-    if not extra or max_keywords < 1 or rng.random() >= keyword_prob:
-        return text
-    n = 1 + int(rng.random() * min(max_keywords, len(extra)))
-    extra = sorted(extra, key=lambda _: rng.random())[:n]
-    return ", ".join([text, *extra])
+    name = example.get("name") or example["text"]
+    extra = [k for k in dict.fromkeys(example.get("keywords") or []) if k and k not in name]
+    parts = [name]
+    if extra and max_keywords >= 1 and rng.random() < keyword_prob:
+        n = 1 + int(rng.random() * min(max_keywords, len(extra)))
+        parts += sorted(extra, key=lambda _: rng.random())[:n]
+    if example.get("style") and style_prob > 0 and (style_prob >= 1 or rng.random() < style_prob):
+        parts.append(f"{example['style']} style")
+    return ", ".join(parts)
+
+
+def caption_alternatives(text: str, name: str, caption_style: str = "always") -> str | list[str]:
+    """The training caption(s) of one row: "always" the spec's "{name}, {style} style"; "never" the name
+    alone (the prompt "crab" then means any style); "sometimes" both, as a list of which training
+    picks one at random each time it shows the image (see `TensorImageTextDataset`)."""
+    if caption_style not in CAPTION_STYLES:
+        raise ValueError(f"caption_style must be one of {CAPTION_STYLES}, got {caption_style!r}")
+    return {"always": text, "never": name, "sometimes": [text, name]}[caption_style]
+
+
+def with_caption_style(data: datasets.Dataset, caption_style: str = "always", column: str = "text") -> datasets.Dataset:
+    """`data` with its caption `column` rewritten by `caption_alternatives` (images untouched)."""
+    if caption_style == "always":
+        caption_alternatives("", "", caption_style)
+        return data
+    if "name" not in data.column_names:
+        raise ValueError(f"caption_style={caption_style!r} needs the Emoji set's `name` column; its columns are {data.column_names}.")
+    captions = [caption_alternatives(t, n, caption_style) for t, n in zip(data[column], data["name"])]
+    return data.remove_columns(column).add_column(column, captions)

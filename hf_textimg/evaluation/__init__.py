@@ -5,3 +5,4 @@ from ..shapes.benchmark import BenchmarkPrompt, benchmark_prompts
 from ..shapes.evaluation import evaluate_shapes
 from ..shapes.language import parse_prompt
 from ..shapes.scorer import ShapesReport, ShapesScorer, score_image
+from .emoji_eval import EmojiReport, evaluate_emoji

@@ -7,6 +7,8 @@
   held-out pairs included), and report colour, shape and pair accuracy.
 - `hard_negative_accuracy`: how often an image is closer to its own caption than to the
   same words with one fact changed (ARO / Winoground-style word-order and binding test).
+- `emoji_style_zero_shot`: classify each Emoji image's style by the nearest of its name with
+  each style word ("crab, fluent style"), and by the bare "{style} style" captions.
 """
 
 from __future__ import annotations
@@ -108,3 +110,40 @@ def hard_negative_accuracy(
         hits = [ok for (i, _), ok in zip(rows, correct) if kinds[i] == kind]
         metrics[f"hard_negative_accuracy_{kind}"] = sum(hits) / len(hits)
     return metrics
+
+
+@torch.no_grad()
+def emoji_style_zero_shot(
+    embed_text: Callable[[list[str]], torch.Tensor],
+    embed_images: Callable[[torch.Tensor], torch.Tensor],
+    pixel_values: torch.Tensor,
+    names: Sequence[str],
+    styles: Sequence[str],
+    style_names: Sequence[str],
+    batch_size: int = 512,
+) -> dict[str, float]:
+    """Zero-shot style accuracy of Emoji images (each known by its name and style), two ways:
+
+    - `style_accuracy`: the nearest of the captions "{name}, {s} style" over the styles `s` in
+      `style_names` (the content is given; only the style word differs);
+    - `style_only_accuracy`: the nearest of the bare captions "{s} style".
+    Chance is 1 / len(style_names).
+    """
+    style_names = list(style_names)
+    bare = embed_text([f"{s} style" for s in style_names]).float()  # (S, D)
+    unique_names = list(dict.fromkeys(names))  # each name's captions are embedded once, not once per image
+    captions = [f"{n}, {s} style" for n in unique_names for s in style_names]
+    text = torch.cat([embed_text(captions[i : i + batch_size]).float() for i in range(0, len(captions), batch_size)])
+    text = text.view(len(unique_names), len(style_names), -1)  # (names, S, D)
+    row = {n: i for i, n in enumerate(unique_names)}
+    with_name, only = [], []
+    for start in range(0, len(pixel_values), batch_size):
+        images = embed_images(pixel_values[start : start + batch_size]).float()  # (B, D)
+        per_image = text[[row[n] for n in names[start : start + batch_size]]]  # (B, S, D)
+        with_name += (per_image @ images[:, :, None]).squeeze(-1).argmax(1).tolist()  # (B, S) -> (B,)
+        only += (images @ bare.T).argmax(1).tolist()
+    target = [style_names.index(s) for s in styles]
+    return {
+        "style_accuracy": float(np.mean([p == t for p, t in zip(with_name, target)])),
+        "style_only_accuracy": float(np.mean([p == t for p, t in zip(only, target)])),
+    }

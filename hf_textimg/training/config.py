@@ -117,6 +117,11 @@ class TrainConfig:
         """`dataset_args` are the options of the built-in data set this run trains on."""
         return self.dataset_args is not None and self.train_data_dir is None and self.dataset_name == self.dataset_args.dataset_name
 
+    @property
+    def uses_emoji(self) -> bool:
+        """Training on the built-in Emoji set (so its styles, caption option and splits apply)."""
+        return self.dataset_name == "emoji" and self.train_data_dir is None
+
     def validate(self) -> None:
         """Raise a ValueError naming the argument for settings that cannot work."""
         if self.dataset_name is None and self.train_data_dir is None:
@@ -140,12 +145,13 @@ class TrainConfig:
         check_config_numbers(self)  # finite numbers, optimizer ranges, --lr_scheduler name (hf_textimg.training.safety)
 
 
-def parse_args(config_cls: type[TrainConfig], argv: list[str] | None = None, dataset_args_cls: type | None = None) -> TrainConfig:
-    """Parse `argv` (default: sys.argv) into `config_cls` and, when given, the built-in data set's options
-    `dataset_args_cls` (kept as `cfg.dataset_args`), and validate them."""
-    classes = (config_cls,) if dataset_args_cls is None else (config_cls, dataset_args_cls)
-    cfg, *dataset_args = HfArgumentParser(classes).parse_args_into_dataclasses(args=argv)
-    cfg.dataset_args = dataset_args[0] if dataset_args else None
+def parse_args(config_cls: type[TrainConfig], argv: list[str] | None = None, *dataset_args_classes: type) -> TrainConfig:
+    """Parse `argv` (default: sys.argv) into `config_cls` and the built-in data sets' options `dataset_args_classes`
+    (each a dataclass with a `dataset_name`), keep the options of the data set this run trains on as
+    `cfg.dataset_args` (None for any other data), and validate them."""
+    cfg, *dataset_args = HfArgumentParser((config_cls, *dataset_args_classes)).parse_args_into_dataclasses(args=argv)
+    if cfg.train_data_dir is None:
+        cfg.dataset_args = next((args for args in dataset_args if args.dataset_name == cfg.dataset_name), None)
     cfg.validate()
     return cfg
 

@@ -130,17 +130,21 @@ class TensorImageTextDataset(torch.utils.data.Dataset):
 def load_split(cfg: TrainConfig, split: str, max_samples: int | None = None, caption_column: str | None = "default"):
     """A `datasets.Dataset` for `split` of the configured source."""
     builtin_kwargs = cfg.dataset_args.builder_kwargs(cfg.seed) if cfg.uses_dataset_args else None
-    return load_image_text_dataset(
+    column = cfg.caption_column if caption_column == "default" else caption_column
+    data = load_image_text_dataset(
         dataset_name=cfg.dataset_name if cfg.train_data_dir is None else None,
         train_data_dir=cfg.train_data_dir,
         split=split,
         image_column=cfg.image_column,
-        caption_column=cfg.caption_column if caption_column == "default" else caption_column,
+        caption_column=column,
         resolution=cfg.resolution,
         dataset_config_name=cfg.dataset_config_name,
         max_samples=max_samples,
         builtin_kwargs=builtin_kwargs,
     )
+    if cfg.uses_dataset_args and hasattr(cfg.dataset_args, "prepare_split"):
+        data = cfg.dataset_args.prepare_split(data, split, column)  # e.g. --emoji_caption_style on the train captions
+    return data
 
 
 def build_train_dataloader(cfg: TrainConfig, data, tokenizer=None, caption_column: str | None = "default"):
