@@ -182,7 +182,10 @@ class ConceptConfig(PretrainedConfig):
             sub = getattr(self, key)
             if sub is None or (isinstance(sub, dict) and "projection_dim" not in sub):
                 setattr(self, key, {**(sub or {}), "projection_dim": self.projection_dim})
-        super().__post_init__(**kwargs)  # builds the sub-configs
+        super().__post_init__(**kwargs)  # builds the sub-configs (transformers >= 5.2x)
+        for key, config_class in self.sub_configs_defaults.items():
+            if isinstance(getattr(self, key), dict):  # earlier transformers 5.x leave them as dicts
+                setattr(self, key, config_class(**getattr(self, key)))
         for key in ("text_config", "vision_config"):
             if getattr(self, key).projection_dim != self.projection_dim:
                 raise ValueError(
