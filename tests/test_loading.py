@@ -36,6 +36,15 @@ def test_saved_folder_and_columns(tmp_path):
         load_image_text_dataset(str(tmp_path / "toy"), split="validation", image_column="img", caption_column="caption")
 
 
+def test_max_samples_is_a_seeded_random_subset_not_the_first_rows(tmp_path):
+    """A set sorted by some column (the Emoji set is sorted by style) must not be truncated to its first rows."""
+    _toy(n=40, size=8).save_to_disk(tmp_path / "toy")
+    load = lambda seed: load_image_text_dataset(str(tmp_path / "toy"), image_column="img", caption_column="caption", max_samples=10, seed=seed)  # noqa: E731
+    numbers = [int(c.rsplit(" ", 1)[1]) for c in load(0)["caption"]]
+    assert len(numbers) == 10 and max(numbers) >= 20, numbers  # drawn from the whole set
+    assert load(0)["caption"] == load(0)["caption"] and load(0)["caption"] != load(1)["caption"]
+
+
 def test_empty_and_ambiguous_sources():
     empty = datasets.Dataset.from_dict({"image": [], "text": []}, features=datasets.Features({"image": datasets.Image(), "text": datasets.Value("string")}))
     with pytest.raises(ValueError, match="empty"):

@@ -62,6 +62,7 @@ def load_image_text_dataset(
     cache_dir: str | None = None,
     max_samples: int | None = None,
     builtin_kwargs: dict | None = None,
+    seed: int = 0,
 ):
     """Load one split of a captioned image set and check its columns.
 
@@ -73,7 +74,9 @@ def load_image_text_dataset(
         image_column / caption_column: column names; `caption_column=None` for image-only
             training (the auto-encoder).
         resolution: image size the built-in sets are rendered at.
-        max_samples: keep only the first N rows (for quick runs).
+        max_samples: keep N rows drawn at random with `seed` (as diffusers' text-to-image example does with
+            `shuffle(seed).select(range(N))`): the first N rows of a sorted set (the Emoji set is sorted by style)
+            would be a biased sample.
         builtin_kwargs: extra arguments for the built-in builders (e.g. `num_train`).
 
     Returns:
@@ -122,8 +125,8 @@ def load_image_text_dataset(
             )
     if len(data) == 0:
         raise ValueError(f"{source} split {split!r} is empty; there is nothing to train or evaluate on.")
-    if max_samples is not None:
-        data = data.select(range(min(max_samples, len(data))))
+    if max_samples is not None and max_samples < len(data):
+        data = data.shuffle(seed=seed).select(range(max_samples))
     if caption_column:
         check_caption_column(data, caption_column, f"{source} split {split!r}")
     return data

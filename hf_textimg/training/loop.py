@@ -141,6 +141,7 @@ def load_split(cfg: TrainConfig, split: str, max_samples: int | None = None, cap
         dataset_config_name=cfg.dataset_config_name,
         max_samples=max_samples,
         builtin_kwargs=builtin_kwargs,
+        seed=cfg.seed,
     )
     if cfg.uses_dataset_args and hasattr(cfg.dataset_args, "prepare_split"):
         data = cfg.dataset_args.prepare_split(data, split, column)  # e.g. --emoji_caption_style on the train captions
