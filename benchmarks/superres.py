@@ -64,14 +64,14 @@ def quick_stage(base: str, workdir: Path) -> str:
 
 def load_cascade(args, workdir: Path):
     """--cascade, or --base + --stages, or (--quick without them) the shipped base + a tiny trained stage."""
-    from hf_textimg.cli import load_pipeline
+    from hf_textimg.cli import load_pipeline, model_arg  # model_arg: a folder, a shipped model's name or a Hub id
     from hf_textimg.pretrained import pretrained_path
 
     if args.cascade:
-        cascade = load_pipeline(args.cascade, "cpu")
+        cascade = load_pipeline(model_arg(args.cascade), "cpu")
     else:
-        base = args.base or str(pretrained_path())
-        stages = args.stages or ([quick_stage(base, workdir)] if args.quick else None)
+        base = model_arg(args.base) if args.base else str(pretrained_path())
+        stages = [model_arg(stage) for stage in args.stages or []] or ([quick_stage(base, workdir)] if args.quick else None)
         if not stages:
             raise SystemExit("Pass --cascade FOLDER, or --base and --stages, or --quick.")
         cascade = load_pipeline(base, "cpu", upscale=stages)

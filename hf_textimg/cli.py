@@ -22,12 +22,12 @@ import textwrap
 import time
 from pathlib import Path
 
-from .pretrained import DEFAULT_MODEL, available_models, pretrained_path
+from .pretrained import DEFAULT_MODEL, EMOJI_DEMO_MODEL, available_models, pretrained_path
 from .shapes.vocab import IMAGE_SIZES, SCENE_KINDS  # plain constants: the module imports nothing heavy
 from .utils.checks import check_output_dir, check_output_file
 
 DEFAULT_STEPS = 20
-DEFAULT_CASCADE = "shapes-cascade-128"  # the shipped Shapes cascade `--size` uses when there is one and no --model
+DEFAULT_SUPERRES = "shapes-superres-128"  # the shipped 4x stage of the default model: `--size 128` without --model adds it
 DEFAULT_GUIDANCE = 3.0  # chosen for the shipped model on the validation prompts (not the benchmark's; docs/performance.md)
 EMOJI_STYLES = ("noto", "twemoji", "openmoji", "fluent")  # hf_textimg.data.emoji_sources.STYLES, written out: importing it would slow `--help`
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
@@ -47,6 +47,18 @@ DEMO_PROMPTS = (
     ("relation", "a purple square left of an orange circle"),
     ("heldout", "a blue circle"),
     ("heldout", "a red plus"),
+)
+# The Emoji grid `hf-textimg demo` adds with the shipped emoji model: emoji whose noto drawing was in training
+# (seen), and emoji seen only in the other three styles, asked in noto style (heldout_style; docs/emoji.md).
+EMOJI_DEMO_PROMPTS = (
+    ("seen", "grinning face, noto style"),
+    ("seen", "red heart, noto style"),
+    ("seen", "crab, noto style"),
+    ("seen", "fire, noto style"),
+    ("seen", "strawberry, noto style"),
+    ("seen", "rainbow, noto style"),
+    ("heldout_style", "anchor, noto style"),
+    ("heldout_style", "castle, noto style"),
 )
 
 
@@ -261,12 +273,12 @@ def size_kwargs(pipe, size: int | None) -> dict:
     return {}
 
 
-def default_model(args) -> str | None:
-    """--model, else the shipped cascade when --size asks for more than the base size and one is shipped, else
-    None (the shipped base model)."""
-    if args.model is None and getattr(args, "size", None) and not args.upscale and DEFAULT_CASCADE in available_models():
-        return str(pretrained_path(DEFAULT_CASCADE))
-    return args.model
+def default_upscale(args) -> list[str] | None:
+    """--upscale, else, when --size asks the shipped default model (no --model) for more than its 32 px, the
+    shipped super-resolution stage (`DEFAULT_SUPERRES`), else None."""
+    if args.upscale or args.model is not None or not getattr(args, "size", None) or args.size <= 32:
+        return args.upscale
+    return [str(pretrained_path(DEFAULT_SUPERRES))] if DEFAULT_SUPERRES in available_models() else None
 
 
 def autocast(pipe, mixed_precision: str):
@@ -328,8 +340,9 @@ def save_grid(images: list, captions: list[str], path: Path, cols: int):
 
 
 def model_name(args) -> str:
-    name = default_model(args) or f"{DEFAULT_MODEL} (shipped)"
-    return name + (f" + super-resolution {', '.join(args.upscale)}" if getattr(args, "upscale", None) else "")
+    name = args.model or f"{DEFAULT_MODEL} (shipped)"
+    upscale = default_upscale(args) if hasattr(args, "upscale") else None
+    return name + (f" + super-resolution {', '.join(upscale)}" if upscale else "")
 
 
 # -- commands ------------------------------------------------------------------------------------
@@ -357,7 +370,7 @@ def run_generate(args) -> int:
     start = time.perf_counter()
     check_output_file(args.out, "--out")  # before any work: a long run must not end unable to write
     per_prompt = grid_images_per_prompt(len(args.prompt), args.num_images, args.individual)
-    pipe = load_pipeline(default_model(args), args.device, args.scheduler, args.upscale)
+    pipe = load_pipeline(args.model, args.device, args.scheduler, default_upscale(args))
     pipe.set_progress_bar_config(disable=args.quiet)
     kwargs = call_kwargs(pipe, args.steps, args.guidance, args)
     shown, captions, total = [], [], 0
@@ -424,6 +437,26 @@ def _settings(pipe, args, kwargs: dict, **extra) -> dict:
             "scheduler": type(getattr(pipe, "scheduler", None)).__name__ if hasattr(pipe, "scheduler") else None, **extra, **kwargs}
 
 
+def _record(args, result: dict, table: str, metrics: dict, what: str) -> None:
+    """--record: keep this evaluation in the model folder's eval_results.json and show it in its model card."""
+    import shlex
+
+    from .hub import record_evaluation
+
+    argv, command = list(args.argv), []
+    while argv:
+        arg = argv.pop(0)
+        if arg == "--json":
+            argv.pop(0)  # and its path: where this run wrote a copy is not part of what reproduces it
+        elif arg not in ("--record", "--quiet"):
+            command.append(arg)
+    folder = Path(args.model) if args.model else pretrained_path()
+    entry = {"command": "hf-textimg " + shlex.join(command), "what": what, "table": table, "metrics": metrics,
+             "prompt_set": args.prompt_set, "settings": result["settings"]}
+    card = record_evaluation(folder, f"{args.benchmark}/{args.prompt_set}", entry)
+    print(f"Recorded in {folder / 'eval_results.json'} and the model card {card}")
+
+
 def _print_result(args, result: dict) -> None:
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
@@ -437,7 +470,13 @@ def _evaluation_pipeline(args):
     unable to write)."""
     if args.json:
         check_output_file(args.json, "--json")
-    pipe = load_pipeline(default_model(args), args.device, args.scheduler, args.upscale)
+    if args.record:
+        folder = Path(args.model) if args.model else pretrained_path()
+        if not (folder / "model_index.json").is_file():
+            raise ValueError(f"--record writes into the model's folder, but {str(folder)!r} is not a local pipeline folder; pass --model FOLDER "
+                             "(a Hub model: download it with huggingface_hub.snapshot_download first), or use --json.")
+        check_output_file(folder / "eval_results.json", "--record")
+    pipe = load_pipeline(args.model, args.device, args.scheduler, default_upscale(args))
     pipe.set_progress_bar_config(disable=True)
     return pipe, call_kwargs(pipe, args.steps, args.guidance, args)
 
@@ -459,8 +498,8 @@ def run_evaluate(args) -> int:
     result = {
         "benchmark": args.benchmark,
         "prompt_set": args.prompt_set,
-        "model": default_model(args) or DEFAULT_MODEL,
-        "upscale": args.upscale,
+        "model": args.model or DEFAULT_MODEL,
+        "upscale": default_upscale(args),
         **report.to_dict(),
         "settings": _settings(pipe, args, kwargs, prompts_per_category=per_category),
         "seconds": round(time.perf_counter() - start, 1),
@@ -470,6 +509,9 @@ def run_evaluate(args) -> int:
     print(report.format_table())
     print("(overall = mean of single, color, position, count, pair, relation; heldout is reported beside it)")
     _print_result(args, result)
+    if args.record:
+        _record(args, result, report.format_table(), report.to_metrics(), f"{what}, {per_category} prompts per category, "
+                f"one image each, seed {args.seed}, {', '.join(f'{k}={v}' for k, v in kwargs.items())}")
     return 0
 
 
@@ -519,7 +561,7 @@ def run_evaluate_emoji(args) -> int:
     report = evaluate_emoji(generate, data, prompt_sets=sets, styles=args.emoji_styles, n_per_set=per_set, distribution_samples=samples,
                             batch_size=args.batch_size, caption_style=args.caption_style, seed=args.seed)
     check_not_all_blank(counts, args, kwargs)
-    result = {"benchmark": "emoji", "prompt_set": args.prompt_set, "model": default_model(args) or DEFAULT_MODEL, "upscale": args.upscale,
+    result = {"benchmark": "emoji", "prompt_set": args.prompt_set, "model": args.model or DEFAULT_MODEL, "upscale": default_upscale(args),
               "resolution": resolution, **report.to_dict(), "settings": _settings(pipe, args, kwargs, **report.settings),
               "seconds": round(time.perf_counter() - start, 1)}
     refs = ", ".join(f"{s} {n}" for s, n in report.settings["references"].items())
@@ -529,24 +571,34 @@ def run_evaluate_emoji(args) -> int:
     print("(R@k: the asked emoji's reference among the k nearest; grp@k: any variant of it (skin tone, gender); style@1: of the asked "
           "emoji's drawings in every style, the asked style's is nearest; after |: R@1 of images that need no model, ceilings and floors for the same prompts)")
     _print_result(args, result)
+    if args.record:
+        _record(args, result, report.format_table(), report.metrics(), f"Emoji {args.prompt_set} prompt sets at {resolution} px, "
+                f"{per_set} prompts per set, styles {' '.join(args.emoji_styles)}, seed {args.seed}, {', '.join(f'{k}={v}' for k, v in kwargs.items())}")
     return 0
 
 
+def _demo_grid(args, model: str | None, demo_prompts, path: Path):
+    """One demo grid: `--num-images` images of each prompt of `demo_prompts` ((category, prompt) pairs) -> `path`."""
+    if len(demo_prompts) * args.num_images > GRID_MAX_IMAGES:  # one grid, bounded
+        raise ValueError(f"--num-images {args.num_images}: the demo grid holds at most {GRID_MAX_IMAGES // len(demo_prompts)} images "
+                         "per prompt; for more, use `hf-textimg generate --individual`.")
+    upscale = default_upscale(args) if model == args.model else None
+    pipe = load_pipeline(model, args.device, args.scheduler, upscale)
+    pipe.set_progress_bar_config(disable=True)
+    prompts = [prompt for _, prompt in demo_prompts]
+    images = generate_images(pipe, prompts, args.num_images, args.seed, args.mixed_precision, **call_kwargs(pipe, args.steps, args.guidance, args))
+    save_grid(images, [p for p in prompts for _ in range(args.num_images)], path, cols=args.num_images)
+    return images
+
+
 def run_demo(args) -> int:
-    """The shipped model on one prompt per Shapes category, as a captioned grid, each image scored."""
+    """The shipped Shapes model on one prompt per Shapes category, as a captioned grid, each image scored; and, when
+    the shipped emoji model is there (and no --model is given), an Emoji grid beside it."""
     from .shapes import ShapesScorer
 
     start = time.perf_counter()
     path = check_output_file(Path(args.out) / "shapes_demo.png", "--out")
-    if len(DEMO_PROMPTS) * args.num_images > GRID_MAX_IMAGES:  # one grid, bounded
-        raise ValueError(f"--num-images {args.num_images}: the demo grid holds at most {GRID_MAX_IMAGES // len(DEMO_PROMPTS)} images "
-                         "per prompt; for more, use `hf-textimg generate --individual`.")
-    pipe = load_pipeline(default_model(args), args.device, args.scheduler, args.upscale)
-    pipe.set_progress_bar_config(disable=True)
-    prompts = [prompt for _, prompt in DEMO_PROMPTS]
-    images = generate_images(pipe, prompts, args.num_images, args.seed, args.mixed_precision, **call_kwargs(pipe, args.steps, args.guidance, args))
-    save_grid(images, [p for p in prompts for _ in range(args.num_images)], path, cols=args.num_images)
-
+    images = _demo_grid(args, args.model, DEMO_PROMPTS, path)
     scorer = ShapesScorer()
     print(f"{'category':<9} {'prompt':<42} matches")
     for k, (category, prompt) in enumerate(DEMO_PROMPTS):
@@ -556,6 +608,13 @@ def run_demo(args) -> int:
     print("(matches: the Shapes scorer's verdict; heldout rows use colour-shape pairs never seen in training)")
     print(f"Generated {len(images)} images with {model_name(args)} in {time.perf_counter() - start:.1f}s")
     print(f"Grid: {path}")
+    if args.model is None and args.size is None and EMOJI_DEMO_MODEL in available_models():
+        start = time.perf_counter()
+        emoji_path = Path(args.out) / "emoji_demo.png"
+        emoji_images = _demo_grid(args, str(pretrained_path(EMOJI_DEMO_MODEL)), EMOJI_DEMO_PROMPTS, emoji_path)
+        print(f"Generated {len(emoji_images)} emoji images with {EMOJI_DEMO_MODEL} (shipped) in {time.perf_counter() - start:.1f}s "
+              f"(rows {', '.join(sorted({c for c, _ in EMOJI_DEMO_PROMPTS}))}; scores: its model card)")
+        print(f"Grid: {emoji_path}")
     return 0
 
 
@@ -644,7 +703,7 @@ def _add_model_args(parser: argparse.ArgumentParser) -> None:
         help="super-resolution stage folder(s) (training/train_superres.py), run in order on --model's images, as one cascade")
     add("--size", type=positive_int, default=None,
         help=f"image side in pixels: a cascade (or --upscale) runs the stages that reach it; without --model, the shipped "
-             f"{DEFAULT_CASCADE} when installed (default: the largest the pipeline makes)")
+             f"{DEFAULT_SUPERRES} stage is added to the default model (default: the largest the pipeline makes)")
     add("--upscale-steps", type=positive_int, default=None, help="denoising steps of each super-resolution stage (default: 20)")
     add("--noise-level", type=int, default=None, metavar="0-999",
         help="super-resolution stages' noise augmentation of their input, 0 = none (default: the pipeline's, 100)")
@@ -734,6 +793,9 @@ floors, plus KID/FID/PRDC over --distribution-samples seen prompts.""",
                                "--emoji_caption_style never (default: always)")
     evaluate.add_argument("--batch-size", type=positive_int, default=128, help="prompts per generation batch (default: 128, as in training)")
     evaluate.add_argument("--json", type=Path, default=None, metavar="PATH", help="also write the results to this JSON file")
+    evaluate.add_argument("--record", action="store_true",
+                          help="keep the results in the model folder's eval_results.json and show them, with this command, in its "
+                               "model card (README.md; the rest of the card is kept); the model must be a local folder or shipped")
     evaluate.add_argument("--quiet", action="store_true", help="no progress lines")
     _add_model_args(evaluate)
     evaluate.set_defaults(func=run_evaluate)
@@ -807,7 +869,7 @@ fluentui-emoji@1.3.0` run in ~/.cache/hf_textimg/sources (docs/emoji.md). Builds
         ),
         formatter_class=examples,
         epilog="""examples:
-  hf-textimg demo                       # writes outputs/demo/shapes_demo.png
+  hf-textimg demo                       # writes outputs/demo/shapes_demo.png (and emoji_demo.png with the shipped emoji model)
   hf-textimg demo --num-images 8 --seed 1
   hf-textimg demo --model outputs/diffusion-shapes --out outputs/demo-mine""",
     )
@@ -819,7 +881,9 @@ fluentui-emoji@1.3.0` run in ~/.cache/hf_textimg/sources (docs/emoji.md). Builds
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv  # what --record writes into a model card as the command that reproduces it
     try:
         return args.func(args)
     except (ValueError, FileNotFoundError) as err:

@@ -211,6 +211,7 @@ def render_model_card(
     results = json.loads(results_file.read_text()) if results_file.is_file() else {}
     config = results.get("config", {})
     metrics = {k: v for k, v in results.get("metrics", {}).items() if isinstance(v, (int, float))}
+    recorded = results.get("evaluate", {})
     dataset = _dataset_info(config) if config else {"kind": "other", "id": None, "name": "unknown"}
     model_id = model_id or folder.as_posix()
     title = model_id.rstrip("/").split("/")[-1]
@@ -219,7 +220,7 @@ def render_model_card(
     for step, minutes, step_metrics in results.get("metrics_history", []):
         history.append({"step": step, "minutes": "-" if minutes is None else round(minutes, 1), "metrics": step_metrics})
     shapes_categories = [c for c in SHAPES_CATEGORIES if f"shapes_{c}" in metrics]
-    eval_results = _eval_results(kind, metrics, dataset)
+    eval_results = _eval_results(kind, _headline_metrics(results), dataset)
     tags = ["hf-textimg", "text-to-image" if kind in TEXT_TO_IMAGE_KINDS else kind, "safetensors"]
     tags += {"diffusion": ["diffusion", "pixel-space"], "decoder": ["one-shot"], "concept": ["clip", "custom_code"],
              "superres": ["image-to-image", "super-resolution", "diffusion", "pixel-space"],
@@ -267,6 +268,8 @@ def render_model_card(
         sample_grid=_latest_grid(folder),
         hub_checkpoint=hub_checkpoint,
         example_prompts=json.dumps(_example_prompts(kind, config, dataset)),
+        evaluate_block=evaluate_block(recorded) if recorded else "",
+        compute=results.get("compute"),  # where it trained, when not this machine's CPU (written by hand when shipping)
     )
 
 
@@ -275,6 +278,60 @@ def save_model_card(output_dir: str | os.PathLike, **kwargs) -> Path:
     path = Path(output_dir) / "README.md"
     render_model_card(output_dir, **kwargs).save(path)
     return path
+
+
+# ---- evaluations recorded by `hf-textimg evaluate --record` ------------------------------------
+# The block of a card that shows them, between these markers so a later record replaces it in place.
+EVALUATE_BEGIN, EVALUATE_END = "<!-- hf-textimg evaluate: begin -->", "<!-- hf-textimg evaluate: end -->"
+
+
+def evaluate_block(recorded: dict) -> str:
+    """Markdown for the evaluations recorded in eval_results.json["evaluate"]: each one's command and table."""
+    lines = [EVALUATE_BEGIN, "With the pipeline's defaults, as `hf-textimg evaluate` reproduces them:", ""]
+    for entry in recorded.values():
+        lines += [f"`{entry['command']}` ({entry['what']}):", "", "```text", entry["table"].rstrip("\n"), "```", ""]
+    return "\n".join(lines + [EVALUATE_END])
+
+
+def _headline_metrics(results: dict) -> dict:
+    """The metrics a card's model-index reports: those of recorded `hf-textimg evaluate` runs (benchmark prompt sets)
+    when there are any, else the last in-run evaluation."""
+    recorded = {k: v for entry in results.get("evaluate", {}).values() if entry.get("prompt_set") == "benchmark"
+                for k, v in entry["metrics"].items()}
+    metrics = recorded or results.get("metrics", {})
+    return {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
+
+
+def record_evaluation(output_dir: str | os.PathLike, key: str, entry: dict) -> Path:
+    """Store one `hf-textimg evaluate` result (`entry`: command, what, table, metrics, prompt_set) as
+    ``eval_results.json["evaluate"][key]`` of a model folder and show every recorded one in its card
+    (README.md, between EVALUATE_BEGIN/END: the rest of the card is kept as it is; its model-index then reports the
+    recorded benchmark figures). Returns the card's path."""
+    from huggingface_hub import ModelCard
+
+    folder = Path(output_dir)
+    results_file = folder / "eval_results.json"
+    results = json.loads(results_file.read_text()) if results_file.is_file() else {}
+    results.setdefault("evaluate", {})[key] = entry
+    results_file.write_text(json.dumps(results, indent=2, default=str) + "\n")
+    card_path = folder / "README.md"
+    card = ModelCard.load(card_path) if card_path.is_file() else render_model_card(folder)
+    block, text = evaluate_block(results["evaluate"]), card.text
+    if EVALUATE_BEGIN in text and EVALUATE_END in text:
+        text = text[: text.index(EVALUATE_BEGIN)] + block + text[text.index(EVALUATE_END) + len(EVALUATE_END) :]
+    elif "## Evaluation\n" in text:
+        head, tail = text.split("## Evaluation\n", 1)
+        text = f"{head}## Evaluation\n\n{block}\n\nDuring training:\n{tail}"
+    else:
+        text = f"{text.rstrip()}\n\n## Evaluation\n\n{block}\n"
+    card.text = text
+    config = results.get("config", {})
+    dataset = _dataset_info(config) if config else {"kind": "other", "id": None, "name": "unknown"}
+    card.data.eval_results = _eval_results(detect_model_kind(folder), _headline_metrics(results), dataset) or None
+    if card.data.eval_results and not card.data.model_name:
+        card.data.model_name = folder.resolve().name  # a model-index needs a name
+    card.save(card_path)
+    return card_path
 
 
 # ---- pushing --------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ from PIL import Image
 
 import hf_textimg.pretrained as pretrained
 from hf_textimg.decoder import ConceptDecoder
-from hf_textimg.cli import DEMO_PROMPTS, main
+from hf_textimg.cli import DEMO_PROMPTS, EMOJI_DEMO_PROMPTS, main
 from hf_textimg.concept import ConceptTextConfig, ConceptTextModel
 from hf_textimg.shapes import BENCHMARK_CATEGORIES, CANONICAL_COUNT_CELLS, CANONICAL_PAIR_CELLS, POSITIONS, parse_prompt
 from hf_textimg.diffusion import build_unet
@@ -139,15 +139,48 @@ def test_evaluate_on_validation_prompts(tiny_models, tmp_path, capsys):
     assert result["prompt_set"] == "validation" and result["counts"] == {c: 1 for c in BENCHMARK_CATEGORIES}
 
 
+def test_evaluate_record_keeps_the_figures_and_command_in_the_model_card(tiny_models, tmp_path, capsys):
+    import shutil
+
+    from huggingface_hub import ModelCard
+
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_models["diffusion"], folder)
+    (folder / "README.md").write_text("---\nlicense: apache-2.0\n---\n# model\n\n## Evaluation\n\nIn-run figures.\n\n## Training\n\nKept.\n")
+    base = ["evaluate", "--model", str(folder), "--prompts-per-category", "1", "--steps", "1", "--quiet", "--record"]
+    assert main([*base, "--json", str(tmp_path / "eval.json")]) == 0
+    assert main([*base, "--prompt-set", "validation"]) == 0
+    results = json.loads((folder / "eval_results.json").read_text())
+    assert set(results["evaluate"]) == {"shapes/benchmark", "shapes/validation"}
+    benchmark = results["evaluate"]["shapes/benchmark"]
+    assert benchmark["command"] == f"hf-textimg evaluate --model {folder} --prompts-per-category 1 --steps 1"  # no --json/--record/--quiet
+    assert benchmark["metrics"]["shapes_overall"] == json.loads((tmp_path / "eval.json").read_text())["overall"]
+    card = ModelCard.load(folder / "README.md")
+    assert card.text.count("hf-textimg evaluate --model") == 2 and "In-run figures." in card.text and "Kept." in card.text
+    reported = {r.metric_name: r.metric_value for r in card.data.eval_results}
+    assert reported["overall"] == round(benchmark["metrics"]["shapes_overall"], 4)  # the model-index reports the recorded benchmark
+    assert main([*base]) == 0 and ModelCard.load(folder / "README.md").text.count("hf-textimg evaluate --model") == 2  # replaced, not added
+
+
+def test_evaluate_record_needs_a_local_folder(tmp_path, capsys):
+    assert main(["evaluate", "--model", "some-org/some-model", "--record", "--quiet"]) == 2
+    assert "--record writes into the model's folder" in capsys.readouterr().err
+
+
 # -- the shipped model and the demo ----------------------------------------------------------------
 
 
-def test_shipped_model_is_small_safetensors_only():
-    folder = pretrained.pretrained_path()
-    files = [p for p in folder.rglob("*") if p.is_file()]
-    assert {p.suffix for p in files} <= {".json", ".safetensors", ".md", ".png"}
-    assert {"model_index.json", "unet", "text_encoder", "tokenizer", "scheduler"} <= {p.name for p in folder.iterdir()}
-    assert sum(p.stat().st_size for p in files) < 30 * 2**20
+def test_shipped_models_are_safetensors_only_and_within_the_budget():
+    names = pretrained.available_models()
+    assert pretrained.DEFAULT_MODEL in names
+    total = 0
+    for name in names:
+        folder = pretrained.pretrained_path(name)
+        files = [p for p in folder.rglob("*") if p.is_file()]
+        assert {p.suffix for p in files} <= {".json", ".safetensors", ".md", ".png"}, name  # never a pickle
+        assert {"model_index.json", "README.md", "eval_results.json", "unet", "text_encoder", "tokenizer", "scheduler"} <= {p.name for p in folder.iterdir()}, name
+        total += sum(p.stat().st_size for p in files)
+    assert total < 50 * 2**20  # every shipped model together
 
 
 def test_shipped_model_listens_to_position_words():
@@ -202,6 +235,10 @@ def test_demo_with_the_shipped_model_writes_its_grid(tmp_path, capsys):
     stdout = capsys.readouterr().out
     assert f"Grid: {tmp_path / 'shapes_demo.png'}" in stdout
     assert all(prompt in stdout for _, prompt in DEMO_PROMPTS)  # each prompt's scorer verdict
+    if pretrained.EMOJI_DEMO_MODEL in pretrained.available_models():  # the shipped emoji model's grid beside it
+        emoji = Image.open(tmp_path / "emoji_demo.png")
+        assert emoji.width == grid_width(1) and emoji.height > len(EMOJI_DEMO_PROMPTS) * 128
+        assert f"Grid: {tmp_path / 'emoji_demo.png'}" in stdout
 
 
 def test_missing_shipped_model_says_how_to_train_one(tmp_path, monkeypatch, capsys):

@@ -16,6 +16,7 @@ import shlex
 from pathlib import Path
 
 DEFAULT_MODEL = "shapes-diffusion-32"
+EMOJI_DEMO_MODEL = "emoji-diffusion-32"  # the shipped emoji model `hf-textimg demo` draws a second grid with
 PRETRAINED_DIR = Path(__file__).resolve().parent
 
 # How the shipped default was made: the concept model whose text tower it starts from, then the command its model
@@ -60,4 +61,4 @@ def pretrained_path(name: str = DEFAULT_MODEL) -> Path:
     return path
 
 
-__all__ = ["DEFAULT_MODEL", "PRETRAINED_DIR", "available_models", "pretrained_path"]
+__all__ = ["DEFAULT_MODEL", "EMOJI_DEMO_MODEL", "PRETRAINED_DIR", "available_models", "pretrained_path"]
