@@ -1,6 +1,6 @@
 """Compute efficiency: achieved FLOP/s of our diffusion training step, as a percentage of this machine's matmul peak.
 
-    python -m benchmarks.flops                                   # the README diffusion run's step, all cores
+    python -m benchmarks.flops                                   # the documented diffusion recipe's step, all cores
     python -m benchmarks.flops --routes diffusion baseline --threads 2 --steps 20
 
 FLOPs of one training step (forward + backward; the optimizer and EMA are elementwise and not counted) are

@@ -1,6 +1,6 @@
 """The training runs the benchmarks measure, each as (training script, its arguments at the real size).
 
-Real sizes are those of the README's measured runs (its "Reproduce" commands): the concept model (batch 256,
+Real sizes are those of the measured runs (docs/performance.md, the model cards' commands): the concept model (batch 256,
 128-wide 2-layer text tower, 16-channel 3-stage image tower), the one-shot decoder (batch 64, `--objective both`,
 4 noise samples, text tower fine-tuned), the diffusion U-Net (batch 64, bf16, EMA, frozen text tower of the
 concept model), and the auto-encoder at its defaults (batch 64). `--quick` sizes are tiny, for smoke tests.
@@ -11,7 +11,7 @@ Routes:
     concept         training/train_concept.py (contrastive)
     autoencoder     training/train_autoencoder.py
     decoder         training/train_decoder.py (needs a concept model: `concept_model_path`)
-    diffusion       training/train_diffusion.py, frozen text tower of a concept model (the README run)
+    diffusion       training/train_diffusion.py, frozen text tower of a concept model (the documented run)
     diffusion+text  training/train_diffusion.py, text tower trained from scratch with the U-Net
     baseline        benchmarks/baseline.py: CLIPTextModel + SD-layout UNet2DConditionModel, epsilon, the
                     text-to-image example's step and data path, U-Net parameter count matched to ours

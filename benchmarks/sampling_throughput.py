@@ -7,7 +7,7 @@ and the upstream baseline at the same steps.
 
 Without a `--*model` folder each pipeline is built with random weights at its training route's real size
 (benchmarks/routes.py; throughput does not depend on the weights): `DecoderPipeline` (128-wide 2-layer text
-tower + the README decoder), `ConceptDiffusionPipeline` (same text tower + our default U-Net + the DPM-Solver++
+tower + the documented decoder recipe), `ConceptDiffusionPipeline` (same text tower + our default U-Net + the DPM-Solver++
 scheduler train_diffusion.py ships) and `BaselinePipeline` (CLIPTextModel + the SD-layout U-Net of matched
 size + upstream DPMSolverMultistep; `baseline+ourattention` has cross-attention only at the lowest resolution,
 as our U-Net). The diffusion pipelines use classifier-free guidance 4 (two U-Net rows per image). A call = prompts -> numpy images (`output_type="np"`), tokenisation and post-processing included.
@@ -54,7 +54,7 @@ def random_pipeline(name: str, quick: bool, workdir: str):
     from benchmarks import baseline
 
     out = ["--output_dir", workdir]
-    # The diffusion+text route's text tower is the size of the concept model's (the README's 128 x 2 layers).
+    # The diffusion+text route's text tower is the size of the concept model's (the documented recipe's 128 x 2 layers).
     text_cfg = parse_args(train_diffusion.DiffusionTrainConfig, ROUTES["diffusion+text"].argv(quick, extra=out), ShapesDataArguments)
     tokenizer = shapes_tokenizer(text_cfg.max_length)
     if name.startswith("baseline"):

@@ -1,10 +1,10 @@
-"""Which speed-ups pay on this machine: each one alone, against the route's README configuration, side by side.
+"""Which speed-ups pay on this machine: each one alone, against the route's recipe configuration, side by side.
 
     python -m benchmarks.speedups --threads 2                      # training: diffusion and decoder; sampling: diffusion
     python -m benchmarks.speedups --threads 2 --train diffusion --sample
 
-Training variants (each is one change to the route's README arguments, benchmarks/routes.py):
-    as README        the route's own arguments (diffusion: bf16 autocast; decoder: fp32)
+Training variants (each is one change to the route's recipe arguments, benchmarks/routes.py):
+    as recipe        the route's own arguments (diffusion: bf16 autocast; decoder: fp32)
     fp32 / bf16      `--mixed_precision no` / `--mixed_precision bf16`
     channels_last    `--channels_last` (conv weights, hence activations, in NHWC)
     adam_fused       `--adam_fused` (torch.optim.AdamW(fused=True) instead of foreach=True)
@@ -14,9 +14,9 @@ Training variants (each is one change to the route's README arguments, benchmark
 Sampling variants (the diffusion pipeline at the route's size, random weights, batch `--batch`, guidance 4):
     fp32, bf16 autocast, channels_last, channels_last + bf16, and `torch.compile(unet)` (+ bf16).
 
-"as README" runs first and again last ("as README, again"): the difference between the two is the noise.
+"as recipe" runs first and again last ("as recipe, again"): the difference between the two is the noise.
 Timing as in train_throughput / sampling_throughput (median step or call after warm-up). A speed-up is kept
-as a default only where this benchmark shows it (README "Performance"). Prints tables, then one JSON line.
+as a default only where this benchmark shows it (docs/performance.md). Prints tables, then one JSON line.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from benchmarks.common import TimedLoop, add_common_args, emit, format_table, ma
 from benchmarks.routes import ROUTES, make_concept_model, run_route  # noqa: E402
 
 TRAIN_VARIANTS: dict[str, tuple[list[str], dict[str, str]]] = {
-    "as README": ([], {}),
+    "as recipe": ([], {}),
     "fp32": (["--mixed_precision", "no"], {}),
     "bf16": (["--mixed_precision", "bf16"], {}),
     "channels_last": (["--channels_last"], {}),
@@ -109,21 +109,21 @@ def main(argv: list[str] | None = None) -> dict:
         concept_path = make_concept_model(str(workdir / "concept-model"), args.quick) if args.train else None
         for route in args.train:
             train[route] = {v: train_variant(route, v, args.quick, workdir, concept_path, args.warmup, args.steps) for v in args.train_variants}
-            if "as README" in args.train_variants:  # once more, last: the run-to-run noise of the comparison
-                train[route]["as README, again"] = train_variant(route, "as README", args.quick, workdir, concept_path, args.warmup, args.steps)
+            if "as recipe" in args.train_variants:  # once more, last: the run-to-run noise of the comparison
+                train[route]["as recipe, again"] = train_variant(route, "as recipe", args.quick, workdir, concept_path, args.warmup, args.steps)
         for variant in args.sample:
             sample[variant] = sample_variant(variant, args.quick, tmp, args.batch, args.num_inference_steps, min(args.warmup, 1), args.repeats)
 
     print_machine(info)
     if train:
-        print(f"Training: {args.warmup} warm-up + {args.steps} timed steps; images/s = batch / median step; ÷ README = speed-up")
+        print(f"Training: {args.warmup} warm-up + {args.steps} timed steps; images/s = batch / median step; ÷ recipe = speed-up")
         rows = []
         for route, variants in train.items():
-            base = variants.get("as README", {}).get("images_per_s")
+            base = variants.get("as recipe", {}).get("images_per_s")
             for v, r in variants.items():
-                r["ratio_to_readme"] = ratio(r["images_per_s"], base)
-                rows.append([route, v, r["mixed_precision"], r["first_step_seconds"], r["median_step_seconds"], r["images_per_s"], r["ratio_to_readme"]])
-        print(format_table(["route", "variant", "precision", "first step s", "median step s", "images/s", "÷ README"], rows))
+                r["ratio_to_recipe"] = ratio(r["images_per_s"], base)
+                rows.append([route, v, r["mixed_precision"], r["first_step_seconds"], r["median_step_seconds"], r["images_per_s"], r["ratio_to_recipe"]])
+        print(format_table(["route", "variant", "precision", "first step s", "median step s", "images/s", "÷ recipe"], rows))
     if sample:
         print(f"Sampling: diffusion pipeline, batch {args.batch}, {args.num_inference_steps} DPM-Solver++ steps, guidance 4; ÷ fp32 = speed-up")
         base = sample.get("fp32", {}).get("images_per_s")

@@ -8,7 +8,7 @@ after a fixed budget, for our diffusion route, our one-shot route and the upstre
 `baseline+ourattention` is the baseline with cross-attention only at the lowest resolution, as in our U-Net
 (benchmarks/routes.py). Flags after `--` go to every route's script, so give them with one `--route`.
 
-Each route runs its training script's `main()` at the README's settings (benchmarks/routes.py) under a
+Each route runs its training script's `main()` at the documented recipes' settings (benchmarks/routes.py) under a
 `TimedLoop`: the clock counts the training loop only (data loading and every step, EMA included). Every
 `--eval_every_minutes` of that clock, and when the budget is reached, the script's own evaluator scores the
 Shapes benchmark (`--eval_prompts_per_category` prompts per category, `benchmark_prompts` seed 1234 for every
@@ -18,7 +18,7 @@ gives their total (`off_clock_seconds`). The 0.8 / 0.9 times are those of the fi
 threshold, so they are upper bounds with the resolution of `--eval_every_minutes`.
 
 Routes that read a concept model (the one-shot decoder always, diffusion unless `--concept_minutes 0`) first
-train one with training/train_concept.py for `--concept_minutes` (the README's 10), and those minutes count:
+train one with training/train_concept.py for `--concept_minutes` (the documented 10), and those minutes count:
 the route's curve starts there and the budget `--minutes` is concept + route. With `--concept_model_path`, that
 model is used and `--concept_minutes` is what it cost (stated by you). `--concept_minutes 0` makes diffusion
 train its own text tower from scratch with the U-Net (no concept model). Prints the curve per route, a summary

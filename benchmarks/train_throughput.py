@@ -3,7 +3,7 @@
     python -m benchmarks.train_throughput                       # every route, every core
     python -m benchmarks.train_throughput --threads 2 --warmup 5 --steps 30 --routes diffusion baseline
 
-Each route runs its training script's own `main()` at the README's real size (benchmarks/routes.py) for
+Each route runs its training script's own `main()` at the real size of the runs docs/performance.md measures (benchmarks/routes.py) for
 `--warmup` + `--steps` optimizer steps; a step is the interval between two optimizer steps of the shared
 training loop (data loading, forward, backward, clipping, optimizer, LR schedule and EMA included; no
 checkpoints or evaluation). images/s = batch size / median step time over the `--steps` timed steps.

@@ -3,7 +3,7 @@
     python -m benchmarks.word_probes                                   # the shipped model
     python -m benchmarks.word_probes hf_textimg/pretrained/shapes-diffusion-32 outputs/diffusion-telr
 
-For each pipeline and each swap (the README's probe table): the max |difference| of the U-Net's clean-image
+For each pipeline and each swap (the probe table of docs/experiments/2026-11-22-diffusion.md): the max |difference| of the U-Net's clean-image
 estimates for the two prompts from the same noise at timestep `--timestep` (where layout is decided), and the
 distance between the two prompts' pooled concepts. Near 0 = the word is ignored; a colour swap gives ~1.7.
 Then `relation_side_probe`: can a linear read-out of the token states tell which object of a relation caption goes

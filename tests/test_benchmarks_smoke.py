@@ -139,11 +139,11 @@ def test_flops_quick():
 def test_speedups_quick():
     from benchmarks.speedups import SAMPLE_VARIANTS, TRAIN_VARIANTS, main
 
-    record = main(QUICK + ["--train", "diffusion", "--train_variants", "as README", "fp32", "channels_last", "adam_fused",
+    record = main(QUICK + ["--train", "diffusion", "--train_variants", "as recipe", "fp32", "channels_last", "adam_fused",
                            "--sample", "fp32", "channels_last+bf16"])
     variants = record["train"]["diffusion"]
-    assert set(variants) - {"as README, again"} <= set(TRAIN_VARIANTS) and variants["as README"]["ratio_to_readme"] == pytest.approx(1.0)
-    assert variants["as README"]["mixed_precision"] == "bf16" and variants["fp32"]["mixed_precision"] == "no"
+    assert set(variants) - {"as recipe, again"} <= set(TRAIN_VARIANTS) and variants["as recipe"]["ratio_to_recipe"] == pytest.approx(1.0)
+    assert variants["as recipe"]["mixed_precision"] == "bf16" and variants["fp32"]["mixed_precision"] == "no"
     assert all(v["images_per_s"] > 0 for v in variants.values())
     assert set(record["sample"]) == {"fp32", "channels_last+bf16"} <= set(SAMPLE_VARIANTS)
     assert record["sample"]["fp32"]["ratio_to_fp32"] == pytest.approx(1.0)

@@ -299,7 +299,7 @@ class ConceptDiffusionPipeline(TextToImageMixin, DiffusionPipeline):
                 downsampling factor (the model was trained at `sample_size` only).
             num_inference_steps (`int`, defaults to 20): denoising steps (DPM-Solver++ needs ~20, DDPM 1000).
             guidance_scale (`float`, defaults to 3.0): classifier-free guidance weight; <= 1 disables guidance. Models
-                trained on random-cell count scenes draw extra objects above 2 (README, "Diffusion").
+                trained on random-cell count scenes draw extra objects above 2 (docs/experiments/2026-11-22-diffusion.md).
             negative_prompt (`str` or `list[str]`, *optional*): what to steer away from; default the empty caption.
             num_images_per_prompt (`int`, defaults to 1): images per caption, prompt 0's images first.
             generator (`torch.Generator` or one per image, *optional*): with a list, image i's starting noise and
