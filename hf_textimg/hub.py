@@ -270,6 +270,8 @@ def render_model_card(
         example_prompts=json.dumps(_example_prompts(kind, config, dataset)),
         evaluate_block=evaluate_block(recorded) if recorded else "",
         compute=results.get("compute"),  # where it trained, when not this machine's CPU (written by hand when shipping)
+        notes=results.get("notes", []),  # limitations of this model in particular (written by hand when shipping)
+        example_prompt=_example_prompts(kind, config, dataset)[0],
     )
 
 
@@ -287,7 +289,7 @@ EVALUATE_BEGIN, EVALUATE_END = "<!-- hf-textimg evaluate: begin -->", "<!-- hf-t
 
 def evaluate_block(recorded: dict) -> str:
     """Markdown for the evaluations recorded in eval_results.json["evaluate"]: each one's command and table."""
-    lines = [EVALUATE_BEGIN, "With the pipeline's defaults, as `hf-textimg evaluate` reproduces them:", ""]
+    lines = [EVALUATE_BEGIN, "Measured by the package's own evaluation; each command reproduces its table:", ""]
     for entry in recorded.values():
         lines += [f"`{entry['command']}` ({entry['what']}):", "", "```text", entry["table"].rstrip("\n"), "```", ""]
     return "\n".join(lines + [EVALUATE_END])
