@@ -27,6 +27,7 @@ from hf_textimg.hub import write_card_and_push
 from hf_textimg.data.emoji_arguments import EmojiDataArguments
 from hf_textimg.shapes import ShapesDataArguments, hard_negative_caption
 from hf_textimg.tokenization import tokenize_captions
+from hf_textimg.data.streaming import caption_sample
 from hf_textimg.training import (
     TensorImageTextDataset,
     TrainConfig,
@@ -204,7 +205,7 @@ def main(argv: list[str] | None = None) -> dict:
     accelerator = build_accelerator(cfg)
 
     train_data = load_split(cfg, "train", cfg.max_train_samples)
-    tokenizer = load_or_train_tokenizer(cfg, train_data[cfg.caption_column], accelerator)
+    tokenizer = load_or_train_tokenizer(cfg, caption_sample(train_data, cfg.caption_column), accelerator)
     model = build_model(cfg, tokenizer)
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable()

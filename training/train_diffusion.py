@@ -40,6 +40,7 @@ from hf_textimg.pipelines.prompt_embeds import encode_concept
 from hf_textimg.data.emoji_arguments import EmojiDataArguments
 from hf_textimg.shapes import ShapesDataArguments, benchmark_prompts, evaluate_shapes
 from hf_textimg.tokenization import tokenize_captions
+from hf_textimg.data.streaming import caption_sample
 from hf_textimg.training import (
     build_emas,
     ema_checkpoint_modules,
@@ -270,7 +271,7 @@ def default_validation_prompts(cfg: DiffusionTrainConfig, train_data) -> list[st
         return list(cfg.validation_prompts)
     if cfg.uses_shapes:
         return [p.prompt for p in benchmark_prompts(1, seed=cfg.seed)]  # one unseen prompt per category
-    captions = train_data[cfg.caption_column][:8]
+    captions = caption_sample(train_data, cfg.caption_column, max_rows=8)[:8]
     return [c if isinstance(c, str) else c[0] for c in captions]
 
 
@@ -338,7 +339,7 @@ def main(argv: list[str] | None = None) -> dict:
     accelerator = build_accelerator(cfg)
 
     train_data = load_split(cfg, "train", cfg.max_train_samples)
-    tokenizer = load_or_train_tokenizer(cfg, train_data[cfg.caption_column], accelerator, pretrained=cfg.concept_model_path)
+    tokenizer = load_or_train_tokenizer(cfg, caption_sample(train_data, cfg.caption_column), accelerator, pretrained=cfg.concept_model_path)
     text_encoder = load_text_encoder(cfg, tokenizer)
     unet = build_model(cfg, text_encoder)
     noise_scheduler = build_noise_scheduler(cfg)

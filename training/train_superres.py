@@ -57,6 +57,7 @@ from hf_textimg.pipelines.prompt_embeds import encode_concept  # noqa: E402
 from hf_textimg.data.emoji_arguments import EmojiDataArguments  # noqa: E402
 from hf_textimg.shapes import ShapesDataArguments  # noqa: E402
 from hf_textimg.tokenization import tokenize_captions  # noqa: E402
+from hf_textimg.data.streaming import caption_sample
 from hf_textimg.training import (  # noqa: E402
     TensorImageTextDataset,
     build_accelerator,
@@ -281,7 +282,7 @@ def main(argv: list[str] | None = None) -> dict:
     accelerator = build_accelerator(cfg)
 
     train_data = load_split(cfg, "train", cfg.max_train_samples)
-    tokenizer = load_or_train_tokenizer(cfg, train_data[cfg.caption_column], accelerator, pretrained=tokenizer_folder)
+    tokenizer = load_or_train_tokenizer(cfg, caption_sample(train_data, cfg.caption_column), accelerator, pretrained=tokenizer_folder)
     text_encoder = load_text_encoder(dataclasses.replace(cfg, concept_model_path=text_folder), tokenizer).to(accelerator.device)
     unet = build_model(cfg, text_encoder)
     noise_scheduler, noising_scheduler = build_noise_scheduler(cfg), build_noise_scheduler(cfg)

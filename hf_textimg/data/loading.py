@@ -179,15 +179,26 @@ def decode_images(data, image_column: str, resolution: int) -> tuple[np.ndarray,
     skipped, first_error, n = [], None, 0
     for i, value in enumerate(raw):
         try:
-            image = decode(value) if decode is not None else value
-            if not isinstance(image, Image.Image):
-                raise TypeError(f"a {type(image).__name__}, not an image")
-            images[n] = np.asarray(square_image(image, resolution))
+            images[n] = decode_image_value(value, resolution, decode)
             n += 1
         except Exception as error:  # PIL raises several types (UnidentifiedImageError, OSError, SyntaxError, ...)
             skipped.append(i)
             first_error = first_error or f"row {i}: {type(error).__name__}: {error}"
     return images[:n], skipped, first_error
+
+
+def decode_image_value(value, resolution: int, decode: Callable | None = None) -> np.ndarray:
+    """One image cell -> (R, R, 3) uint8 (see `square_image`): a PIL image, an (R, R, 3) uint8 array (kept as is), or
+    with `decode` (e.g. `datasets.Image().decode_example`) an undecoded {"bytes", "path"} cell. Raises on anything else
+    and on a corrupt file; callers skip and count such rows."""
+    if isinstance(value, np.ndarray) and value.shape == (resolution, resolution, 3) and value.dtype == np.uint8:
+        return value  # already pixels (a rendered stream, e.g. hf_textimg.shapes.shapes_iterable_dataset)
+    image = decode(value) if decode is not None else value
+    if isinstance(image, np.ndarray):
+        image = Image.fromarray(image)
+    if not isinstance(image, Image.Image):
+        raise TypeError(f"a {type(image).__name__}, not an image")
+    return np.asarray(square_image(image, resolution))
 
 
 def image_to_tensor(image: Image.Image, resolution: int, random_flip: bool = False, rng: random.Random | None = None) -> torch.Tensor:
@@ -265,6 +276,10 @@ class ImageTextCollator:
 
     def __call__(self, examples: list[dict]) -> dict:
         batch = {"pixel_values": torch.stack([e["pixel_values"] for e in examples]).contiguous()}
+        if "num_skipped" in examples[0]:  # a stream's undecodable rows before these samples (hf_textimg.data.streaming)
+            batch["num_skipped"] = sum(e["num_skipped"] for e in examples)
+        if "id" in examples[0]:
+            batch["id"] = [e["id"] for e in examples]
         if "text" in examples[0]:
             batch["text"] = [e["text"] for e in examples]
             if self.tokenizer is not None:

@@ -60,3 +60,15 @@ class ShapesDataArguments:
         kind_probs = None if self.shapes_kind_probs is None else tuple(self.shapes_kind_probs)
         return {"num_train": self.num_shapes_train, "num_validation": self.num_shapes_eval, "num_heldout": self.num_shapes_eval,
                 "seed": seed, "kind_probs": kind_probs, "layout": self.layout}
+
+    @property
+    def num_train_rows(self) -> int:
+        """Rows of the train split (for `--streaming` unset: in memory or streamed, by size)."""
+        return self.num_shapes_train
+
+    def streaming_dataset(self, resolution: int, seed: int):
+        """The train split for `--streaming`: `num_shapes_train` rows rendered while training reads them
+        (`shapes_iterable_dataset`), so a million-image run needs neither disk nor memory for the set."""
+        from .dataset import shapes_iterable_dataset
+
+        return shapes_iterable_dataset(self.num_shapes_train, resolution, seed, kind_probs=self.shapes_kind_probs, layout=self.layout)

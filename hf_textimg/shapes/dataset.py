@@ -1,5 +1,6 @@
-"""The Shapes data: `build_shapes_dataset` (a `datasets.DatasetDict` with train / validation / heldout) and
-`ShapesStream` (infinite on-the-fly training samples), both drawn with `sample_scene` and `render_batch`.
+"""The Shapes data: `build_shapes_dataset` (a `datasets.DatasetDict` with train / validation / heldout),
+`shapes_iterable_dataset` (a train split of any size as a `datasets.IterableDataset`, rendered on the fly) and
+`ShapesStream` (infinite on-the-fly training samples), all drawn with `sample_scene` and `render_batch`.
 
 Same seed, same data: each split (and each stream rank and worker) has its own seeded generator.
 """
@@ -78,6 +79,37 @@ def build_shapes_dataset(
     kind_probs, layout = check_kind_probs(kind_probs), check_layout(layout)
     counts = {"train": num_train, "validation": num_validation, "heldout": num_heldout}
     return datasets.DatasetDict({split: _build_split(n, split, size, seed, kind_probs, layout) for split, n in counts.items()})
+
+
+def _render_shards(shards: list[int], rows: list[int], size: int, seed: int, kind_probs, layout) -> Iterator[dict]:
+    """`datasets.IterableDataset.from_generator` body: shard i holds rows[i] scenes drawn from its own generator
+    (seed, train, shard), so a shard's rows are the same whichever worker or process renders it."""
+    for shard, num in zip(shards, rows):
+        rng = np.random.default_rng([seed, _SPLIT_STREAMS["train"], 1 << 20, shard])  # 1 << 20: apart from ShapesStream's ranks
+        for start in range(0, num, 256):  # render in chunks: stamps make a chunk far cheaper than one-by-one
+            scenes = [sample_scene(rng, split="train", size=size, kind_probs=kind_probs, layout=layout) for _ in range(min(256, num - start))]
+            texts = [caption_scene(scene, rng) for scene in scenes]
+            for i, (image, text) in enumerate(zip(render_batch(scenes, size), texts)):  # image: (H, W, 3) uint8
+                yield {"image": image, "text": text, "id": f"{shard}-{start + i}"}
+
+
+def shapes_iterable_dataset(
+    num_train: int = 20000,
+    size: int = BASE_SIZE,
+    seed: int = 0,
+    num_shards: int = 64,
+    kind_probs: Sequence[float] | None = None,
+    layout: ShapesLayout | None = None,
+) -> datasets.IterableDataset:
+    """A Shapes train split of `num_train` rows as a `datasets.IterableDataset` in `num_shards` shards, rendered
+    while it is read: a million-image run needs no disk and no memory for the set. Columns: image ((H, W, 3) uint8
+    array), text, id ("<shard>-<row>"). Same seed, same rows (not the rows of `build_shapes_dataset`'s train split,
+    which draws from one generator)."""
+    kind_probs, layout = check_kind_probs(kind_probs), check_layout(layout)
+    num_shards = max(1, min(num_shards, num_train))
+    rows = [num_train // num_shards + (i < num_train % num_shards) for i in range(num_shards)]
+    kwargs = {"shards": list(range(num_shards)), "rows": rows, "size": size, "seed": seed, "kind_probs": kind_probs, "layout": layout}
+    return datasets.IterableDataset.from_generator(_render_shards, gen_kwargs=kwargs)
 
 
 class ShapesStream(torch.utils.data.IterableDataset):

@@ -227,9 +227,11 @@ def resolve_resume_path(resume_from_checkpoint: str | None, output_dir: str) -> 
     return path
 
 
-def save_checkpoint(accelerator, output_dir: str, step: int, models: dict, optimizer, lr_scheduler, trainer_state: dict, limit: int | None = None) -> Path:
+def save_checkpoint(accelerator, output_dir: str, step: int, models: dict, optimizer, lr_scheduler, trainer_state: dict, limit: int | None = None,
+                    data_state: dict | None = None) -> Path:
     """Write ``checkpoint-<step>`` atomically. Must be called on every process (each
-    writes its RNG state); the main process writes the rest and renames."""
+    writes its RNG state, and with `data_state` its position in a streamed training set); the main process writes
+    the rest and renames."""
     output_dir = Path(output_dir)
     final = output_dir / f"checkpoint-{step}"
     name = [f".tmp-checkpoint-{step}-{uuid.uuid4().hex[:12]}"]  # unique: no two saves ever share a folder
@@ -242,6 +244,8 @@ def save_checkpoint(accelerator, output_dir: str, step: int, models: dict, optim
         tmp.mkdir(parents=True)
     accelerator.wait_for_everyone()
     save_tree(rng_state(), tmp, f"rng_state_{accelerator.process_index}")
+    if data_state is not None:
+        save_tree(data_state, tmp, f"data_state_{accelerator.process_index}")
     if accelerator.is_main_process:
         for name, model in models.items():
             state = accelerator.unwrap_model(model).state_dict()
@@ -283,6 +287,14 @@ def load_checkpoint(accelerator, path: Path, models: dict, optimizer, lr_schedul
     return json.loads((path / "trainer_state.json").read_text())
 
 
+def load_data_state(path: Path, process_index: int) -> dict:
+    """This process's position in a streamed training set (`StreamingDataLoader.state_dict()`), saved by `save_checkpoint`."""
+    if not (path / f"data_state_{process_index}.json").is_file():
+        raise ValueError(f"--resume_from_checkpoint {path} holds no streaming position for process {process_index} (written by a run "
+                         "that kept its data in memory); resume with that run's --streaming setting, or start a new run.")
+    return load_tree(path, f"data_state_{process_index}")
+
+
 @contextlib.contextmanager
 def _naming(file: Path, what: str):
     """Turn an error while loading `file` into a ValueError naming it and the likely cause."""
@@ -302,7 +314,7 @@ def _naming(file: Path, what: str):
 # Flags that fix which samples each step sees: a checkpoint's position (epoch, batch) means nothing under other values.
 DATA_ORDER_FLAGS = (
     "dataset_name", "train_data_dir", "dataset_config_name", "image_column", "caption_column", "resolution",
-    "max_train_samples", "train_batch_size", "gradient_accumulation_steps", "seed",
+    "max_train_samples", "train_batch_size", "gradient_accumulation_steps", "seed", "streaming", "shuffle_buffer_size",
 )
 # Flags whose new values a resumed run ignores: the optimizer and its schedule come back from the checkpoint.
 RESTORED_FLAGS = ("learning_rate", "text_encoder_lr", "lr_scheduler", "lr_warmup_steps", "adam_beta1", "adam_beta2", "adam_weight_decay", "adam_epsilon")
@@ -314,7 +326,9 @@ def check_resume_settings(path: Path, saved_config: dict | None, config: dict, n
     overrides, gets a warning saying so."""
     if not saved_config:
         return
-    is_data = lambda k: k in DATA_ORDER_FLAGS or k.startswith(("shapes_", "num_shapes_"))  # noqa: E731
+    # a stream's position is per DataLoader worker, so their number is part of it (the in-memory order does not depend on it)
+    streamed = ("dataloader_num_workers",) if config.get("streaming") else ()
+    is_data = lambda k: k in DATA_ORDER_FLAGS or k in streamed or k.startswith(("shapes_", "num_shapes_"))  # noqa: E731
     changed = {k: (saved_config[k], v) for k, v in config.items() if k in saved_config and saved_config[k] != v}
     data = [f"--{k} {new!r} (checkpoint: {old!r})" for k, (old, new) in changed.items() if is_data(k)]
     saved_processes = len(list(path.glob("rng_state_*.json")))

@@ -50,7 +50,14 @@ class TrainConfig:
                                 "the same way. shapes_relations: 'b right of a' -> 'a left of b' (hf_textimg.data.prompts)."},
     )
     random_flip: bool = field(default=False, metadata={"help": "Random horizontal flips (off: captions say left/right)."})
-    dataloader_num_workers: int = field(default=0, metadata={"help": "DataLoader worker processes."})
+    dataloader_num_workers: int = field(default=0, metadata={"help": "DataLoader worker processes (with --streaming they decode the images)."})
+    streaming: bool | None = field(
+        default=None, metadata={"help": "Read the train split while training (datasets' streaming mode; images decoded in the DataLoader "
+                                "workers) instead of decoding it all into memory first. Unset: in memory while the decoded split fits "
+                                "(hf_textimg.data.streaming.choose_streaming), else streaming; the log says which was taken.",
+                                "nargs": "?", "const": True},  # `--streaming` alone means true, as for the other switches
+    )
+    shuffle_buffer_size: int = field(default=1000, metadata={"help": "--streaming: rows shuffled together (one block at a time, per worker)."})
 
     # Tokenizer
     tokenizer_name: str | None = field(default=None, metadata={"help": "Tokenizer folder; default: train one on the captions."})
@@ -132,7 +139,9 @@ class TrainConfig:
         check_prompt_normalization(self.prompt_normalization, "--prompt_normalization")
         if self.ddp_timeout < 1:
             raise ValueError(f"--ddp_timeout must be >= 1 second, got {self.ddp_timeout}.")
-        for name in ("train_batch_size", "max_train_steps", "gradient_accumulation_steps", "checkpointing_steps", "validation_steps", "max_length"):
+        if self.dataloader_num_workers < 0:
+            raise ValueError(f"--dataloader_num_workers must be >= 0, got {self.dataloader_num_workers}.")
+        for name in ("train_batch_size", "max_train_steps", "shuffle_buffer_size", "gradient_accumulation_steps", "checkpointing_steps", "validation_steps", "max_length"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name} must be >= 1, got {getattr(self, name)}.")
         if self.learning_rate <= 0:

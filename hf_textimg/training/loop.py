@@ -19,7 +19,7 @@ from accelerate.utils import DataLoaderConfiguration, DistributedType, InitProce
 from tqdm.auto import tqdm
 
 from ..data.loading import ImageTextCollator, decode_images, load_image_text_dataset
-from .checkpointing import check_resume_settings, list_checkpoints, load_checkpoint, resolve_resume_path, save_checkpoint
+from .checkpointing import check_resume_settings, list_checkpoints, load_checkpoint, load_data_state, resolve_resume_path, save_checkpoint
 from .config import TrainConfig, config_to_dict
 from .run_lock import lock_output_dir, release_output_dir
 from .safety import diverged, nonfinite, nonfinite_weights
@@ -128,9 +128,22 @@ class TensorImageTextDataset(torch.utils.data.Dataset):
 
 
 def load_split(cfg: TrainConfig, split: str, max_samples: int | None = None, caption_column: str | None = "default"):
-    """A `datasets.Dataset` for `split` of the configured source."""
-    builtin_kwargs = cfg.dataset_args.builder_kwargs(cfg.seed) if cfg.uses_dataset_args else None
+    """A `datasets.Dataset` for `split` of the configured source; for the train split with `--streaming` (or
+    `--streaming` unset and a split too large for memory: `resolve_streaming`) a `datasets.IterableDataset` of raw
+    rows, which `build_train_dataloader` decodes in its workers."""
     column = cfg.caption_column if caption_column == "default" else caption_column
+    if split == "train" and resolve_streaming(cfg, max_samples):
+        from ..data.streaming import load_streaming_dataset
+
+        builtin = None
+        if cfg.uses_dataset_args and hasattr(cfg.dataset_args, "streaming_dataset"):  # a built-in set that can render while read
+            builtin = lambda: cfg.dataset_args.streaming_dataset(cfg.resolution, cfg.seed)  # noqa: E731
+        return load_streaming_dataset(
+            dataset_name=cfg.dataset_name if cfg.train_data_dir is None else None, train_data_dir=cfg.train_data_dir, split=split,
+            image_column=cfg.image_column, caption_column=column, dataset_config_name=cfg.dataset_config_name, max_samples=max_samples,
+            builtin=builtin,
+        )
+    builtin_kwargs = cfg.dataset_args.builder_kwargs(cfg.seed) if cfg.uses_dataset_args else None
     data = load_image_text_dataset(
         dataset_name=cfg.dataset_name if cfg.train_data_dir is None else None,
         train_data_dir=cfg.train_data_dir,
@@ -148,8 +161,47 @@ def load_split(cfg: TrainConfig, split: str, max_samples: int | None = None, cap
     return data
 
 
+def resolve_streaming(cfg: TrainConfig, max_samples: int | None = None) -> bool:
+    """Whether the train split streams: `--streaming` as given, else decided once by the split's size
+    (`choose_streaming`) and written back into `cfg.streaming`, so checkpoints and cards record what ran."""
+    if cfg.streaming is not None:
+        reason = f"--streaming {str(cfg.streaming).lower()}"
+    elif cfg.uses_dataset_args and not hasattr(cfg.dataset_args, "streaming_dataset"):
+        cfg.streaming, reason = False, f"the built-in {cfg.dataset_name!r} set has no streaming mode"
+    else:
+        from accelerate import PartialState
+
+        from ..data.streaming import choose_streaming, count_rows
+
+        if cfg.uses_dataset_args:
+            rows = cfg.dataset_args.num_train_rows  # a built-in set that streams knows its size
+        else:
+            rows = count_rows(cfg.dataset_name if cfg.train_data_dir is None else None, cfg.train_data_dir, "train", cfg.dataset_config_name)
+        if rows is not None and max_samples is not None:
+            rows = min(rows, max_samples)
+        local = int(os.environ.get("LOCAL_WORLD_SIZE", PartialState().num_processes))
+        cfg.streaming, reason = choose_streaming(None, rows, cfg.resolution, local)
+    logger.info("Train split %s (%s).", "streamed" if cfg.streaming else "decoded into memory", reason)
+    return cfg.streaming
+
+
 def build_train_dataloader(cfg: TrainConfig, data, tokenizer=None, caption_column: str | None = "default"):
+    """The in-memory DataLoader for a `datasets.Dataset`; a `StreamingDataLoader` (this process's shards, decoded in
+    `--dataloader_num_workers` workers) for a `datasets.IterableDataset` from `load_split`."""
+    import datasets
+
     column = cfg.caption_column if caption_column == "default" else caption_column
+    collate_fn = ImageTextCollator(tokenizer, cfg.max_length, cfg.prompt_normalization)
+    if isinstance(data, datasets.IterableDataset):
+        from accelerate import PartialState
+
+        from ..data.streaming import build_streaming_dataloader
+
+        process = PartialState()
+        return build_streaming_dataloader(
+            data, cfg.resolution, cfg.train_batch_size, collate_fn, cfg.image_column, column, cfg.dataloader_num_workers,
+            cfg.shuffle_buffer_size, cfg.seed, process.process_index, process.num_processes, process.device,
+        )
     dataset = TensorImageTextDataset.from_dataset(data, cfg.resolution, cfg.image_column, column)
     return torch.utils.data.DataLoader(
         dataset,
@@ -157,7 +209,7 @@ def build_train_dataloader(cfg: TrainConfig, data, tokenizer=None, caption_colum
         shuffle=True,
         drop_last=True,
         num_workers=cfg.dataloader_num_workers,
-        collate_fn=ImageTextCollator(tokenizer, cfg.max_length, cfg.prompt_normalization),
+        collate_fn=collate_fn,
         # Without its own generator a DataLoader draws each iterator's base seed from the global
         # RNG, which would shift every random draw of a run resumed mid-epoch.
         generator=torch.Generator().manual_seed(cfg.seed),
@@ -277,7 +329,8 @@ def train_loop(
     each real optimizer step (e.g. EMA update, clamping); `evaluate(state)` returns metrics
     logged every `cfg.validation_steps` and at the end.
     """
-    if len(dataloader) == 0:
+    streaming = getattr(dataloader, "is_streaming", False)  # hf_textimg.data.streaming.StreamingDataLoader: endless, no len()
+    if not streaming and len(dataloader) == 0:
         raise ValueError(
             f"The training set ({len(dataloader.dataset)} examples) is smaller than one batch of --train_batch_size "
             f"{cfg.train_batch_size} x {accelerator.num_processes} processes; lower --train_batch_size or add data."
@@ -294,18 +347,24 @@ def train_loop(
         state.global_step, state.epoch, state.batch_in_epoch = saved["global_step"], saved["epoch"], saved["batch_in_epoch"]
         state.elapsed_seconds = saved.get("elapsed_seconds", 0.0)
         state.last_checkpoint = str(resume)
+        if streaming:
+            dataloader.load_state_dict(load_data_state(resume, accelerator.process_index))
         logger.info("Resumed from %s at step %d", resume, state.global_step)
 
     logger.info(
-        "Training %d steps: %d batches/epoch, batch %d x %d processes x %d accumulation",
-        cfg.max_train_steps, len(dataloader), cfg.train_batch_size, accelerator.num_processes, cfg.gradient_accumulation_steps,
+        "Training %d steps: %s batches/epoch, batch %d x %d processes x %d accumulation",
+        cfg.max_train_steps, "streamed" if streaming else len(dataloader), cfg.train_batch_size, accelerator.num_processes,
+        cfg.gradient_accumulation_steps,
     )
     progress = tqdm(range(cfg.max_train_steps), initial=state.global_step, desc="Steps", disable=not accelerator.is_local_main_process)
     start = time.perf_counter() - state.elapsed_seconds
     out_of_time, problem = False, None
     while state.global_step < cfg.max_train_steps and not out_of_time:
-        dataloader.set_epoch(state.epoch)
-        batches = accelerator.skip_first_batches(dataloader, state.batch_in_epoch) if state.batch_in_epoch else dataloader
+        if streaming:  # endless (epochs turn inside it, per process); a resumed run continues from its loaded state
+            batches = dataloader
+        else:
+            dataloader.set_epoch(state.epoch)
+            batches = accelerator.skip_first_batches(dataloader, state.batch_in_epoch) if state.batch_in_epoch else dataloader
         for batch in batches:
             state.batch_in_epoch += 1
             with accelerator.accumulate(*models.values()):
@@ -353,9 +412,11 @@ def train_loop(
                 logger.info("step %d: %s", state.global_step, {k: round(v, 4) for k, v in state.metrics.items()})
             if state.global_step % cfg.checkpointing_steps == 0:
                 _check_weights(cfg, state, checkpoint_models())  # never a checkpoint of NaN weights
+                state.epoch = dataloader.epoch if streaming else state.epoch
                 checkpoint = save_checkpoint(
                     accelerator, cfg.output_dir, state.global_step, checkpoint_models(), optimizer, lr_scheduler,
                     {**_state_dict(state), "config": config_to_dict(cfg)}, limit=cfg.checkpoints_total_limit,
+                    data_state=dataloader.state_dict() if streaming else None,
                 )
                 state.last_checkpoint = str(checkpoint)
                 if cfg.push_to_hub and accelerator.is_main_process:
