@@ -91,6 +91,7 @@ def test_workers_share_a_process_part_without_overlap(tmp_path):
     assert sorted(ids) == list(range(40))
 
 
+@pytest.mark.multiprocess
 def test_a_real_two_process_launch_reads_disjoint_data(tmp_path):
     """`accelerate launch --num_processes 2` (gloo on CPU) of the autoencoder on streamed parquet shards of random
     images: both processes finish with identical weights (gradients were averaged) and saw no common sample (pixel
