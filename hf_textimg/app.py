@@ -162,10 +162,10 @@ def verdict_text(verdict: dict[str, bool]) -> str:
 
 
 def verdict_table(verdicts: list[dict[str, bool]]) -> str:
-    """One Markdown row per image, one column per scored category (the gallery's captions are cut short)."""
-    header = ["image", *verdicts[0]]
-    rows = [[f"#{i + 1}", *("✓" if ok else "✗" for ok in v.values())] for i, v in enumerate(verdicts)]
-    return "\n".join("| " + " | ".join(row) + " |" for row in [header, ["---"] * len(header), *rows])
+    """A Markdown table, one row per scored category and one column per image (the gallery's captions are cut short)."""
+    rows = [["category", *(f"#{i + 1}" for i in range(len(verdicts)))], ["---"] * (len(verdicts) + 1)]
+    rows += [[category, *("✓" if v[category] else "✗" for v in verdicts)] for category in verdicts[0]]
+    return "\n".join("| " + " | ".join(row) + " |" for row in rows)
 
 
 def display(image: Image.Image) -> Image.Image:

@@ -20,7 +20,7 @@ pytest.importorskip("gradio_client", reason="gradio_client comes with gradio (th
 from gradio_client import Client  # noqa: E402
 from gradio_client.exceptions import AppError  # noqa: E402
 
-from hf_textimg.app import DISPLAY_SIDE, build_demo, check_settings, launch, model_choices  # noqa: E402
+from hf_textimg.app import DISPLAY_SIDE, build_demo, check_settings, generate, launch, model_choices  # noqa: E402
 from hf_textimg.shapes import ShapesScorer  # noqa: E402
 from tests.app_browser import chromium_path, generate_in_browser  # noqa: E402
 
@@ -209,3 +209,13 @@ def _connect(url: str, process: subprocess.Popen, tmp_path, timeout: float = 120
                 raise
             time.sleep(1)
 
+
+
+def test_the_progress_bar_follows_the_denoising_steps(tiny_folder):
+    calls = []
+
+    def progress(value, desc=None, unit=None, **kwargs):
+        calls.append((value, desc))
+
+    generate(tiny_folder, PROMPT, "", 2, 3, 3.0, 0, "as saved", device="cpu", progress=progress)
+    assert calls == [(0, "loading the model"), ((1, 3), "denoising"), ((2, 3), "denoising"), ((3, 3), "denoising")]
