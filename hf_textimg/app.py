@@ -175,11 +175,12 @@ def display(image: Image.Image) -> Image.Image:
 
 def summary(model: str, pipe, settings: dict, kwargs: dict, seconds: tuple[float, float], verdicts, notes: list[str]) -> str:
     """The Markdown under the gallery: how many images, how long, with what, and the scorer's tally."""
-    load, generate = seconds
+    load, make = seconds
     used = [f"seed {settings['seed']}"]
     if "num_inference_steps" in kwargs:
-        used = [f"{kwargs['num_inference_steps']} steps", f"guidance {kwargs['guidance_scale']:g}", type(pipe.scheduler).__name__, *used]
-    lines = [f"**{settings['num_images']} images in {load + generate:.1f} s** (loading {load:.1f} s, generating {generate:.1f} s) "
+        used = [f"{kwargs['num_inference_steps']} steps", f"guidance {kwargs['guidance_scale']:g}", type(getattr(pipe, "scheduler", None)).__name__, *used]
+    count = f"{settings['num_images']} image{'s' if settings['num_images'] > 1 else ''}"
+    lines = [f"**{count} in {load + make:.1f} s** (loading {load:.1f} s, generating {make:.1f} s) "
              f"with `{model}`: {', '.join(used)}"]
     if verdicts is None:
         lines.append("Shapes scorer: no verdict (the prompt is not a Shapes-world caption)")
@@ -199,7 +200,8 @@ def generate(model, prompt, negative_prompt, num_images, steps, guidance, seed, 
     progress(0, desc="loading the model")
     pipe = cached_pipeline(*resolve_model(model), settings["scheduler"], cli.resolve_device(device))
     loaded = time.perf_counter()
-    kwargs, notes = sampling_kwargs(pipe, settings, negative_prompt or "", progress)
+    kwargs, notes = sampling_kwargs(pipe, settings, str(negative_prompt or ""), progress)
+    progress(0, desc="generating")  # pipelines without per-step callbacks (a cascade, the one-shot decoder) stay here
     images = cli.generate_images(pipe, [prompt], settings["num_images"], settings["seed"], **kwargs)
     generated = time.perf_counter()
     verdicts = shapes_verdicts(images, prompt)

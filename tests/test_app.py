@@ -218,4 +218,17 @@ def test_the_progress_bar_follows_the_denoising_steps(tiny_folder):
         calls.append((value, desc))
 
     generate(tiny_folder, PROMPT, "", 2, 3, 3.0, 0, "as saved", device="cpu", progress=progress)
-    assert calls == [(0, "loading the model"), ((1, 3), "denoising"), ((2, 3), "denoising"), ((3, 3), "denoising")]
+    assert calls == [(0, "loading the model"), (0, "generating"), ((1, 3), "denoising"), ((2, 3), "denoising"), ((3, 3), "denoising")]
+
+
+def test_a_one_shot_pipeline_says_what_does_not_apply(tmp_path):
+    from hf_textimg.decoder import ConceptDecoder
+    from hf_textimg.pipelines import DecoderPipeline
+
+    base = tiny_base()
+    decoder = ConceptDecoder(code_dim=32, noise_dim=4, block_out_channels=(16, 16, 8, 8), norm_num_groups=4).eval()
+    DecoderPipeline(tokenizer=base.tokenizer, text_encoder=base.text_encoder, decoder=decoder).save_pretrained(tmp_path, safe_serialization=True)
+    gallery, summary = generate(str(tmp_path), PROMPT, "two blue squares", 2, 20, 3.0, 0, "ddim", device="cpu")
+    assert len(gallery) == 2
+    assert "DecoderPipeline generates in one pass: steps, guidance and scheduler do not apply" in summary
+    assert "DecoderPipeline takes no negative prompt: ignored" in summary
