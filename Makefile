@@ -1,7 +1,10 @@
 # Two commands, each doing its own set-up from a clean clone:
 #   make demo   create .venv, install torch (CPU wheel) and the package, run the demo
-#   make test   the same set-up with the `test` extra and transformers' common tests (downloaded once
-#               from PyPI into .cache/upstream-tests/), then the test suite
+#   make test   the same set-up with the `test` extra (which includes the `app` extra, Gradio, and playwright:
+#               tests/test_app.py serves the web app and drives it in Debian's chromium, which .ci/run installs)
+#               and transformers' common tests (downloaded once from PyPI into .cache/upstream-tests/), then
+#               the test suite
+#   make space  write build/space, a Hugging Face Space folder running the web app (spaces/build_space.py)
 # Users who bring their own torch (e.g. a CUDA build) keep it: torch is only installed
 # when `import torch` fails in the environment.
 
@@ -12,7 +15,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 PYTEST_ARGS ?=
 
-.PHONY: demo test install install-test upstream-tests clean
+.PHONY: demo test install install-test upstream-tests space clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -43,5 +46,10 @@ demo: install
 test: install-test upstream-tests
 	HF_HUB_OFFLINE=1 $(PY) -m pytest $(PYTEST_ARGS)
 
+# The web app as a Space: push with `hf upload --repo-type space ORG/NAME build/space .`
+space: install-test
+	rm -rf build/space
+	$(PY) spaces/build_space.py build/space
+
 clean:
-	rm -rf $(VENV) outputs .pytest_cache .cache/upstream-tests
+	rm -rf $(VENV) outputs .pytest_cache .cache/upstream-tests build/space

@@ -3,6 +3,7 @@
     hf-textimg generate "a red circle at the top left" "two blue squares" --num-images 4 --out outputs/grid.png
     hf-textimg evaluate --model outputs/diffusion-shapes --benchmark shapes --json outputs/eval.json
     hf-textimg demo --out outputs/demo                               # the shipped model on 8 prompts
+    hf-textimg serve                                                 # a web app (pip install 'hf-textimg[app]')
     hf-textimg data shapes --size 32 --out data/shapes32             # datasets.load_from_disk folder
     hf-textimg data emoji --styles noto twemoji openmoji fluent --size 64 --out data/emoji64
 
@@ -683,6 +684,18 @@ def run_data(args) -> int:
     return 0
 
 
+def run_serve(args) -> int:
+    """The web app (hf_textimg/app.py), served until interrupted; it needs the `app` extra (Gradio)."""
+    try:
+        from .app import serve
+    except ModuleNotFoundError as err:
+        if (err.name or "").split(".")[0] not in ("gradio", "gradio_client"):
+            raise
+        raise ValueError("the web app needs Gradio: pip install 'hf-textimg[app]'") from err
+    serve(args.host, args.port, args.model, args.device)
+    return 0
+
+
 def _add_model_args(parser: argparse.ArgumentParser) -> None:
     """--model, --device and the sampling options shared by generate, evaluate and demo."""
     add = parser.add_argument
@@ -720,6 +733,7 @@ def build_parser() -> argparse.ArgumentParser:
   hf-textimg generate "a red circle at the top left" "two blue squares" --out outputs/grid.png
   hf-textimg evaluate --benchmark shapes --json outputs/eval.json
   hf-textimg data shapes --size 32 --out data/shapes32
+  hf-textimg serve                                 # a web app on http://127.0.0.1:7860 (pip install 'hf-textimg[app]')
 
 Run `hf-textimg COMMAND --help` for a command's options and examples.""",
     )
@@ -877,6 +891,25 @@ fluentui-emoji@1.3.0` run in ~/.cache/hf_textimg/sources (docs/emoji.md). Builds
     demo.add_argument("--num-images", type=positive_int, default=4, help="images per prompt (default: 4)")
     _add_model_args(demo)
     demo.set_defaults(func=run_demo)
+
+    serve = sub.add_parser(
+        "serve",
+        help="a web app for the models (Gradio; pip install 'hf-textimg[app]')",
+        description=textwrap.fill("Serve a web page that generates images with a model: prompt, negative prompt, number of images, "
+                                  "steps, guidance, seed and scheduler; shows the images, the time taken and, for Shapes captions, "
+                                  "the Shapes scorer's verdict on each image. Needs the app extra: pip install 'hf-textimg[app]'."),
+        formatter_class=examples,
+        epilog="""examples:
+  hf-textimg serve                                   # open http://127.0.0.1:7860
+  hf-textimg serve --model outputs/diffusion-shapes --port 8080
+  hf-textimg serve --host 0.0.0.0                    # reachable from other machines""",
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)")
+    serve.add_argument("--port", type=positive_int, default=7860, help="port (default: 7860)")
+    serve.add_argument("--model", default=None, metavar="PATH_OR_REPO",
+                       help=f"the model shown first: a shipped name, a pipeline folder or a Hub repo id (default: {DEFAULT_MODEL})")
+    serve.add_argument("--device", type=device_arg, default="auto", help="auto (cuda when available, else cpu), cpu, cuda, cuda:N or mps")
+    serve.set_defaults(func=run_serve)
     return parser
 
 
