@@ -20,8 +20,8 @@ from diffusers import DiffusionPipeline
 from diffusers.pipelines.pipeline_utils import ImagePipelineOutput
 from diffusers.utils.torch_utils import randn_tensor
 
-from ..decoder import ConceptDecoder
-from ..concept import ConceptTextModel
+from diffusers.models.modeling_utils import ModelMixin
+from transformers import PreTrainedModel
 from ..data.prompts import check_prompt_normalization
 from ..utils.checks import check_finite_images, check_int, check_tensor
 from .chunking import concat_outputs, default_max_batch_size, image_chunks
@@ -41,7 +41,7 @@ class DecoderPipeline(TextToImageMixin, DiffusionPipeline):
 
     model_cpu_offload_seq = "text_encoder->decoder"
 
-    def __init__(self, tokenizer, text_encoder: ConceptTextModel, decoder: ConceptDecoder, prompt_normalization: str | None = None):
+    def __init__(self, tokenizer, text_encoder: PreTrainedModel, decoder: ModelMixin, prompt_normalization: str | None = None):
         super().__init__()
         check_prompt_normalization(prompt_normalization)
         # any component may be None (e.g. a pipeline that only encodes prompts); check widths when both are there
