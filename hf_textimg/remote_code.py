@@ -15,9 +15,8 @@ diffusers resolves a pipeline whose `model_index.json` names `"_class_name": ["<
   level deep; the package's modules import `..utils` and each other transitively. Generated at save time (not
   kept in the repository) so it cannot drift from the code that trained the model; `tests/test_remote_code.py`
   checks that it stays self-contained.
-- `text_encoder/modeling_concept.py` (+ `configuration_concept.py`, `losses.py`, `safe_loading.py`): the concept
-  text tower's own files, which transformers' `save_pretrained` already writes for `AutoModel`'s
-  `trust_remote_code` (`hf_textimg.concept` keeps them free of package imports for that reason).
+- `text_encoder/modeling_concept.py`: the concept text tower and its config, generated the same way from
+  `hf_textimg.concept`; its `config.json` `auto_map` points there too, so transformers' `AutoModel` loads it alone.
 - `decoder/modeling_decoder.py` (one-shot pipelines): `ConceptDecoder`, generated like the pipeline file.
 
 A text tower from transformers itself (a CLIP, see `hf_textimg.concept.clip`) needs no file.
@@ -60,6 +59,10 @@ PIPELINE_MODULES = (
     "hf_textimg.pipelines.pipeline_decoder",
     "hf_textimg.pipelines.pipeline_superres",
     "hf_textimg.pipelines.pipeline_cascade",
+)
+CONCEPT_MODULES = (  # the last is the one the file is named after
+    "hf_textimg.concept.configuration_concept", "hf_textimg.concept.losses", "hf_textimg.concept.safe_loading",
+    "hf_textimg.concept.modeling_concept",
 )
 DECODER_MODULES = ("hf_textimg.utils.resolution", "hf_textimg.utils.safe_loading", "hf_textimg.decoder.modeling_decoder")
 PIPELINE_CLASSES = ("ConceptDiffusionPipeline", "DecoderPipeline", "ConceptSuperResolutionPipeline", "ConceptCascadePipeline")
@@ -170,16 +173,20 @@ def decoder_source() -> str:
     return bundle_source(DECODER_MODULES, "ConceptDecoder")
 
 
-def _copy_concept_files(component: Path) -> None:
-    """The concept text tower's own modules, as transformers' `save_pretrained` writes them (and its `auto_map`)."""
-    from .concept import modeling_concept
+def concept_source() -> str:
+    return bundle_source(CONCEPT_MODULES, "ConceptTextModel")
 
-    source = Path(modeling_concept.__file__).parent
-    for name in ("modeling_concept", "configuration_concept", "losses", "safe_loading"):
-        shutil.copyfile(source / f"{name}.py", component / f"{name}.py")
+
+def _write_concept_code(component: Path) -> None:
+    """The concept text tower as one file, which both diffusers and transformers' `AutoModel` (its `auto_map`) load.
+    It replaces the four files transformers' `save_pretrained` copies: a Hub download of a pipeline fetches only the
+    one file `model_index.json` names in a weights folder, not the modules that file imports."""
+    (component / f"{TEXT_ENCODER_FILE}.py").write_text(concept_source())
+    for name in CONCEPT_MODULES[:-1]:
+        (component / f"{name.rsplit('.', 1)[1]}.py").unlink(missing_ok=True)
     config_file = component / "config.json"
     config = json.loads(config_file.read_text())
-    auto_map = {"AutoConfig": "configuration_concept.ConceptTextConfig", "AutoModel": "modeling_concept.ConceptTextModel"}
+    auto_map = {"AutoConfig": f"{TEXT_ENCODER_FILE}.ConceptTextConfig", "AutoModel": f"{TEXT_ENCODER_FILE}.ConceptTextModel"}
     if config.get("auto_map") != auto_map:
         config["auto_map"] = auto_map
         config_file.write_text(json.dumps(dict(sorted(config.items())), indent=2) + "\n")
@@ -200,7 +207,7 @@ def write_remote_code(folder: str | os.PathLike) -> None:
         if not (isinstance(entry, list) and len(entry) == 2 and (folder / name).is_dir()):
             continue
         if entry[1] == "ConceptTextModel":
-            _copy_concept_files(folder / name)
+            _write_concept_code(folder / name)
             index[name] = [TEXT_ENCODER_FILE, "ConceptTextModel"]
         elif entry[1] == "ConceptDecoder":
             (folder / name / f"{DECODER_FILE}.py").write_text(decoder_source())
@@ -233,11 +240,18 @@ def prefer_installed_code() -> None:
         return
 
     @functools.wraps(original)
-    def get_class_from_dynamic_module(pretrained_model_name_or_path, module_file, class_name=None, *args, **kwargs):
-        installed = installed_classes().get((Path(str(module_file)).stem, class_name))
+    def get_class_from_dynamic_module(pretrained_model_name_or_path, module_file, *args, **kwargs):
+        installed = installed_classes().get((Path(str(module_file)).stem, kwargs.get("class_name")))
         if installed is not None and not kwargs.get("trust_remote_code", False):
             return installed
-        return original(pretrained_model_name_or_path, module_file, class_name, *args, **kwargs)
+        return original(pretrained_model_name_or_path, module_file, *args, **kwargs)
 
     get_class_from_dynamic_module._hf_textimg_wrapped = True
     pipeline_loading_utils.get_class_from_dynamic_module = get_class_from_dynamic_module
+
+
+if __name__ == "__main__":  # python -m hf_textimg.remote_code FOLDER...: rewrite saved folders' code (e.g. the shipped ones)
+    import sys
+
+    for path in sys.argv[1:]:
+        write_remote_code(path)
