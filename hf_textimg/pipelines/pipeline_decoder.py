@@ -26,6 +26,7 @@ from ..data.prompts import check_prompt_normalization
 from ..utils.checks import check_finite_images, check_int, check_tensor
 from .chunking import concat_outputs, default_max_batch_size, image_chunks
 from .pipeline_utils import TextToImageMixin, register_with_diffusers
+from .prompt_embeds import text_features
 
 
 class DecoderPipeline(TextToImageMixin, DiffusionPipeline):
@@ -93,7 +94,7 @@ class DecoderPipeline(TextToImageMixin, DiffusionPipeline):
             if self.text_encoder is None or self.tokenizer is None:
                 raise ValueError("This pipeline has no tokenizer / text_encoder to encode `prompt`; pass `prompt_embeds` instead.")
             batch = self.tokenize_prompt(self.check_prompt(prompt))
-            prompt_embeds = self.text_encoder(batch["input_ids"], attention_mask=batch["attention_mask"]).text_embeds  # (B, D)
+            prompt_embeds = text_features(self.text_encoder, batch["input_ids"], batch["attention_mask"])[1]  # (B, D)
         prompt_embeds = prompt_embeds.to(self._execution_device).repeat_interleave(num_images_per_prompt, dim=0)  # (B * n, D)
         return (prompt_embeds,)
 

@@ -710,6 +710,7 @@ def downsample_factor(unet: UNet2DConditionModel) -> int:
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
 
 @dataclass
@@ -765,10 +766,20 @@ class ConceptPromptEmbeds:
         return {"encoder_hidden_states": self.token_states, "encoder_attention_mask": self.attention_mask, "class_labels": self.concept}
 
 
-def encode_concept(text_encoder, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> ConceptPromptEmbeds:
-    """Run the text tower ([`ConceptTextModel`]) on tokenized captions (B, L)."""
+def text_features(text_encoder, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token states (B, L, H) and unit-norm concept (B, D) of tokenized captions (B, L), from a [`ConceptTextModel`] or
+    a transformers CLIP text tower with projection (`CLIPTextModelWithProjection`, see `hf_textimg.concept.clip`)."""
     out = text_encoder(input_ids, attention_mask=attention_mask, return_dict=True)
-    return ConceptPromptEmbeds(out.last_hidden_state, attention_mask, out.text_embeds)
+    concept = out.text_embeds
+    if not str(getattr(text_encoder.config, "model_type", "")).startswith("concept"):
+        concept = F.normalize(concept, dim=-1)  # CLIP's projection is not normalised (ours is, and stays bit-exact)
+    return out.last_hidden_state, concept
+
+
+def encode_concept(text_encoder, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> ConceptPromptEmbeds:
+    """Run the text tower on tokenized captions (B, L) (see `text_features`)."""
+    token_states, concept = text_features(text_encoder, input_ids, attention_mask)
+    return ConceptPromptEmbeds(token_states, attention_mask, concept)
 
 
 # -------------------- hf_textimg/diffusion/superres.py --------------------
@@ -1556,6 +1567,7 @@ from transformers import PreTrainedModel
 # (defined above) from ..utils.checks import check_finite_images, check_int, check_tensor
 # (defined above) from .chunking import concat_outputs, default_max_batch_size, image_chunks
 # (defined above) from .pipeline_utils import TextToImageMixin, register_with_diffusers
+# (defined above) from .prompt_embeds import text_features
 
 
 class DecoderPipeline(TextToImageMixin, DiffusionPipeline):
@@ -1623,7 +1635,7 @@ class DecoderPipeline(TextToImageMixin, DiffusionPipeline):
             if self.text_encoder is None or self.tokenizer is None:
                 raise ValueError("This pipeline has no tokenizer / text_encoder to encode `prompt`; pass `prompt_embeds` instead.")
             batch = self.tokenize_prompt(self.check_prompt(prompt))
-            prompt_embeds = self.text_encoder(batch["input_ids"], attention_mask=batch["attention_mask"]).text_embeds  # (B, D)
+            prompt_embeds = text_features(self.text_encoder, batch["input_ids"], batch["attention_mask"])[1]  # (B, D)
         prompt_embeds = prompt_embeds.to(self._execution_device).repeat_interleave(num_images_per_prompt, dim=0)  # (B * n, D)
         return (prompt_embeds,)
 
