@@ -53,6 +53,7 @@ def detect_model_kind(output_dir: str | os.PathLike) -> str:
     folder = Path(output_dir)
     if (folder / "model_index.json").is_file():
         class_name = json.loads((folder / "model_index.json").read_text())["_class_name"]
+        class_name = class_name[-1] if isinstance(class_name, list) else class_name  # ["<code file>", "<Class>"]
         return PIPELINE_KINDS.get(class_name) or _unknown(folder, class_name)
     if (folder / "config.json").is_file():
         config = json.loads((folder / "config.json").read_text())

@@ -177,7 +177,8 @@ def test_shipped_models_are_safetensors_only_and_within_the_budget():
     for name in names:
         folder = pretrained.pretrained_path(name)
         files = [p for p in folder.rglob("*") if p.is_file()]
-        assert {p.suffix for p in files} <= {".json", ".safetensors", ".md", ".png"}, name  # never a pickle
+        assert {p.suffix for p in files} <= {".json", ".safetensors", ".md", ".png", ".py"}, name  # never a pickle
+        assert {p.relative_to(folder).as_posix() for p in files if p.suffix == ".py"} == {"pipeline_hf_textimg.py", "text_encoder/modeling_concept.py"}  # hf_textimg.remote_code
         assert {"model_index.json", "README.md", "eval_results.json", "unet", "text_encoder", "tokenizer", "scheduler"} <= {p.name for p in folder.iterdir()}, name
         total += sum(p.stat().st_size for p in files)
     assert total < 50 * 2**20  # every shipped model together

@@ -123,6 +123,22 @@ print(json.dumps({"class": type(model).__module__ + "." + type(model).__name__,
                   "hf_textimg_modules": sorted(m for m in sys.modules if m.split(".")[0] == "hf_textimg")}))
 """
 
+# The pushed pipeline, pulled where hf_textimg cannot be imported (as above), with the code its repo carries.
+PULL_PIPELINE_WITHOUT_PACKAGE = PULL_CONCEPT_WITHOUT_PACKAGE.split("import json")[0] + """
+import json
+import torch
+from diffusers import DiffusionPipeline
+from safetensors.torch import save_file
+
+pipe = DiffusionPipeline.from_pretrained("tester/tiny-diffusion", trust_remote_code=True)
+pipe.set_progress_bar_config(disable=True)
+images = pipe(json.loads(sys.argv[2]), num_inference_steps=4, output_type="pt", generator=torch.Generator().manual_seed(0)).images
+save_file({"images": images}, sys.argv[1])
+print(json.dumps({"class": type(pipe).__module__ + "." + type(pipe).__name__,
+                  "text_encoder": type(pipe.text_encoder).__module__,
+                  "hf_textimg_modules": sorted(m for m in sys.modules if m.split(".")[0] == "hf_textimg")}))
+"""
+
 PULL_THROUGH_OLAH = """
 import json, sys
 import torch
@@ -228,7 +244,7 @@ def test_private_repo_needs_the_token(hub, published):
         urllib.request.urlopen(url)
     assert err.value.code == 401
     with urllib.request.urlopen(urllib.request.Request(url, headers={"Authorization": f"Bearer {TOKEN}"})) as resp:
-        assert json.loads(resp.read())["_class_name"] == "ConceptDiffusionPipeline"
+        assert json.loads(resp.read())["_class_name"] == ["pipeline_hf_textimg", "ConceptDiffusionPipeline"]
 
 
 def test_pushed_pipeline_pulls_back_with_identical_images(hub, published):
@@ -250,6 +266,17 @@ def test_concept_model_loads_from_the_hub_without_the_package(hub, published, tm
     assert result["hf_textimg_modules"] == []
     expected = load_file(published / "concept-features.safetensors")["text"]
     assert torch.equal(load_file(out)["text"], expected)
+
+
+def test_pushed_pipeline_loads_from_the_hub_without_the_package(hub, published, tmp_path):
+    out = tmp_path / "images.safetensors"
+    result = run_python(PULL_PIPELINE_WITHOUT_PACKAGE, [str(out), json.dumps(PROMPTS)],
+                        client_env(hub.url, tmp_path / "home", token=TOKEN), cwd=tmp_path, isolated=True)
+    assert result["class"].endswith("pipeline_hf_textimg.ConceptDiffusionPipeline") and result["hf_textimg_modules"] == []
+    assert result["text_encoder"].endswith("modeling_concept")
+    repo, tree = repo_files(hub, "tester/tiny-diffusion")
+    assert {"pipeline_hf_textimg.py", "text_encoder/modeling_concept.py"} <= set(tree)
+    assert torch.equal(load_file(out)["images"], load_file(published / "diffusion-images.safetensors")["local"])
 
 
 # ---- olah: a real self-hosted Hub mirror serving a local git repo ---------------------------------

@@ -56,7 +56,7 @@ def test_cascade_command_saves_one_folder_that_generate_and_evaluate_use(folders
     assert main(["cascade", folders["base"], folders["stage64"], folders["stage128"], "--out", str(out)]) == 0
     assert "32 px -> 64 px -> 128 px" in capsys.readouterr().out
     index = json.loads((out / "model_index.json").read_text())
-    assert index["_class_name"] == "ConceptCascadePipeline" and index["upscale_factors"] == [2, 2]
+    assert index["_class_name"] == ["pipeline_hf_textimg", "ConceptCascadePipeline"] and index["upscale_factors"] == [2, 2]
     assert "pipeline_tag: text-to-image" in (out / "README.md").read_text()
     grid = tmp_path / "grid.png"
     assert main(["generate", PROMPTS[1], "--model", str(out), "--num-images", "1", "--steps", "2", "--upscale-steps", "2",

@@ -8,7 +8,7 @@ from diffusers import DiffusionPipeline
 from PIL import Image
 from tiny_pipelines import PROMPTS, tiny_base, tiny_stage, training_schedule
 
-from hf_textimg.diffusion.superres import check_image_size, noise_augment, superres_unet_config, superres_unet_kwargs, upsample
+from hf_textimg.diffusion.superres import check_unet_size, noise_augment, superres_unet_config, superres_unet_kwargs, upsample
 from hf_textimg.pipelines.prompt_embeds import ConceptPromptEmbeds
 from hf_textimg.pipelines import ConceptCascadePipeline, ConceptSuperResolutionPipeline
 
@@ -166,7 +166,7 @@ def test_sizes_that_are_no_multiple_of_the_factor_name_the_allowed_sizes(base, c
         superres_unet_config(resolution=98, block_out_channels=(16, 32, 32))
     with pytest.raises(ValueError, match=r"makes square images of 32x32, 64x64, 128x128 px .* got height=100"):
         run_cascade(cascade, height=100, width=100)
-    check_image_size(96, 8)  # a multiple is fine
+    check_unet_size(96, 8)  # a multiple is fine
 
 
 @pytest.mark.parametrize("image, message", [

@@ -47,11 +47,13 @@ import torch
 import torch.nn.functional as F
 
 from hf_textimg.autoencoder import ConceptAutoencoder, ConceptImageEncoder, reconstruction_loss
-from hf_textimg.concept import ConceptTextModel, ConceptVisionModel
+from hf_textimg.concept import ConceptVisionModel
+from hf_textimg.concept.clip import is_clip_checkpoint, load_text_tower
 from hf_textimg.data.loading import ImageTextCollator
 from hf_textimg.decoder import ConceptDecoder
 from hf_textimg.hub import write_card_and_push
 from hf_textimg.pipelines.pipeline_decoder import DecoderPipeline
+from hf_textimg.pipelines.prompt_embeds import text_features
 from hf_textimg.data.emoji_arguments import EmojiDataArguments
 from hf_textimg.shapes import ShapesDataArguments, evaluate_shapes
 from hf_textimg.training import (
@@ -161,6 +163,11 @@ def load_image_encoder(cfg: DecoderTrainConfig) -> torch.nn.Module:
         encoder = ConceptAutoencoder.from_pretrained(cfg.autoencoder_path).encoder
         image_size = encoder.config.image_size
     else:
+        if is_clip_checkpoint(cfg.concept_model_path):
+            raise ValueError(
+                f"--concept_model_path {cfg.concept_model_path} is a CLIP: its text tower is used, but its image tower (224-px, "
+                "CLIP-normalised input) is not supported as the decoder's frozen image encoder; pass --autoencoder_path."
+            )
         # base_model_prefix lets a tower load its half of a ConceptModel folder.
         encoder = ConceptVisionModel.from_pretrained(cfg.concept_model_path)
         image_size = encoder.config.image_size
@@ -169,8 +176,8 @@ def load_image_encoder(cfg: DecoderTrainConfig) -> torch.nn.Module:
     return encoder.requires_grad_(False).eval()
 
 
-def load_text_encoder(cfg: DecoderTrainConfig) -> ConceptTextModel:
-    text_encoder = ConceptTextModel.from_pretrained(cfg.concept_model_path)
+def load_text_encoder(cfg: DecoderTrainConfig) -> torch.nn.Module:
+    text_encoder = load_text_tower(cfg.concept_model_path)  # ours, or a CLIP (hf_textimg.concept.clip)
     if cfg.max_length > text_encoder.config.max_position_embeddings:
         raise ValueError(
             f"--max_length {cfg.max_length} exceeds the text tower's max_position_embeddings "
@@ -280,7 +287,7 @@ def make_loss_fn(cfg: DecoderTrainConfig, text_encoder, image_encoder, decoder, 
             terms["reconstruct"] = (cfg.reconstruct_weight, pixel_loss(cfg, sample, target))
         if use_consistency:
             with torch.set_grad_enabled(cfg.train_text_encoder and torch.is_grad_enabled()):
-                code1 = text_encoder(batch["input_ids"], attention_mask=batch["attention_mask"]).text_embeds  # (B, D)
+                code1 = text_features(text_encoder, batch["input_ids"], batch["attention_mask"])[1]  # (B, D), unit norm
             noise = noise_for(code1, target, terms, "kl") if posterior is not None else best_noise(cfg, decoder, code1, target)
             generated = decoder(code1, noise).sample  # (B, 3, R, R)
             code2 = image_encoder.get_image_features(generated).pooler_output  # (B, D); frozen weights, gradient flows to the image

@@ -31,7 +31,10 @@ import torch.nn.functional as F
 from diffusers import DDPMScheduler, DPMSolverMultistepScheduler, UNet2DConditionModel
 from diffusers.training_utils import compute_snr
 
+from transformers import PreTrainedModel
+
 from hf_textimg.concept import ConceptTextConfig, ConceptTextModel
+from hf_textimg.concept.clip import load_text_tower
 from hf_textimg.diffusion import DEFAULT_BLOCK_OUT_CHANNELS, build_unet, unet_input
 from hf_textimg.hub import write_card_and_push
 from hf_textimg.pipelines.checks import set_checked_timesteps
@@ -73,7 +76,7 @@ logger = logging.getLogger(__name__)
 class DiffusionTrainConfig(TrainConfig):
     # Text tower
     concept_model_path: str | None = field(
-        default=None, metadata={"help": "A trained ConceptModel / ConceptTextModel folder with its tokenizer; its text tower conditions the U-Net."}
+        default=None, metadata={"help": "A trained ConceptModel / ConceptTextModel folder with its tokenizer, or a transformers CLIPModel / CLIPTextModelWithProjection folder or Hub id; its text tower conditions the U-Net."}
     )
     train_text_encoder: bool = field(default=False, metadata={"help": "Fine-tune the text tower with the U-Net (a new tower needs this)."})
     text_encoder_lr: float | None = field(
@@ -157,10 +160,11 @@ class DiffusionTrainConfig(TrainConfig):
 
 
 # ---- models ----------------------------------------------------------------------------
-def load_text_encoder(cfg: DiffusionTrainConfig, tokenizer) -> ConceptTextModel:
-    """The text tower of `--concept_model_path` (a ConceptModel or ConceptTextModel folder), or a new one."""
+def load_text_encoder(cfg: DiffusionTrainConfig, tokenizer) -> PreTrainedModel:
+    """The text tower of `--concept_model_path` (a ConceptModel / ConceptTextModel folder, or a CLIP: see
+    `hf_textimg.concept.clip`), or a new one."""
     if cfg.concept_model_path is not None:
-        text_encoder = ConceptTextModel.from_pretrained(cfg.concept_model_path)
+        text_encoder = load_text_tower(cfg.concept_model_path)
     else:
         text_encoder = ConceptTextModel(
             ConceptTextConfig(
@@ -177,7 +181,7 @@ def load_text_encoder(cfg: DiffusionTrainConfig, tokenizer) -> ConceptTextModel:
     return text_encoder
 
 
-def build_model(cfg: DiffusionTrainConfig, text_encoder: ConceptTextModel) -> UNet2DConditionModel:
+def build_model(cfg: DiffusionTrainConfig, text_encoder: PreTrainedModel) -> UNet2DConditionModel:
     widths = cfg.unet_block_out_channels or DEFAULT_BLOCK_OUT_CHANNELS[cfg.resolution]
     attention_levels = None
     if cfg.unet_attention_from_level is not None:

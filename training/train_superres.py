@@ -42,7 +42,7 @@ from diffusers import UNet2DConditionModel  # noqa: E402
 from hf_textimg.diffusion.superres import (  # noqa: E402
     DEFAULT_SUPERRES_BLOCK_OUT_CHANNELS,
     build_superres_unet,
-    check_image_size,
+    check_unet_size,
     downsample,
     noise_augment,
     random_crop,
@@ -136,9 +136,9 @@ class SuperResTrainConfig(DiffusionTrainConfig):
     def check_unet_resolution(self) -> None:
         """--resolution and --crop_size must be multiples of what the stage's U-Net levels halve them by."""
         factor = 2 ** (len(self.unet_block_out_channels or DEFAULT_SUPERRES_BLOCK_OUT_CHANNELS) - 1)
-        check_image_size(self.resolution, factor, "--resolution")
+        check_unet_size(self.resolution, factor, "--resolution")
         if self.crop_size:
-            check_image_size(self.crop_size, factor, "--crop_size")
+            check_unet_size(self.crop_size, factor, "--crop_size")
 
     def validate(self) -> None:
         if self.concept_model_path is None or self.train_text_encoder:

@@ -33,6 +33,8 @@ def prompt_normalization_fn(name: str) -> Callable[[str], str]:
     """The rewrite registered as `name`, imported on first use."""
     check_prompt_normalization(name)
     module, function = PROMPT_NORMALIZATIONS[name].split(":")
+    if function in globals():  # the pipelines' generated code file (hf_textimg.remote_code) defines it beside this one
+        return globals()[function]
     return getattr(importlib.import_module(module), function)
 
 

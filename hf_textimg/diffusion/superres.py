@@ -81,7 +81,7 @@ def superres_unet_config(
     levels = tuple(attention_levels) if attention_levels is not None else (False,) * len(widths)
     if len(levels) != len(widths):
         raise ValueError(f"attention_levels has {len(levels)} entries but block_out_channels has {len(widths)}.")
-    check_image_size(resolution, 2 ** (len(widths) - 1), "resolution")
+    check_unet_size(resolution, 2 ** (len(widths) - 1), "resolution")
     for width in widths:
         if width % norm_num_groups or (any(levels) and width % attention_head_dim):
             raise ValueError(f"every width in {widths} must be divisible by norm_num_groups ({norm_num_groups}) and, with attention, attention_head_dim ({attention_head_dim}).")
@@ -131,7 +131,7 @@ def check_superres_unet(unet: UNet2DConditionModel, text_encoder) -> None:
         )
 
 
-def check_image_size(value, factor: int, name: str = "height") -> None:
+def check_unet_size(value, factor: int, name: str = "height") -> None:
     """`check_resolution`, its ValueError naming the allowed sizes (and the nearest two) for a U-Net of this factor."""
     nearest = ""
     if isinstance(value, int) and not isinstance(value, bool) and value > factor and value % factor:
@@ -199,7 +199,7 @@ def superres_unet_kwargs(prompt_embeds: ConceptPromptEmbeds, noise_level: torch.
 __all__ = [
     "DEFAULT_SUPERRES_BLOCK_OUT_CHANNELS",
     "build_superres_unet",
-    "check_image_size",
+    "check_unet_size",
     "check_superres_unet",
     "downsample",
     "downsample_factor",

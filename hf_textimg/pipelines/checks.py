@@ -107,6 +107,8 @@ def check_pipeline_folder(folder) -> None:
     except (OSError, ValueError) as error:
         raise ValueError(f"{index_file} cannot be read as JSON ({error}); save the pipeline again with save_pretrained.") from None
     class_name = index.get("_class_name") if isinstance(index, dict) else None
+    if isinstance(class_name, list) and len(class_name) == 2 and os.path.isfile(os.path.join(str(folder), f"{class_name[0]}.py")):
+        class_name = class_name[1]  # the folder carries the class's code (hf_textimg.remote_code)
     if not isinstance(class_name, str):
         raise ValueError(f"{index_file} has no '_class_name' (the pipeline class to build); it is not a saved pipeline.")
     if not hasattr(diffusers, class_name):

@@ -28,7 +28,7 @@ import torch
 from diffusers import DDPMScheduler, DiffusionPipeline, SchedulerMixin, UNet2DConditionModel
 from diffusers.pipelines.pipeline_utils import ImagePipelineOutput
 
-from ..concept import ConceptTextModel
+from transformers import PreTrainedModel
 from .pipeline_diffusion import ConceptDiffusionPipeline
 from .pipeline_superres import DEFAULT_NOISE_LEVEL, DEFAULT_SUPERRES_GUIDANCE, ConceptSuperResolutionPipeline
 from .pipeline_utils import TextToImageMixin, register_with_diffusers
@@ -57,7 +57,7 @@ class ConceptCascadePipeline(TextToImageMixin, DiffusionPipeline):
     def __init__(
         self,
         tokenizer,
-        text_encoder: ConceptTextModel,
+        text_encoder: PreTrainedModel,
         unet: UNet2DConditionModel,
         scheduler: SchedulerMixin,
         superres_unet: UNet2DConditionModel,

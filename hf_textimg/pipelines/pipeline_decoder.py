@@ -20,12 +20,13 @@ from diffusers import DiffusionPipeline
 from diffusers.pipelines.pipeline_utils import ImagePipelineOutput
 from diffusers.utils.torch_utils import randn_tensor
 
-from ..decoder import ConceptDecoder
-from ..concept import ConceptTextModel
+from diffusers.models.modeling_utils import ModelMixin
+from transformers import PreTrainedModel
 from ..data.prompts import check_prompt_normalization
 from ..utils.checks import check_finite_images, check_int, check_tensor
 from .chunking import concat_outputs, default_max_batch_size, image_chunks
 from .pipeline_utils import TextToImageMixin, register_with_diffusers
+from .prompt_embeds import text_features
 
 
 class DecoderPipeline(TextToImageMixin, DiffusionPipeline):
@@ -41,7 +42,7 @@ class DecoderPipeline(TextToImageMixin, DiffusionPipeline):
 
     model_cpu_offload_seq = "text_encoder->decoder"
 
-    def __init__(self, tokenizer, text_encoder: ConceptTextModel, decoder: ConceptDecoder, prompt_normalization: str | None = None):
+    def __init__(self, tokenizer, text_encoder: PreTrainedModel, decoder: ModelMixin, prompt_normalization: str | None = None):
         super().__init__()
         check_prompt_normalization(prompt_normalization)
         # any component may be None (e.g. a pipeline that only encodes prompts); check widths when both are there
@@ -93,7 +94,7 @@ class DecoderPipeline(TextToImageMixin, DiffusionPipeline):
             if self.text_encoder is None or self.tokenizer is None:
                 raise ValueError("This pipeline has no tokenizer / text_encoder to encode `prompt`; pass `prompt_embeds` instead.")
             batch = self.tokenize_prompt(self.check_prompt(prompt))
-            prompt_embeds = self.text_encoder(batch["input_ids"], attention_mask=batch["attention_mask"]).text_embeds  # (B, D)
+            prompt_embeds = text_features(self.text_encoder, batch["input_ids"], batch["attention_mask"])[1]  # (B, D)
         prompt_embeds = prompt_embeds.to(self._execution_device).repeat_interleave(num_images_per_prompt, dim=0)  # (B * n, D)
         return (prompt_embeds,)
 

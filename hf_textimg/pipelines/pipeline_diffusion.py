@@ -29,7 +29,7 @@ from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
 from diffusers.pipelines.pipeline_utils import ImagePipelineOutput
 from diffusers.utils.torch_utils import randn_tensor
 
-from ..concept import ConceptTextModel
+from transformers import PreTrainedModel
 from ..data.prompts import check_prompt_normalization
 from ..diffusion.unet import downsample_factor, unet_input
 from ..utils.checks import check_finite_images, check_int, check_number, check_tensor
@@ -40,7 +40,7 @@ from .pipeline_utils import TextToImageMixin, register_with_diffusers
 from .prompt_embeds import ConceptPromptEmbeds, encode_concept
 
 
-def check_widths(text_encoder: ConceptTextModel, unet: UNet2DConditionModel) -> None:
+def check_widths(text_encoder: PreTrainedModel, unet: UNet2DConditionModel) -> None:
     """The U-Net must read what the text encoder writes: its token states and its concept."""
     if text_encoder.config.hidden_size != unet.config.cross_attention_dim:
         raise ValueError(
@@ -80,7 +80,7 @@ class ConceptDiffusionPipeline(TextToImageMixin, DiffusionPipeline):
     _callback_tensor_inputs = ["latents", "prompt_embeds", "negative_prompt_embeds"]
 
     def __init__(
-        self, tokenizer, text_encoder: ConceptTextModel, unet: UNet2DConditionModel, scheduler: SchedulerMixin,
+        self, tokenizer, text_encoder: PreTrainedModel, unet: UNet2DConditionModel, scheduler: SchedulerMixin,
         prompt_normalization: str | None = None,
     ):
         super().__init__()
@@ -91,7 +91,7 @@ class ConceptDiffusionPipeline(TextToImageMixin, DiffusionPipeline):
         self.register_to_config(prompt_normalization=prompt_normalization)
 
     @staticmethod
-    def check_components(text_encoder: ConceptTextModel, unet: UNet2DConditionModel) -> None:
+    def check_components(text_encoder: PreTrainedModel, unet: UNet2DConditionModel) -> None:
         """ValueError unless `unet` reads what `text_encoder` gives (subclasses with other U-Nets override this)."""
         check_widths(text_encoder, unet)
 

@@ -32,9 +32,9 @@ from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
 from diffusers.image_processor import VaeImageProcessor
 from diffusers.pipelines.pipeline_utils import ImagePipelineOutput
 
-from ..concept import ConceptTextModel
+from transformers import PreTrainedModel
 from ..diffusion.superres import (
-    check_image_size,
+    check_unet_size,
     check_superres_unet,
     noise_augment,
     superres_unet_input,
@@ -69,7 +69,7 @@ class ConceptSuperResolutionPipeline(ConceptDiffusionPipeline):
     """
 
     def __init__(
-        self, tokenizer, text_encoder: ConceptTextModel, unet: UNet2DConditionModel, scheduler: SchedulerMixin,
+        self, tokenizer, text_encoder: PreTrainedModel, unet: UNet2DConditionModel, scheduler: SchedulerMixin,
         image_noising_scheduler: DDPMScheduler, upscale_factor: int = 4, prompt_normalization: str | None = None,
         tile_size: int | None = None,
     ):
@@ -77,14 +77,14 @@ class ConceptSuperResolutionPipeline(ConceptDiffusionPipeline):
             raise ValueError(f"`upscale_factor` must be an integer >= 2 (output side / input side), got {upscale_factor!r}.")
         super().__init__(tokenizer, text_encoder, unet, scheduler, prompt_normalization)
         if tile_size is not None:
-            check_image_size(tile_size, downsample_factor(unet) if unet is not None else 1, "tile_size")
+            check_unet_size(tile_size, downsample_factor(unet) if unet is not None else 1, "tile_size")
         self.register_modules(image_noising_scheduler=image_noising_scheduler)
         self.register_to_config(upscale_factor=upscale_factor, tile_size=tile_size)
         # set by __call__: (augmented upsampled image (N, 3, H, W), noise level (N,)), and the tile side (0: whole image)
         self._image_condition, self._tile_size = None, 0
 
     @staticmethod
-    def check_components(text_encoder: ConceptTextModel, unet: UNet2DConditionModel) -> None:
+    def check_components(text_encoder: PreTrainedModel, unet: UNet2DConditionModel) -> None:
         check_superres_unet(unet, text_encoder)
 
     # -- the image input ------------------------------------------------------------------------
@@ -123,8 +123,8 @@ class ConceptSuperResolutionPipeline(ConceptDiffusionPipeline):
         factor = self.config.upscale_factor
         expected = (image.shape[-2] * factor, image.shape[-1] * factor)
         height, width = expected[0] if height is None else height, expected[1] if width is None else width
-        check_image_size(height, downsample_factor(self.unet), "height")
-        check_image_size(width, downsample_factor(self.unet), "width")
+        check_unet_size(height, downsample_factor(self.unet), "height")
+        check_unet_size(width, downsample_factor(self.unet), "width")
         if (height, width) != expected:
             raise ValueError(
                 f"`image` is {image.shape[-2]}x{image.shape[-1]} px but this {factor}x stage was asked for {height}x{width} images: "
@@ -220,7 +220,7 @@ class ConceptSuperResolutionPipeline(ConceptDiffusionPipeline):
         self.check_noise_level(noise_level)
         tile_size = self.config.tile_size if tile_size is None else tile_size
         if tile_size:
-            check_image_size(tile_size, downsample_factor(self.unet), "tile_size")
+            check_unet_size(tile_size, downsample_factor(self.unet), "tile_size")
         batch_size = self.check_inputs(
             prompt, negative_prompt, prompt_embeds, negative_prompt_embeds, height, width, num_inference_steps,
             guidance_scale, num_images_per_prompt, generator, latents, output_type, callback_on_step_end_tensor_inputs,

@@ -5,7 +5,8 @@ conversion, and registration with diffusers.
 up as an attribute of the `diffusers` module, so a pipeline class defined outside
 diffusers is only found there if it is registered. `register_with_diffusers` does that,
 and `import hf_textimg` calls it (as `import hf_textimg.concept` registers the concept
-models with `AutoModel`).
+models with `AutoModel`). Folders saved now name their code files instead
+(`hf_textimg.remote_code`), which `register_with_diffusers` maps back to the installed classes.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from diffusers.image_processor import VaeImageProcessor
 
 from ..utils.safe_loading import PICKLE_SUFFIXES
 from ..data.prompts import normalize_prompts
+from ..remote_code import write_remote_code
 from ..utils.checks import check_generator, check_int
 from .checks import check_pipeline_folder
 
@@ -37,6 +39,11 @@ def register_with_diffusers(*pipeline_classes, former_modules: tuple[str, ...] =
     import diffusers
     from diffusers.pipelines.pipeline_loading_utils import LOADABLE_CLASSES
 
+    from ..remote_code import prefer_installed_code
+
+    prefer_installed_code()  # folders naming our code files load without trust_remote_code
+    # Folders saved before they carried code name their components ["hf_textimg.<module>", "<Class>"].
+    former_modules = (*former_modules, "hf_textimg.concept.modeling_concept", "hf_textimg.decoder.modeling_decoder")
     for cls in pipeline_classes:
         # diffusers looks pipeline classes up in both (`DiffusionPipeline.from_pretrained`; its tools and tests)
         setattr(diffusers, cls.__name__, cls)
@@ -76,6 +83,13 @@ class TextToImageMixin:
                     )
         kwargs.setdefault("use_safetensors", True)
         return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+
+    def save_config(self, save_directory, *args, **kwargs):
+        """`model_index.json`, then the code files that let the folder load with `trust_remote_code=True` where
+        hf-textimg is not installed (`hf_textimg.remote_code`). diffusers' `save_pretrained` calls this after saving
+        the components and before its `push_to_hub` upload, so the code goes up with the weights."""
+        super().save_config(save_directory, *args, **kwargs)
+        write_remote_code(save_directory)
 
     @functools.cached_property
     def image_processor(self) -> VaeImageProcessor:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
 
 @dataclass
@@ -61,7 +62,17 @@ class ConceptPromptEmbeds:
         return {"encoder_hidden_states": self.token_states, "encoder_attention_mask": self.attention_mask, "class_labels": self.concept}
 
 
-def encode_concept(text_encoder, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> ConceptPromptEmbeds:
-    """Run the text tower ([`ConceptTextModel`]) on tokenized captions (B, L)."""
+def text_features(text_encoder, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token states (B, L, H) and unit-norm concept (B, D) of tokenized captions (B, L), from a [`ConceptTextModel`] or
+    a transformers CLIP text tower with projection (`CLIPTextModelWithProjection`, see `hf_textimg.concept.clip`)."""
     out = text_encoder(input_ids, attention_mask=attention_mask, return_dict=True)
-    return ConceptPromptEmbeds(out.last_hidden_state, attention_mask, out.text_embeds)
+    concept = out.text_embeds
+    if not str(getattr(text_encoder.config, "model_type", "")).startswith("concept"):
+        concept = F.normalize(concept, dim=-1)  # CLIP's projection is not normalised (ours is, and stays bit-exact)
+    return out.last_hidden_state, concept
+
+
+def encode_concept(text_encoder, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> ConceptPromptEmbeds:
+    """Run the text tower on tokenized captions (B, L) (see `text_features`)."""
+    token_states, concept = text_features(text_encoder, input_ids, attention_mask)
+    return ConceptPromptEmbeds(token_states, attention_mask, concept)

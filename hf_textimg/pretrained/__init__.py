@@ -1,4 +1,5 @@
-"""Pipelines shipped inside the package: `save_pretrained` folders (JSON + safetensors only).
+"""Pipelines shipped inside the package: `save_pretrained` folders (JSON, safetensors, and the generated code files
+that let them load with `trust_remote_code=True` without the package: `hf_textimg.remote_code`).
 
     from diffusers import DiffusionPipeline
     from hf_textimg.pretrained import pretrained_path   # importing hf_textimg registers the pipelines
