@@ -771,7 +771,8 @@ def text_features(text_encoder, input_ids: torch.Tensor, attention_mask: torch.T
     a transformers CLIP text tower with projection (`CLIPTextModelWithProjection`, see `hf_textimg.concept.clip`)."""
     out = text_encoder(input_ids, attention_mask=attention_mask, return_dict=True)
     concept = out.text_embeds
-    if not str(getattr(text_encoder.config, "model_type", "")).startswith("concept"):
+    model = getattr(text_encoder, "module", text_encoder)  # under accelerate's DistributedDataParallel in training
+    if not str(getattr(model.config, "model_type", "")).startswith("concept"):
         concept = F.normalize(concept, dim=-1)  # CLIP's projection is not normalised (ours is, and stays bit-exact)
     return out.last_hidden_state, concept
 
