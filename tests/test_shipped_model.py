@@ -49,6 +49,8 @@ def test_the_training_hint_gives_the_shipped_configuration(tmp_path, monkeypatch
     assert parsed.pop("shapes_canonical_layouts") == [k for k in SCENE_KINDS if recorded.pop(f"shapes_{k}_layout", "any") == "canonical"]
     # added after the model was trained: 0 (stop at the first NaN loss) changes nothing for a run that never saw one
     assert parsed.pop("max_skipped_nonfinite_steps") == recorded.pop("max_skipped_nonfinite_steps", 0)
+    # added with --streaming: unset chooses by size, and the shipped 50,000 32-px images were decoded into memory
+    assert (parsed.pop("streaming"), parsed.pop("shuffle_buffer_size")) == (recorded.pop("streaming", None), recorded.pop("shuffle_buffer_size", 1000))
     assert parsed == recorded
 
     concept = parse_args(ConceptTrainConfig, list(pretrained.CONCEPT_COMMAND[2:]), ShapesDataArguments)
