@@ -15,12 +15,14 @@
     PSNR / SSIM against the true render at its output size, beside bicubic upsampling; and the same stage with the
     other U-Net window: a stage trained on crops runs on crop-sized tiles as saved, and is also run on whole images;
     a stage trained on whole images is also run on `--tile` px tiles.
-(d) Emoji (`--emoji_stages`, optional): the same on the Noto emoji validation artwork at each stage's output size
-    (input: its box-filtered copy); with `--emoji_base` and `--grid_dir`, a sample grid of the emoji cascade.
+(d) Emoji (`--emoji_stages`, optional): the same on the emoji validation artwork (unseen emoji) of each of
+    `--emoji_styles` at each stage's output size (input: its box-filtered copy); with `--emoji_base` and `--grid_dir`,
+    a grid of the emoji cascade on `hf-textimg demo`'s emoji prompts (emoji the base model was trained on), each
+    base image beside the cascade's.
 (e) Speed: seconds per final image of the whole cascade at batch `--batch_size` (one image per prompt), split between
     the stages; and each stage's training images/s (its own U-Net, `--crop_size` crops, train_superres.py's loop).
 
-Prints a table, then one JSON line; `--save_card` also writes the figures to the cascade folder's eval_results.json
+`--parts` runs some of them (e.g. `--parts d` for an emoji stage alone). Prints a table, then one JSON line; `--save_card` also writes the figures to the cascade folder's eval_results.json
 and renders its model card.
 """
 
@@ -166,20 +168,26 @@ def shapes_fidelity(cascade, args) -> dict:
 
 
 def emoji_fidelity(args) -> dict:
-    """(d): each emoji stage on the box-filtered Noto validation artwork at its output size."""
-    from hf_textimg.cli import load_pipeline
+    """(d): each emoji stage on the box-filtered validation artwork (unseen emoji) of each style at its output size."""
+    from hf_textimg.cli import load_pipeline, model_arg
     from hf_textimg.data.emoji import build_emoji_dataset
+    from hf_textimg.data.emoji_sources import STYLES
     from hf_textimg.diffusion.superres import downsample
 
     results = {}
     for path in args.emoji_stages:
-        stage = load_pipeline(path, "cpu")
+        stage = load_pipeline(model_arg(path), "cpu")
         stage.set_progress_bar_config(disable=True)
         size = stage.unet.config.sample_size
-        data = build_emoji_dataset(size=size)["validation"].select(range(args.num_images))
-        high = torch.from_numpy(np.stack([np.asarray(image.convert("RGB")) for image in data["image"]])).permute(0, 3, 1, 2).float() / 255
-        low = downsample(high, stage.config.upscale_factor)
-        results[f"{Path(path).name}_{low.shape[-1]}to{size}"] = fidelity(stage, list(data["text"]), low, high, args)
+        validation = build_emoji_dataset(size=size, styles=STYLES, on_missing="skip")["validation"]  # every style: one cached build
+        for style in args.emoji_styles:
+            rows = [i for i, s in enumerate(validation["style"]) if s == style]
+            if not rows:
+                raise SystemExit(f"--emoji_styles {style}: no such images in the Emoji build (installed styles: {sorted(set(validation['style']))})")
+            data = validation.select(rows).shuffle(seed=args.seed).select(range(min(args.num_images, len(rows))))  # the set is sorted by name
+            high = torch.from_numpy(np.stack([np.asarray(image.convert("RGB")) for image in data["image"]])).permute(0, 3, 1, 2).float() / 255
+            low = downsample(high, stage.config.upscale_factor)
+            results[f"{Path(path).name}_{style}_{low.shape[-1]}to{size}"] = fidelity(stage, list(data["text"]), low, high, args)
     return results
 
 
@@ -232,32 +240,49 @@ def training_speed(cascade, args, workdir: Path) -> dict:
 # ---- output ----------------------------------------------------------------------------------------------------
 def save_grids(examples: list, args, emoji_base: str | None) -> list[str]:
     """The first 16 (base, cascade) pairs of (a) as a captioned grid; with `--emoji_base`, an emoji cascade grid."""
-    from hf_textimg.data.loading import tensor_to_pil
-    from hf_textimg.utils.image_grid import make_captioned_grid
-
     folder = Path(args.grid_dir)
     folder.mkdir(parents=True, exist_ok=True)
-    pairs = examples[:16]
-    size = pairs[0][2].shape[-1]
-    images = [img for _, s, l in pairs for img in tensor_to_pil(torch.stack([torch.nn.functional.interpolate(s[None], size=size)[0], l]) * 2 - 1)]
-    captions = [c for p, _, _ in pairs for c in (f"base: {p}", "cascade")]
-    make_captioned_grid(images, captions, cols=4, scale=1).save(folder / "shapes-cascade.png")
-    written = [str(folder / "shapes-cascade.png")]
+    written = []
+    if examples:
+        pairs_grid(examples[:16], folder / "shapes-cascade.png")
+        written.append(str(folder / "shapes-cascade.png"))
     if emoji_base:
-        from hf_textimg.cli import load_pipeline
-        from hf_textimg.data.emoji import build_emoji_dataset
+        from hf_textimg.cli import EMOJI_DEMO_PROMPTS, load_pipeline, model_arg
 
-        cascade = load_pipeline(emoji_base, "cpu", upscale=args.emoji_stages)
+        cascade = load_pipeline(model_arg(emoji_base), "cpu", upscale=[model_arg(stage) for stage in args.emoji_stages])
         cascade.set_progress_bar_config(disable=True)
-        captions = list(build_emoji_dataset(size=32)["validation"]["text"][:8])
-        images = cascade(captions, num_images_per_prompt=2, generator=torch.Generator().manual_seed(args.seed),
-                         superres_num_inference_steps=args.superres_steps, noise_level=args.noise_level, **sampling(args)).images
-        make_captioned_grid(images, [c for c in captions for _ in range(2)], cols=4, scale=1).save(folder / "emoji-cascade.png")
+        prompts = [prompt for _, prompt in EMOJI_DEMO_PROMPTS]  # emoji the base model can draw: the grid shows the stage
+        small = cascade.base(prompts, generator=torch.Generator().manual_seed(args.seed), output_type="pt", **sampling(args)).images.cpu()
+        large = upscale(cascade.superres_stages, prompts, small, args, args.seed)
+        pairs_grid(list(zip(prompts, small, large)), folder / "emoji-cascade.png")
         written.append(str(folder / "emoji-cascade.png"))
     return written
 
 
+def pairs_grid(pairs: list, path: Path) -> None:
+    """(prompt, base image, cascade image) triples as a captioned grid, the base image enlarged (nearest) beside."""
+    from hf_textimg.data.loading import tensor_to_pil
+    from hf_textimg.utils.image_grid import make_captioned_grid
+
+    size = pairs[0][2].shape[-1]
+    images = [img for _, s, l in pairs for img in tensor_to_pil(torch.stack([torch.nn.functional.interpolate(s[None], size=size)[0], l]) * 2 - 1)]
+    captions = [c for p, _, _ in pairs for c in (f"base: {p}", "cascade")]
+    make_captioned_grid(images, captions, cols=4, scale=1).save(path)
+
+
 def print_tables(record: dict) -> None:
+    if "content" in record:
+        print_content_tables(record)
+    rows = [[f"{part}: {where}", name, r["psnr"], r["ssim"]] for part in ("shapes", "emoji") for where, methods in record.get(part + "_fidelity", {}).items()
+            for name, r in methods.items()]
+    if rows:
+        print("\n(c, d) fidelity against the true high-resolution images")
+        print(format_table(["data: stage", "method", "PSNR dB", "SSIM"], rows))
+    if "speed" in record:
+        print_speed_tables(record)
+
+
+def print_content_tables(record: dict) -> None:
     content, ink = record["content"], record["ink_share"]
     rows = [[c, content["base"]["accuracy"][c], content["cascade"]["accuracy"][c], content["delta"][c]] for c in content["delta"]]
     print(f"(a) Shapes {record['settings']['prompt_set']} prompts, {record['settings']['prompts_per_category']} per category (target: every |delta| <= {CONTENT_TOLERANCE}): "
@@ -265,10 +290,9 @@ def print_tables(record: dict) -> None:
     print(format_table(["category", f"base {record['sizes'][0]} px", f"cascade {record['sizes'][-1]} px", "delta"], rows))
     print(f"\n(b) off-palette share of ink pixels (target <= {INK_TARGET}): {'met' if ink['target_met'] else 'NOT met'}")
     print(format_table(["images", "share"], [[k, v] for k, v in ink.items() if k != "target_met"]))
-    rows = [[f"{part}: {where}", name, r["psnr"], r["ssim"]] for part in ("shapes", "emoji") for where, methods in record.get(part + "_fidelity", {}).items()
-            for name, r in methods.items()]
-    print("\n(c, d) fidelity against the true high-resolution images")
-    print(format_table(["data: stage", "method", "PSNR dB", "SSIM"], rows))
+
+
+def print_speed_tables(record: dict) -> None:
     speed = record["speed"]
     print(f"\n(e) seconds per {record['sizes'][-1]} px image at batch {speed['batch_size']} (share of the time); training images/s per stage")
     print(format_table(["part", "s / image", "share"], [[k, v, speed["share"].get(k)] for k, v in speed["seconds_per_image"].items()]))
@@ -299,6 +323,8 @@ def parse_args(argv):
     add("--base", default=None, help="a base pipeline (with --stages; default: the shipped Shapes model)")
     add("--stages", nargs="+", default=None, help="super-resolution stage folders, in order (with --base)")
     add("--emoji_stages", nargs="+", default=None, help="(d): emoji super-resolution stage folder(s), each scored on the emoji artwork")
+    add("--parts", nargs="+", choices=list("abcde"), default=list("abcde"), help="which parts to run (default: all; --save_card needs all)")
+    add("--emoji_styles", nargs="+", default=["noto"], help="(d): styles whose validation artwork each emoji stage is scored on")
     add("--emoji_base", default=None, help="(d): the emoji base pipeline, for the emoji cascade's sample grid (needs --grid_dir)")
     add("--prompts_per_category", type=int, default=40, help="(a, b): Shapes benchmark prompts per category")
     add("--prompt_set", choices=["benchmark", "validation"], default="benchmark",
@@ -323,6 +349,8 @@ def parse_args(argv):
         args.prompts_per_category, args.num_images, args.batch_size = min(args.prompts_per_category, 2), min(args.num_images, 4), min(args.batch_size, 4)
         args.steps, args.superres_steps, args.train_steps, args.train_batch_size = 2, 2, 1, 8
         args.tile, args.crop_size = (32, 32) if args.tile else (0, 32)
+    if args.save_card and set(args.parts) != set("abcde"):
+        parser.error("--save_card needs every part (leave --parts out)")
     if args.save_card and not args.cascade:
         parser.error("--save_card needs --cascade (the folder the card is written to)")
     return args
@@ -333,16 +361,22 @@ def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     threads = setup(args)
     info = machine_info()
+    parts = set(args.parts)
     with tempfile.TemporaryDirectory(prefix="superres-bench-") as tmp:
-        cascade = load_cascade(args, Path(tmp))
-        content, ink, examples = content_and_sharpness(cascade, args)
-        record = {
-            "benchmark": "superres", "quick": args.quick, "threads": threads, "sizes": cascade.output_sizes(),
-            "settings": {k: v for k, v in vars(args).items() if k not in ("quick", "threads")},
-            "content": content, "ink_share": ink, "shapes_fidelity": shapes_fidelity(cascade, args),
-            "emoji_fidelity": emoji_fidelity(args) if args.emoji_stages else {},
-            "speed": cascade_speed(cascade, args), "training": training_speed(cascade, args, Path(tmp)),
-        }
+        record = {"benchmark": "superres", "quick": args.quick, "threads": threads, "parts": sorted(parts),
+                  "settings": {k: v for k, v in vars(args).items() if k not in ("quick", "threads")}}
+        examples = []
+        if parts & {"a", "b", "c", "e"}:
+            cascade = load_cascade(args, Path(tmp))
+            record["sizes"] = cascade.output_sizes()
+        if parts & {"a", "b"}:
+            record["content"], record["ink_share"], examples = content_and_sharpness(cascade, args)
+        if "c" in parts:
+            record["shapes_fidelity"] = shapes_fidelity(cascade, args)
+        if "d" in parts and args.emoji_stages:
+            record["emoji_fidelity"] = emoji_fidelity(args)
+        if "e" in parts:
+            record["speed"], record["training"] = cascade_speed(cascade, args), training_speed(cascade, args, Path(tmp))
         if args.grid_dir:
             record["grids"] = save_grids(examples, args, args.emoji_base)
     print_machine(info)
