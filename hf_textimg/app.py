@@ -25,7 +25,7 @@ import gradio as gr
 from PIL import Image
 
 from . import cli
-from .pretrained import DEFAULT_MODEL, available_models, pretrained_path
+from .pretrained import DEFAULT_MODEL, SUPERRES_STAGES, available_models, pretrained_path
 
 MAX_IMAGES = 16  # per click: one pipeline call, a few seconds for the shipped 32 px model on a CPU
 MAX_STEPS = 200
@@ -53,7 +53,7 @@ def model_choices() -> list[str]:
     for name in available_models():
         index = json.loads((pretrained_path(name) / "model_index.json").read_text())
         (stages if index.get("_class_name") == "ConceptSuperResolutionPipeline" else bases).append(name)
-    cascades = [f"{DEFAULT_MODEL}{CASCADE_SUFFIX}{cli.DEFAULT_SUPERRES}"] if DEFAULT_MODEL in bases and cli.DEFAULT_SUPERRES in stages else []
+    cascades = [f"{base}{CASCADE_SUFFIX}{SUPERRES_STAGES[base]}" for base in bases if SUPERRES_STAGES.get(base) in stages]
     return bases + cascades
 
 

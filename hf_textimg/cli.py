@@ -275,11 +275,15 @@ def size_kwargs(pipe, size: int | None) -> dict:
 
 
 def default_upscale(args) -> list[str] | None:
-    """--upscale, else, when --size asks the shipped default model (no --model) for more than its 32 px, the
-    shipped super-resolution stage (`DEFAULT_SUPERRES`), else None."""
-    if args.upscale or args.model is not None or not getattr(args, "size", None) or args.size <= 32:
+    """--upscale, else, when --size asks a shipped base model (or the default, no --model) for more than its 32 px,
+    that model's shipped super-resolution stage (`hf_textimg.pretrained.SUPERRES_STAGES`), else None."""
+    from .pretrained import PRETRAINED_DIR, SUPERRES_STAGES
+
+    if args.upscale or not getattr(args, "size", None) or args.size <= 32:
         return args.upscale
-    return [str(pretrained_path(DEFAULT_SUPERRES))] if DEFAULT_SUPERRES in available_models() else None
+    base = DEFAULT_MODEL if args.model is None else Path(args.model).name if Path(args.model).parent == PRETRAINED_DIR else None
+    stage = SUPERRES_STAGES.get(base)
+    return [str(pretrained_path(stage))] if stage in available_models() else None
 
 
 def autocast(pipe, mixed_precision: str):
@@ -715,8 +719,8 @@ def _add_model_args(parser: argparse.ArgumentParser) -> None:
     add("--upscale", type=model_arg, nargs="+", default=None, metavar="STAGE",
         help="super-resolution stage folder(s) (training/train_superres.py), run in order on --model's images, as one cascade")
     add("--size", type=positive_int, default=None,
-        help=f"image side in pixels: a cascade (or --upscale) runs the stages that reach it; without --model, the shipped "
-             f"{DEFAULT_SUPERRES} stage is added to the default model (default: the largest the pipeline makes)")
+        help=f"image side in pixels: a cascade (or --upscale) runs the stages that reach it; on a shipped base model its shipped "
+             f"stage is added ({DEFAULT_SUPERRES} to the default) (default: the largest the pipeline makes)")
     add("--upscale-steps", type=positive_int, default=None, help="denoising steps of each super-resolution stage (default: 20)")
     add("--noise-level", type=int, default=None, metavar="0-999",
         help="super-resolution stages' noise augmentation of their input, 0 = none (default: the pipeline's, 100)")

@@ -74,3 +74,23 @@ def test_cascade_command_refuses_a_stage_on_another_tower(folders, tmp_path, cap
     tiny_stage(tiny_base(seed=7)).save_pretrained(other)
     assert main(["cascade", folders["base"], str(other), "--out", str(tmp_path / "c")]) == 2
     assert "another text tower" in capsys.readouterr().err
+
+
+def test_size_adds_the_shipped_stage_of_a_shipped_base_only():
+    """`--size 128` on a shipped base adds that base's shipped 4x stage (the default model's without --model); on a
+    folder of one's own it adds nothing (the pipeline then refuses the size, as above)."""
+    from argparse import Namespace
+
+    from hf_textimg.cli import default_upscale, model_arg
+    from hf_textimg.pretrained import SUPERRES_STAGES, available_models, pretrained_path
+
+    def upscale(model, size=128, stages=None):
+        return default_upscale(Namespace(model=model, size=size, upscale=stages))
+
+    for base, stage in SUPERRES_STAGES.items():
+        if base in available_models() and stage in available_models():
+            assert upscale(model_arg(base)) == [str(pretrained_path(stage))]
+            assert upscale(model_arg(base), size=32) is None
+    assert upscale(None) == [str(pretrained_path(SUPERRES_STAGES["shapes-diffusion-32"]))]
+    assert upscale("some/folder") is None
+    assert upscale(model_arg("emoji-diffusion-32"), stages=["mine"]) == ["mine"]

@@ -18,6 +18,9 @@ from pathlib import Path
 
 DEFAULT_MODEL = "shapes-diffusion-32"
 EMOJI_DEMO_MODEL = "emoji-diffusion-32"  # the shipped emoji model `hf-textimg demo` draws a second grid with
+# The shipped 4x super-resolution stage behind each shipped base model: `--size 128` on that base adds it, and the
+# web app offers the pair as a cascade.
+SUPERRES_STAGES = {"shapes-diffusion-32": "shapes-superres-128", "emoji-diffusion-32": "emoji-superres-128"}
 PRETRAINED_DIR = Path(__file__).resolve().parent
 
 # How the shipped default was made: the concept model whose text tower it starts from, then the command its model
