@@ -667,25 +667,36 @@ def run_cascade(args) -> int:
 
 
 def run_data(args) -> int:
+    import datasets
+
     start = time.perf_counter()
     out = check_output_dir(args.out, "--out")  # before the data set is built
-    data = _build_dataset(args)
+    quiet, shown = args.quiet, datasets.is_progress_bar_enabled()
+    if quiet:
+        datasets.disable_progress_bars()  # the builds' bars are datasets' tqdm (hf_textimg.data.emoji, hf_textimg.shapes.dataset)
+    try:
+        data = _build_dataset(args)
+        saved = _save_dataset(args, data, out)
+    finally:
+        if quiet and shown:
+            datasets.enable_progress_bars()
+    sizes = ", ".join(f"{split}: {len(split_data)}" for split, split_data in data.items())
+    print(f"Built {args.dataset} at {args.size}px ({sizes}) in {time.perf_counter() - start:.1f}s -> {saved[0]}")
+    if args.dataset == "emoji":
+        print("\n".join(_emoji_report_lines(data)))
+    print(saved[1])
+    return 0
+
+
+def _save_dataset(args, data, out) -> tuple[str, str]:
+    """`data` to `out` as --imagefolder or save_to_disk asks: (where, how to load it)."""
     if args.imagefolder:
         from .data.loading import save_as_imagefolder
 
         folders = save_as_imagefolder(data, out)
-        where = ", ".join(str(f) for f in folders)
-        hint = f'load a split with datasets.load_dataset("imagefolder", data_dir="{folders[0]}")'
-    else:
-        data.save_to_disk(str(out))
-        where = str(out)
-        hint = f'load it with datasets.load_from_disk("{out}")'
-    sizes = ", ".join(f"{split}: {len(split_data)}" for split, split_data in data.items())
-    print(f"Built {args.dataset} at {args.size}px ({sizes}) in {time.perf_counter() - start:.1f}s -> {where}")
-    if args.dataset == "emoji":
-        print("\n".join(_emoji_report_lines(data)))
-    print(hint)
-    return 0
+        return ", ".join(str(f) for f in folders), f'load a split with datasets.load_dataset("imagefolder", data_dir="{folders[0]}")'
+    data.save_to_disk(str(out))
+    return str(out), f'load it with datasets.load_from_disk("{out}")'
 
 
 def run_serve(args) -> int:
@@ -875,6 +886,7 @@ fluentui-emoji@1.3.0` run in ~/.cache/hf_textimg/sources (docs/emoji.md). Builds
                       help="emoji: fail when an asked style's package is missing (default: skip that style with a warning; "
                            "it fails anyway when none of the asked styles is installed)")
     data.add_argument("--cache-dir", default=None, help="emoji: cache folder (default: $HF_TEXTIMG_CACHE or ~/.cache/hf_textimg)")
+    data.add_argument("--quiet", action="store_true", help="no progress bars while the data set is built and saved")
     data.set_defaults(func=run_data)
 
     demo = sub.add_parser(

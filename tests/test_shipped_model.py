@@ -50,6 +50,7 @@ def test_the_training_hint_gives_the_shipped_configuration(tmp_path, monkeypatch
     # added after the model was trained: 0 (stop at the first NaN loss) changes nothing for a run that never saw one
     assert parsed.pop("max_skipped_nonfinite_steps") == recorded.pop("max_skipped_nonfinite_steps", 0)
     # added with --streaming: unset chooses by size, and the shipped 50,000 32-px images were decoded into memory
+    assert parsed.pop("quiet") is False  # added later: output only
     assert (parsed.pop("streaming"), parsed.pop("shuffle_buffer_size")) == (recorded.pop("streaming", None), recorded.pop("shuffle_buffer_size", 1000))
     assert parsed == recorded
 

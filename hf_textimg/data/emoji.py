@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import datasets
+from datasets.utils import tqdm as hf_tqdm
 
 from .emoji_arguments import CAPTION_STYLES
 from .emoji_sources import STYLE_SOURCES, STYLES, npm_pack_command, package_version, read_style_files
@@ -313,7 +314,7 @@ def _style_rows(style: str, source: Path, entries: list[EmojiEntry], size: int) 
     unmatched = sorted(files - matched_files)
     rendered: dict[str, bytes] = {}  # image_id -> PNG: shared artwork is rendered once
     rows = []
-    for entry in entries:
+    for entry in hf_tqdm(entries, desc=f"Emoji {style} ({size} px)", unit="emoji", leave=False):  # datasets' tqdm: --quiet silences it
         if (item := chosen.get(strip_vs(entry.sequence))) is None:
             continue
         file = item[1]

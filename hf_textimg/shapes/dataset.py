@@ -11,6 +11,7 @@ import io
 from collections.abc import Iterator, Sequence
 
 import datasets
+from datasets.utils import tqdm as hf_tqdm
 import numpy as np
 import torch
 from PIL import Image
@@ -53,7 +54,8 @@ def _build_split(num: int, split: str, size: int, seed: int, kind_probs: tuple |
     texts = [caption_scene(scene, rng) for scene in scenes]
     images = render_batch(scenes, size) if scenes else np.zeros((0, size, size, 3), np.uint8)
     columns = {
-        "image": [{"bytes": _png_bytes(img), "path": None} for img in images],
+        # datasets' own tqdm: `datasets.disable_progress_bars()` (`--quiet`) silences it with datasets' bars
+        "image": [{"bytes": _png_bytes(img), "path": None} for img in hf_tqdm(images, desc=f"Shapes {split} ({size} px)", unit="img", leave=False)],
         "text": texts,
         "kind": [scene.kind for scene in scenes],
         "objects": [[obj.to_dict() for obj in scene.objects] for scene in scenes],

@@ -104,6 +104,7 @@ class TrainConfig:
     validation_steps: int = field(default=500, metadata={"help": "Evaluate every N steps (and at the end)."})
     report_to: str | None = field(default=None, metadata={"help": 'Tracker for accelerate ("tensorboard", "wandb", ...).'})
     logging_dir: str = field(default="logs", metadata={"help": "Tracker folder, relative to output_dir."})
+    quiet: bool = field(default=False, metadata={"help": "No progress bars (training steps, data builds) and no info lines; warnings and errors still print."})
 
     # Sharing on the Hub (hf_textimg.hub): the model card is written to output_dir/README.md either way
     push_to_hub: bool = field(default=False, metadata={"help": "Upload output_dir to the Hub at every checkpoint and at the end."})

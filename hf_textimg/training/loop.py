@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import datasets
 import torch
 from accelerate import Accelerator
 from accelerate.utils import DataLoaderConfiguration, DistributedType, InitProcessGroupKwargs, ProjectConfiguration, set_seed
@@ -46,7 +47,10 @@ def build_accelerator(cfg: TrainConfig) -> Accelerator:
             "across processes; these training scripts save full safetensors checkpoints from the main process, so they "
             "support one process or DDP only (`accelerate launch --multi_gpu`). The models fit on one GPU: use DDP."
         )
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO if accelerator.is_main_process else logging.WARNING)
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        level=logging.INFO if accelerator.is_main_process and not cfg.quiet else logging.WARNING)
+    if cfg.quiet:
+        datasets.disable_progress_bars()  # datasets' bars, and the data builds' (they use datasets' tqdm)
     lock_run(accelerator, cfg)
     set_seed(cfg.seed)
     return accelerator
@@ -356,7 +360,8 @@ def train_loop(
         cfg.max_train_steps, "streamed" if streaming else len(dataloader), cfg.train_batch_size, accelerator.num_processes,
         cfg.gradient_accumulation_steps,
     )
-    progress = tqdm(range(cfg.max_train_steps), initial=state.global_step, desc="Steps", disable=not accelerator.is_local_main_process)
+    progress = tqdm(range(cfg.max_train_steps), initial=state.global_step, desc="Steps",
+                    disable=cfg.quiet or not accelerator.is_local_main_process)
     start = time.perf_counter() - state.elapsed_seconds
     out_of_time, problem = False, None
     while state.global_step < cfg.max_train_steps and not out_of_time:
