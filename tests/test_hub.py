@@ -24,6 +24,7 @@ import torch
 from safetensors.torch import load_file
 
 from hub_server import HubServer
+from no_package import BLOCK_HF_TEXTIMG
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "hf_loopback_secret_token"
@@ -92,22 +93,7 @@ print(json.dumps({"pulled_from": str(pulled.name_or_path), "resumed_steps": [ste
 
 # Loads the concept model from the Hub where hf_textimg cannot be imported: `python -I` leaves the
 # repository (cwd, PYTHONPATH) off sys.path, and this finder refuses the editable install's mapping.
-PULL_CONCEPT_WITHOUT_PACKAGE = """
-import sys
-
-class NotInstalled:
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] == "hf_textimg":
-            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
-        return None
-
-sys.meta_path.insert(0, NotInstalled())
-try:
-    import hf_textimg  # noqa: F401
-    raise SystemExit("hf_textimg is importable: the test would prove nothing")
-except ModuleNotFoundError:
-    pass
-
+PULL_CONCEPT_WITHOUT_PACKAGE = BLOCK_HF_TEXTIMG + """
 import json
 import torch
 from safetensors.torch import save_file
@@ -124,7 +110,7 @@ print(json.dumps({"class": type(model).__module__ + "." + type(model).__name__,
 """
 
 # The pushed pipeline, pulled where hf_textimg cannot be imported (as above), with the code its repo carries.
-PULL_PIPELINE_WITHOUT_PACKAGE = PULL_CONCEPT_WITHOUT_PACKAGE.split("import json")[0] + """
+PULL_PIPELINE_WITHOUT_PACKAGE = BLOCK_HF_TEXTIMG + """
 import json
 import torch
 from diffusers import DiffusionPipeline

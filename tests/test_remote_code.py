@@ -20,31 +20,16 @@ from safetensors.torch import load_file, save_file
 from hf_textimg.decoder import ConceptDecoder
 from hf_textimg.pipelines import ConceptCascadePipeline, ConceptDiffusionPipeline, DecoderPipeline
 from hf_textimg.remote_code import PIPELINE_CLASSES, concept_source, decoder_source, pipeline_source, write_remote_code
-from hf_textimg.pretrained import pretrained_path
+from hf_textimg.pretrained import available_models, pretrained_path
+from no_package import BLOCK_HF_TEXTIMG
 from tiny_pipelines import PROMPTS, tiny_base, tiny_stage
 
-SHIPPED_MODELS = ["shapes-diffusion-32", "shapes-superres-128", "emoji-diffusion-32"]
+SHIPPED_MODELS = available_models()
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
-# Refuses hf_textimg however it would be found (the editable install's finder included), then loads every folder
-# named on the command line with trust_remote_code and draws images as the parent process did.
-LOAD_WITHOUT_PACKAGE = """
-import sys
-
-class NotInstalled:
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] == "hf_textimg":
-            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
-        return None
-
-sys.meta_path.insert(0, NotInstalled())
-try:
-    import hf_textimg  # noqa: F401
-    raise SystemExit("hf_textimg is importable: the test would prove nothing")
-except ModuleNotFoundError:
-    pass
-
+# Without hf_textimg (no_package.py), loads every folder named on the command line with trust_remote_code and draws images as the parent process did.
+LOAD_WITHOUT_PACKAGE = BLOCK_HF_TEXTIMG + """
 import json
 import torch
 from diffusers import DiffusionPipeline
