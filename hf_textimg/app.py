@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import functools
 import inspect
-import json
 import math
 import time
 
@@ -49,10 +48,11 @@ FONTS = {"font": ["ui-sans-serif", "system-ui", "sans-serif"], "font_mono": ["ui
 def model_choices() -> list[str]:
     """The shipped text-to-image models, and each shipped base with the shipped super-resolution stage (a cascade)
     when both are there. Super-resolution stages alone are left out: they need an image to start from."""
+    from .hub import detect_model_kind  # reads model_index.json's class, either form ("<Class>" or ["<code file>", "<Class>"])
+
     stages, bases = [], []
     for name in available_models():
-        index = json.loads((pretrained_path(name) / "model_index.json").read_text())
-        (stages if index.get("_class_name") == "ConceptSuperResolutionPipeline" else bases).append(name)
+        (stages if detect_model_kind(pretrained_path(name)) == "superres" else bases).append(name)
     cascades = [f"{base}{CASCADE_SUFFIX}{SUPERRES_STAGES[base]}" for base in bases if SUPERRES_STAGES.get(base) in stages]
     return bases + cascades
 

@@ -232,3 +232,17 @@ def test_a_one_shot_pipeline_says_what_does_not_apply(tmp_path):
     assert len(gallery) == 2
     assert "DecoderPipeline generates in one pass: steps, guidance and scheduler do not apply" in summary
     assert "DecoderPipeline takes no negative prompt: ignored" in summary
+
+
+def test_the_model_box_offers_shipped_bases_and_their_cascades_not_stages_alone():
+    """Every shipped base, and each base with its shipped 4x stage as a cascade; a stage alone (it needs an image to
+    start from) is not offered, whichever form model_index.json names its class in (plain, or [code file, class])."""
+    from hf_textimg.hub import detect_model_kind
+    from hf_textimg.pretrained import SUPERRES_STAGES, available_models, pretrained_path
+
+    shipped = available_models()
+    stages = [name for name in shipped if detect_model_kind(pretrained_path(name)) == "superres"]
+    bases = [name for name in shipped if name not in stages]
+    cascades = [f"{base} + {SUPERRES_STAGES[base]}" for base in bases if SUPERRES_STAGES.get(base) in stages]
+    assert stages and cascades, "expected shipped super-resolution stages and their bases"
+    assert model_choices() == bases + cascades
