@@ -20,14 +20,14 @@ import unittest
 
 import pytest
 import torch
-from diffusers import DiffusionPipeline, DPMSolverMultistepScheduler
+from diffusers import DDPMScheduler, DiffusionPipeline, DPMSolverMultistepScheduler
 from diffusers.models.modeling_utils import ModelMixin
 from upstream_suites import import_upstream
 
 from hf_textimg.autoencoder import ConceptAutoencoder, ConceptDecoder, ConceptImageEncoder
 from hf_textimg.concept import ConceptTextConfig, ConceptTextModel
-from hf_textimg.diffusion import build_unet
-from hf_textimg.pipelines import ConceptDiffusionPipeline, DecoderPipeline
+from hf_textimg.diffusion import build_superres_unet, build_unet
+from hf_textimg.pipelines import ConceptDiffusionPipeline, ConceptSuperResolutionPipeline, DecoderPipeline
 from hf_textimg.tokenization import train_tokenizer
 
 model_mixins, pipeline_common, pipeline_params = import_upstream(
@@ -262,3 +262,29 @@ class DecoderPipelineFastTests(pipeline_common.PipelineTesterMixin, unittest.Tes
 
     def test_inference_batch_consistent(self):
         self._test_inference_batch_consistent(batch_sizes=[2], additional_params_copy_to_batched_inputs=[])
+
+
+@refuses_pickle(*PICKLE_SAVING_PIPELINE_TESTS, raising=PICKLE_RAISES)
+class ConceptSuperResolutionPipelineFastTests(pipeline_common.PipelineTesterMixin, unittest.TestCase):
+    """Set up as diffusers' `IFSuperResolutionPipelineFastTests`: the text-guided image-variation signature, an
+    `image` (here 8 x 8 px in [0, 1], upscaled 4x to 32 x 32) beside the prompt. `height` / `width` stay in the
+    signature checks (they are arguments here, though only `upscale_factor` x the image's size is accepted)."""
+
+    pipeline_class = ConceptSuperResolutionPipeline
+    params = pipeline_params.TEXT_GUIDED_IMAGE_VARIATION_PARAMS
+    batch_params = pipeline_params.TEXT_GUIDED_IMAGE_VARIATION_BATCH_PARAMS
+
+    def get_dummy_components(self):
+        torch.manual_seed(0)
+        tokenizer = train_tokenizer(PROMPTS, vocab_size=200, model_max_length=16)
+        unet = build_superres_unet(resolution=32, cross_attention_dim=32, concept_dim=32, block_out_channels=(8, 16), norm_num_groups=8)
+        return {
+            "tokenizer": tokenizer, "text_encoder": tiny_text_encoder(tokenizer), "unet": unet,
+            "scheduler": DPMSolverMultistepScheduler(prediction_type="v_prediction"),
+            "image_noising_scheduler": DDPMScheduler(beta_schedule="squaredcos_cap_v2"),
+        }
+
+    def get_dummy_inputs(self, device, seed=0):
+        generator = torch.Generator(device="cpu").manual_seed(seed)
+        image = torch.rand(1, 3, 8, 8, generator=torch.Generator().manual_seed(seed))
+        return {"prompt": PROMPTS[0], "image": image, "generator": generator, "num_inference_steps": 2, "guidance_scale": 6.0, "output_type": "np"}
