@@ -178,7 +178,9 @@ def test_sizes_that_are_no_multiple_of_the_factor_name_the_allowed_sizes(base, c
     (torch.rand(3, 3, 32, 32), r"`image` holds 3 images for 2 prompts"),
     (torch.rand(2, 3, 32, 32) * 2 - 1, r"`image` values must be in \[0, 1\]"),
     (None, r"`image` is required"),
-    ("a picture", r"`image` must be a PIL image, a list of them, a numpy array or a torch tensor, got str"),
+    ("a picture", r"`image` must be a PIL image, a numpy array or a torch tensor, or a list of one of these, got str"),
+    ([torch.rand(3, 32, 32), torch.rand(3, 16, 16)], r"`image` holds images of shapes \[\(3, 16, 16\), \(3, 32, 32\)\]"),
+    ([torch.rand(3, 32, 32), np.random.rand(32, 32, 3)], r"`image` mixes numpy arrays and torch tensors"),
 ])
 def test_bad_images_are_value_errors_naming_the_fix(stage, image, message):
     with pytest.raises(ValueError, match=message):
@@ -196,6 +198,10 @@ def test_wrong_image_size_for_the_asked_output_and_bad_noise_level(stage):
     quantized = torch.from_numpy(np.stack([np.asarray(p) for p in as_pil])).permute(0, 3, 1, 2).float() / 255
     assert torch.allclose(upscale(stage, as_pil), upscale(stage, quantized), atol=1e-5)
     assert torch.allclose(upscale(stage, quantized.permute(0, 2, 3, 1).numpy()), upscale(stage, quantized), atol=1e-5)
+    # so do lists of tensors / arrays, each one image or a batch (diffusers' PipelineImageInput)
+    assert torch.equal(upscale(stage, list(image)), upscale(stage, image))
+    assert torch.equal(upscale(stage, [image[:1], image[1:]]), upscale(stage, image))
+    assert torch.equal(upscale(stage, list(image.permute(0, 2, 3, 1).numpy())), upscale(stage, image))
 
 
 def test_a_text_to_image_unet_is_not_a_stage(base):
@@ -213,6 +219,12 @@ def test_guidance_and_prompt_embeds_work_like_the_base_pipeline(stage):
                       guidance_scale=3.0, generator=torch.Generator().manual_seed(0)).images
     assert torch.allclose(by_text, by_embeds, atol=1e-6)
     assert not torch.allclose(by_text, upscale(stage, low_res()))  # guidance 1 (the default) differs
+    # a stage without its text tower takes the embeddings (its U-Net's concept width excludes the noise level's)
+    no_tower = ConceptSuperResolutionPipeline(None, None, stage.unet, stage.scheduler, stage.image_noising_scheduler, 2)
+    no_tower.set_progress_bar_config(disable=True)
+    by_embeds_alone = no_tower(prompt_embeds=embeds, negative_prompt_embeds=negative, image=low_res(), num_inference_steps=3, output_type="pt",
+                               guidance_scale=3.0, generator=torch.Generator().manual_seed(0)).images
+    assert torch.allclose(by_text, by_embeds_alone, atol=1e-6)
 
 
 # -- tiles (a stage trained on crops) ----------------------------------------------------------------

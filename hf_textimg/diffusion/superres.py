@@ -115,6 +115,12 @@ def is_superres_unet(unet: UNet2DConditionModel) -> bool:
     return config.addition_embed_type == "text_time" and config.in_channels == 2 * config.out_channels
 
 
+def superres_concept_dim(unet: UNet2DConditionModel) -> int:
+    """Size of the concept a super-resolution U-Net reads: its "text_time" projection takes the concept and the
+    noise level's embedding concatenated."""
+    return unet.config.projection_class_embeddings_input_dim - unet.config.addition_time_embed_dim
+
+
 def check_superres_unet(unet: UNet2DConditionModel, text_encoder) -> None:
     """ValueError unless `unet` is a super-resolution U-Net that reads `text_encoder`'s outputs."""
     if not is_superres_unet(unet):
@@ -123,7 +129,7 @@ def check_superres_unet(unet: UNet2DConditionModel, text_encoder) -> None:
             f"(build it with hf_textimg.diffusion.build_superres_unet); got in_channels {unet.config.in_channels}, "
             f"out_channels {unet.config.out_channels}, addition_embed_type {unet.config.addition_embed_type!r}."
         )
-    concept_dim = unet.config.projection_class_embeddings_input_dim - unet.config.addition_time_embed_dim
+    concept_dim = superres_concept_dim(unet)
     if text_encoder.config.hidden_size != unet.config.cross_attention_dim or text_encoder.config.projection_dim != concept_dim:
         raise ValueError(
             f"The text tower gives token states of width {text_encoder.config.hidden_size} and a {text_encoder.config.projection_dim}-d "

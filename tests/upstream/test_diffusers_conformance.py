@@ -2,7 +2,8 @@
 
 Models ([`ConceptImageEncoder`], [`ConceptDecoder`] in both code conditionings, [`ConceptAutoencoder`]): the
 model tester mixins of `tests/models/testing_utils` (ModelTesterMixin; the training and memory mixins need an
-accelerator and skip on CPU). Pipelines ([`ConceptDiffusionPipeline`], [`DecoderPipeline`]): `PipelineTesterMixin`,
+accelerator and skip on CPU). Pipelines ([`ConceptDiffusionPipeline`], [`DecoderPipeline`],
+[`ConceptSuperResolutionPipeline`], [`ConceptCascadePipeline`]): `PipelineTesterMixin`,
 and for the diffusion pipeline also the Karras-schedulers test (it takes any diffusers scheduler).
 
 diffusers' sdist ships no tests: set HF_TEXTIMG_UPSTREAM_DIFFUSERS_TESTS to a diffusers checkout's `tests/`
@@ -20,14 +21,14 @@ import unittest
 
 import pytest
 import torch
-from diffusers import DiffusionPipeline, DPMSolverMultistepScheduler
+from diffusers import DDPMScheduler, DiffusionPipeline, DPMSolverMultistepScheduler
 from diffusers.models.modeling_utils import ModelMixin
 from upstream_suites import import_upstream
 
 from hf_textimg.autoencoder import ConceptAutoencoder, ConceptDecoder, ConceptImageEncoder
 from hf_textimg.concept import ConceptTextConfig, ConceptTextModel
-from hf_textimg.diffusion import build_unet
-from hf_textimg.pipelines import ConceptDiffusionPipeline, DecoderPipeline
+from hf_textimg.diffusion import build_superres_unet, build_unet
+from hf_textimg.pipelines import ConceptCascadePipeline, ConceptDiffusionPipeline, ConceptSuperResolutionPipeline, DecoderPipeline
 from hf_textimg.tokenization import train_tokenizer
 
 model_mixins, pipeline_common, pipeline_params = import_upstream(
@@ -262,3 +263,60 @@ class DecoderPipelineFastTests(pipeline_common.PipelineTesterMixin, unittest.Tes
 
     def test_inference_batch_consistent(self):
         self._test_inference_batch_consistent(batch_sizes=[2], additional_params_copy_to_batched_inputs=[])
+
+
+def tiny_superres_parts(resolution: int) -> dict:
+    """A super-resolution stage's own components (U-Net, sampler, noising scheduler) for the 32-wide tiny text tower."""
+    unet = build_superres_unet(resolution=resolution, cross_attention_dim=32, concept_dim=32, block_out_channels=(8, 16), norm_num_groups=8)
+    scheduler = DPMSolverMultistepScheduler(prediction_type="v_prediction")
+    return {"unet": unet, "scheduler": scheduler, "image_noising_scheduler": DDPMScheduler(beta_schedule="squaredcos_cap_v2")}
+
+
+@refuses_pickle(*PICKLE_SAVING_PIPELINE_TESTS, raising=PICKLE_RAISES)
+class ConceptSuperResolutionPipelineFastTests(pipeline_common.PipelineTesterMixin, unittest.TestCase):
+    """Set up as diffusers' `IFSuperResolutionPipelineFastTests`: the text-guided image-variation signature, an
+    `image` (here 8 x 8 px in [0, 1], upscaled 4x to 32 x 32) beside the prompt. `height` / `width` stay in the
+    signature checks (they are arguments here, though only `upscale_factor` x the image's size is accepted)."""
+
+    pipeline_class = ConceptSuperResolutionPipeline
+    params = pipeline_params.TEXT_GUIDED_IMAGE_VARIATION_PARAMS
+    batch_params = pipeline_params.TEXT_GUIDED_IMAGE_VARIATION_BATCH_PARAMS
+
+    def get_dummy_components(self):
+        torch.manual_seed(0)
+        tokenizer = train_tokenizer(PROMPTS, vocab_size=200, model_max_length=16)
+        return {"tokenizer": tokenizer, "text_encoder": tiny_text_encoder(tokenizer), **tiny_superres_parts(resolution=32)}
+
+    def get_dummy_inputs(self, device, seed=0):
+        generator = torch.Generator(device="cpu").manual_seed(seed)
+        image = torch.rand(1, 3, 8, 8, generator=torch.Generator().manual_seed(seed))
+        return {"prompt": PROMPTS[0], "image": image, "generator": generator, "num_inference_steps": 2, "guidance_scale": 6.0, "output_type": "np"}
+
+
+# the cascade has optional components (a second stage), so this upstream test runs for it and saves pickles too
+@refuses_pickle(*PICKLE_SAVING_PIPELINE_TESTS, "test_save_load_optional_components", raising=PICKLE_RAISES)
+class ConceptCascadePipelineFastTests(pipeline_common.PipelineTesterMixin, unittest.TestCase):
+    """The cascade (base 32 px, one 4x stage: 128 px), tested as diffusers tests its "combined" pipelines (Kandinsky's):
+    it takes captions, not prompt embeddings or cross-attention kwargs, and no `latents` (each stage starts from noise
+    of its own size), so those are left out of the signature the tests ask for."""
+
+    pipeline_class = ConceptCascadePipeline
+    params = pipeline_params.TEXT_TO_IMAGE_PARAMS - {"prompt_embeds", "negative_prompt_embeds", "cross_attention_kwargs"}
+    batch_params = pipeline_params.TEXT_TO_IMAGE_BATCH_PARAMS
+    image_params = pipeline_params.TEXT_TO_IMAGE_IMAGE_PARAMS
+    required_optional_params = pipeline_common.PipelineTesterMixin.required_optional_params - {"latents"}
+
+    def get_dummy_components(self):
+        base = ConceptDiffusionPipelineFastTests().get_dummy_components()
+        torch.manual_seed(1)
+        # the default upscale_factors (4,): test_components_function counts every non-scalar init argument as a component
+        stage = {f"superres_{name}": part for name, part in tiny_superres_parts(resolution=128).items()}
+        # the optional second stage left out, as None (diffusers' tests list every component, e.g. safety_checker=None)
+        return {**base, **stage, **dict.fromkeys(ConceptCascadePipeline._optional_components)}
+
+    def get_dummy_inputs(self, device, seed=0):
+        generator = torch.Generator(device="cpu").manual_seed(seed)
+        return {
+            "prompt": PROMPTS[0], "generator": generator, "num_inference_steps": 2, "superres_num_inference_steps": 2,
+            "guidance_scale": 6.0, "output_type": "np",
+        }

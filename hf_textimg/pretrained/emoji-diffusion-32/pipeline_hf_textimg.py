@@ -867,6 +867,12 @@ def is_superres_unet(unet: UNet2DConditionModel) -> bool:
     return config.addition_embed_type == "text_time" and config.in_channels == 2 * config.out_channels
 
 
+def superres_concept_dim(unet: UNet2DConditionModel) -> int:
+    """Size of the concept a super-resolution U-Net reads: its "text_time" projection takes the concept and the
+    noise level's embedding concatenated."""
+    return unet.config.projection_class_embeddings_input_dim - unet.config.addition_time_embed_dim
+
+
 def check_superres_unet(unet: UNet2DConditionModel, text_encoder) -> None:
     """ValueError unless `unet` is a super-resolution U-Net that reads `text_encoder`'s outputs."""
     if not is_superres_unet(unet):
@@ -875,7 +881,7 @@ def check_superres_unet(unet: UNet2DConditionModel, text_encoder) -> None:
             f"(build it with hf_textimg.diffusion.build_superres_unet); got in_channels {unet.config.in_channels}, "
             f"out_channels {unet.config.out_channels}, addition_embed_type {unet.config.addition_embed_type!r}."
         )
-    concept_dim = unet.config.projection_class_embeddings_input_dim - unet.config.addition_time_embed_dim
+    concept_dim = superres_concept_dim(unet)
     if text_encoder.config.hidden_size != unet.config.cross_attention_dim or text_encoder.config.projection_dim != concept_dim:
         raise ValueError(
             f"The text tower gives token states of width {text_encoder.config.hidden_size} and a {text_encoder.config.projection_dim}-d "
@@ -1727,11 +1733,11 @@ import PIL.Image
 import torch
 from diffusers import DDPMScheduler, DiffusionPipeline, SchedulerMixin, UNet2DConditionModel
 from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
-from diffusers.image_processor import VaeImageProcessor
+from diffusers.image_processor import PipelineImageInput, VaeImageProcessor
 from diffusers.pipelines.pipeline_utils import ImagePipelineOutput
 
 from transformers import PreTrainedModel
-# (defined above) from ..diffusion.superres import check_unet_size, check_superres_unet, noise_augment, superres_unet_input, superres_unet_kwargs, tile_origins, upsample
+# (defined above) from ..diffusion.superres import check_unet_size, check_superres_unet, noise_augment, superres_concept_dim, superres_unet_input, superres_unet_kwargs, tile_origins, upsample
 # (defined above) from ..diffusion.unet import downsample_factor
 # (defined above) from .pipeline_diffusion import ConceptDiffusionPipeline
 # (defined above) from .pipeline_utils import register_with_diffusers
@@ -1777,10 +1783,18 @@ class ConceptSuperResolutionPipeline(ConceptDiffusionPipeline):
     def check_components(text_encoder: PreTrainedModel, unet: UNet2DConditionModel) -> None:
         check_superres_unet(unet, text_encoder)
 
+    def embeds_widths(self) -> tuple[int, int]:
+        """As [`ConceptDiffusionPipeline.embeds_widths`]; without a text tower, the concept width is what the U-Net's
+        projection takes less the noise level's embedding."""
+        if self.text_encoder is not None:
+            return super().embeds_widths()
+        return self.unet.config.cross_attention_dim, superres_concept_dim(self.unet)
+
     # -- the image input ------------------------------------------------------------------------
     def preprocess_image(self, image) -> torch.Tensor:
         """PIL image(s), numpy (h, w, 3) / (B, h, w, 3) or torch (3, h, w) / (B, 3, h, w) in [0, 1] (what the
-        pipelines return as "pil", "np" and "pt") -> (B, 3, h, w) in [-1, 1] on the pipeline's device."""
+        pipelines return as "pil", "np" and "pt"), or a list of such arrays / tensors (diffusers' `PipelineImageInput`)
+        -> (B, 3, h, w) in [-1, 1] on the pipeline's device."""
         if image is None:
             raise ValueError("`image` is required: the low-resolution image(s) to upscale, one per prompt.")
         if isinstance(image, PIL.Image.Image):
@@ -1792,12 +1806,14 @@ class ConceptSuperResolutionPipeline(ConceptDiffusionPipeline):
             if len(sizes) > 1:
                 raise ValueError(f"`image` holds PIL images of different sizes {sorted(sizes)}; pass images of one size.")
             image = VaeImageProcessor.pil_to_numpy(list(image))  # (B, h, w, C) in [0, 1]
+        elif isinstance(image, (list, tuple)) and image and all(isinstance(i, (np.ndarray, torch.Tensor)) for i in image):
+            image = join_image_list(image)
         if isinstance(image, np.ndarray):
             image = torch.from_numpy(np.ascontiguousarray(image[None] if image.ndim == 3 else image)).permute(0, 3, 1, 2)
         elif isinstance(image, torch.Tensor):
             image = image[None] if image.ndim == 3 else image
         else:
-            raise ValueError(f"`image` must be a PIL image, a list of them, a numpy array or a torch tensor, got {type(image).__name__}.")
+            raise ValueError(f"`image` must be a PIL image, a numpy array or a torch tensor, or a list of one of these, got {type(image).__name__}.")
         if image.ndim != 4 or image.shape[1] != 3:
             raise ValueError(
                 f"`image` must have 3 (RGB) channels: (B, 3, h, w) for tensors, (B, h, w, 3) for numpy arrays; got shape {tuple(image.shape)}."
@@ -1866,7 +1882,7 @@ class ConceptSuperResolutionPipeline(ConceptDiffusionPipeline):
     def __call__(
         self,
         prompt: str | list[str] | None = None,
-        image: PIL.Image.Image | list[PIL.Image.Image] | np.ndarray | torch.Tensor | None = None,
+        image: PipelineImageInput | None = None,
         height: int | None = None,
         width: int | None = None,
         num_inference_steps: int = 20,
@@ -1889,8 +1905,8 @@ class ConceptSuperResolutionPipeline(ConceptDiffusionPipeline):
 
         Args:
             prompt (`str` or `list[str]`): caption(s), one per image; or pass `prompt_embeds` instead.
-            image (PIL image(s), numpy (B, h, w, 3) or torch (B, 3, h, w) in [0, 1]): the low-resolution images, one per
-                prompt (each used `num_images_per_prompt` times).
+            image (PIL image(s), numpy (B, h, w, 3) or torch (B, 3, h, w) in [0, 1], or a list of arrays / tensors): the
+                low-resolution images, one per prompt (each used `num_images_per_prompt` times).
             height, width (`int`, *optional*): output size; `upscale_factor` x the image's (the only size it makes).
             num_inference_steps (`int`, defaults to 20): denoising steps.
             guidance_scale (`float`, defaults to 1.0): classifier-free guidance on the caption; <= 1 disables it.
@@ -1935,6 +1951,18 @@ class ConceptSuperResolutionPipeline(ConceptDiffusionPipeline):
         images = self.postprocess(latents, output_type)
         self.maybe_free_model_hooks()
         return ImagePipelineOutput(images=images) if return_dict else (images,)
+
+
+def join_image_list(images: list[np.ndarray] | list[torch.Tensor]) -> np.ndarray | torch.Tensor:
+    """A list of numpy arrays or tensors, each one image (3-d) or a batch (4-d), -> one batch, as diffusers' image
+    processors join a `PipelineImageInput` list."""
+    if len({type(i) for i in images}) > 1:
+        raise ValueError("`image` mixes numpy arrays and torch tensors; pass a list of one kind.")
+    shapes = {tuple(i.shape[-3:]) for i in images}
+    if len(shapes) > 1 or any(i.ndim not in (3, 4) for i in images):
+        raise ValueError(f"`image` holds images of shapes {sorted(tuple(i.shape) for i in images)}; pass 3-d images or 4-d batches of one size.")
+    batches = [i[None] if i.ndim == 3 else i for i in images]
+    return np.concatenate(batches) if isinstance(images[0], np.ndarray) else torch.cat(batches)
 
 
 # -------------------- hf_textimg/pipelines/pipeline_cascade.py --------------------
