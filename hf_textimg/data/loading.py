@@ -93,28 +93,12 @@ def load_image_text_dataset(
 
     if isinstance(dataset_name, (datasets.Dataset, datasets.DatasetDict)):
         data, source = dataset_name, "the given data set"
-    elif train_data_dir is not None:
-        if not Path(train_data_dir).is_dir():
-            raise ValueError(f"train_data_dir={str(train_data_dir)!r} is not a directory.")
-        check_imagefolder_metadata(train_data_dir, caption_column)  # a bad line named, not an ArrowInvalid from arrow
-        source = f"imagefolder {train_data_dir}"
-        with _load_errors_named("train_data_dir", train_data_dir):
-            data = datasets.load_dataset("imagefolder", data_dir=str(train_data_dir), cache_dir=cache_dir)
     elif dataset_name in BUILTIN_DATASETS:
         data = _builtin_dataset(dataset_name, resolution, cache_dir, tuple(sorted((builtin_kwargs or {}).items())))
         source = f"built-in data set {dataset_name!r}"
-    elif _is_saved_dataset(Path(dataset_name)):
-        data = datasets.load_from_disk(dataset_name)
-        source = f"saved data set {dataset_name}"
     else:
-        with _load_errors_named("dataset_name", dataset_name):
-            data = datasets.load_dataset(dataset_name, dataset_config_name, cache_dir=cache_dir)
-        source = f"data set {dataset_name!r}"
-
-    if isinstance(data, datasets.DatasetDict):
-        if split not in data:
-            raise ValueError(f"Split {split!r} not found in {source}; available splits: {sorted(data)}.")
-        data = data[split]
+        data, source = open_source(dataset_name, train_data_dir, caption_column, dataset_config_name, cache_dir=cache_dir)
+    data = select_split(data, split, source)
 
     required = [image_column] + ([caption_column] if caption_column else [])
     for role, column in zip(("image_column", "caption_column"), required):
@@ -129,6 +113,35 @@ def load_image_text_dataset(
         data = data.shuffle(seed=seed).select(range(max_samples))
     if caption_column:
         check_caption_column(data, caption_column, f"{source} split {split!r}")
+    return data
+
+
+def open_source(dataset_name, train_data_dir, caption_column: str | None, dataset_config_name: str | None = None, **load_kwargs):
+    """(data, a description for messages) of a source that is not built in: an imagefolder (`train_data_dir`), a
+    `save_to_disk` folder, or a `datasets.load_dataset` name (Hub id, folder of shards); `load_kwargs` go to
+    `load_dataset` (`cache_dir`; `split` and `streaming=True` for `hf_textimg.data.streaming`)."""
+    import datasets
+
+    if train_data_dir is not None:
+        if not Path(train_data_dir).is_dir():
+            raise ValueError(f"train_data_dir={str(train_data_dir)!r} is not a directory.")
+        check_imagefolder_metadata(train_data_dir, caption_column)  # a bad line named, not an ArrowInvalid from arrow
+        with _load_errors_named("train_data_dir", train_data_dir):
+            return datasets.load_dataset("imagefolder", data_dir=str(train_data_dir), **load_kwargs), f"imagefolder {train_data_dir}"
+    if _is_saved_dataset(Path(dataset_name)):
+        return datasets.load_from_disk(dataset_name), f"saved data set {dataset_name}"
+    with _load_errors_named("dataset_name", dataset_name):
+        return datasets.load_dataset(dataset_name, dataset_config_name, **load_kwargs), f"data set {dataset_name!r}"
+
+
+def select_split(data, split: str, source: str):
+    """`data[split]` of a `DatasetDict` (a ValueError listing the splits when it has none such); a split as it is."""
+    import datasets
+
+    if isinstance(data, datasets.DatasetDict):
+        if split not in data:
+            raise ValueError(f"Split {split!r} not found in {source}; available splits: {sorted(data)}.")
+        return data[split]
     return data
 
 

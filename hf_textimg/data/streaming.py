@@ -28,8 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .loading import BUILTIN_DATASETS, _is_saved_dataset, _load_errors_named, decode_image_value
-from .validation import check_imagefolder_metadata
+from .loading import BUILTIN_DATASETS, _is_saved_dataset, decode_image_value, open_source, select_split
 
 logger = logging.getLogger(__name__)
 
@@ -57,29 +56,16 @@ def load_streaming_dataset(
 
     if (dataset_name is None) == (train_data_dir is None):
         raise ValueError("Pass exactly one of `dataset_name` (built-in name, saved folder or Hub id) and `train_data_dir` (imagefolder).")
-    if train_data_dir is not None:
-        if not Path(train_data_dir).is_dir():
-            raise ValueError(f"train_data_dir={str(train_data_dir)!r} is not a directory.")
-        check_imagefolder_metadata(train_data_dir, caption_column)
-        source = f"imagefolder {train_data_dir}"
-        with _load_errors_named("train_data_dir", train_data_dir):
-            data = datasets.load_dataset("imagefolder", data_dir=str(train_data_dir), split=split, streaming=True)
-    elif dataset_name in BUILTIN_DATASETS:
+    if dataset_name in BUILTIN_DATASETS:
         if builtin is None:
             raise ValueError(f"--streaming: the built-in data set {dataset_name!r} has no streaming mode (it is built whole, and fits in "
                              "memory); drop --streaming, or export it (save_to_disk / imagefolder) and stream that folder.")
         data, source = builtin(), f"built-in data set {dataset_name!r}"
-    elif _is_saved_dataset(Path(dataset_name)):
-        data, source = datasets.load_from_disk(dataset_name), f"saved data set {dataset_name}"
-        if isinstance(data, datasets.DatasetDict):
-            if split not in data:
-                raise ValueError(f"Split {split!r} not found in {source}; available splits: {sorted(data)}.")
-            data = data[split]
-        data = data.to_iterable_dataset(num_shards=max(1, min(SAVED_DATASET_SHARDS, len(data))))
     else:
-        source = f"data set {dataset_name!r}"
-        with _load_errors_named("dataset_name", dataset_name):
-            data = datasets.load_dataset(dataset_name, dataset_config_name, split=split, streaming=True)
+        data, source = open_source(dataset_name, train_data_dir, caption_column, dataset_config_name, split=split, streaming=True)
+        if not isinstance(data, datasets.IterableDataset):  # a save_to_disk folder: on disk already, read in shards
+            data = select_split(data, split, source)
+            data = data.to_iterable_dataset(num_shards=max(1, min(SAVED_DATASET_SHARDS, len(data))))
     data = _check_stream_columns(data, image_column, caption_column, source)
     return data.take(max_samples) if max_samples is not None else data
 
