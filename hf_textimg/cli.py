@@ -242,7 +242,8 @@ def call_kwargs(pipe, steps: int | None, guidance: float | None, args=None) -> d
     steps or guidance: those are left out, with a note when they were asked for. With `args`, also the
     super-resolution stages' options (--upscale-steps, --noise-level: cascades only) and --size."""
     accepted = inspect.signature(pipe.__call__).parameters
-    asked = {"num_inference_steps": ("--steps", steps, DEFAULT_STEPS), "guidance_scale": ("--guidance", guidance, DEFAULT_GUIDANCE)}
+    default_steps = getattr(pipe, "default_num_inference_steps", DEFAULT_STEPS)  # 4 for a consistency-distilled model
+    asked = {"num_inference_steps": ("--steps", steps, default_steps), "guidance_scale": ("--guidance", guidance, DEFAULT_GUIDANCE)}
     if args is not None:
         asked.update(superres_num_inference_steps=("--upscale-steps", args.upscale_steps, None), noise_level=("--noise-level", args.noise_level, None))
     kwargs, ignored = {}, []
@@ -716,7 +717,7 @@ def _add_model_args(parser: argparse.ArgumentParser) -> None:
     add = parser.add_argument
     add("--model", type=model_arg, default=None, metavar="PATH_OR_REPO",
         help=f"pipeline folder, shipped model name or Hub repo id (default: the shipped {DEFAULT_MODEL})")
-    add("--steps", type=positive_int, default=None, help=f"denoising steps (default: {DEFAULT_STEPS}; one-shot pipelines ignore it)")
+    add("--steps", type=positive_int, default=None, help=f"denoising steps (default: {DEFAULT_STEPS}, 4 for a consistency-distilled model; one-shot pipelines ignore it)")
     add("--guidance", type=non_negative_float, default=None,
         help=f"classifier-free guidance scale, <= 1 turns it off (default: {DEFAULT_GUIDANCE:g}; one-shot pipelines ignore it)")
     add("--scheduler", choices=sorted(SCHEDULERS), default=None,

@@ -311,7 +311,8 @@ def make_evaluator(cfg, accelerator, pipeline_fn, prompts: list[str]):
             log_grid(accelerator, grid, state.global_step)
             metrics = {}
             if cfg.uses_shapes and cfg.eval_prompts_per_category > 0:
-                report = evaluate_shapes(pipe, cfg.eval_prompts_per_category, cfg.seed, cfg.eval_batch_size, **kwargs)
+                prompt_set = getattr(cfg, "eval_prompt_set", "benchmark")  # train_distill.py chooses on validation prompts
+                report = evaluate_shapes(pipe, cfg.eval_prompts_per_category, cfg.seed, cfg.eval_batch_size, prompt_set=prompt_set, **kwargs)
                 metrics = report.to_metrics()
             elif cfg.uses_emoji and cfg.eval_prompts_per_category > 0:
                 from hf_textimg.evaluation.emoji_eval import evaluate_emoji_for_config

@@ -11,6 +11,7 @@ from .unet import (
     build_unet,
     coordinate_grid,
     downsample_factor,
+    guidance_scale_embedding,
     unet_config,
     unet_input,
 )
@@ -23,6 +24,7 @@ __all__ = [
     "coordinate_grid",
     "downsample_factor",
     "encode_concept",
+    "guidance_scale_embedding",
     "superres_unet_config",
     "unet_config",
     "unet_input",

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import torch
 from diffusers import UNet2DConditionModel
+from diffusers.models.embeddings import get_timestep_embedding
 
 from ..utils.resolution import check_resolution
 
@@ -116,3 +117,11 @@ def unet_input(unet: UNet2DConditionModel, sample: torch.Tensor) -> torch.Tensor
 def downsample_factor(unet: UNet2DConditionModel) -> int:
     """Height and width must be multiples of this (one halving per level after the first)."""
     return 2 ** (len(unet.config.block_out_channels) - 1)
+
+
+def guidance_scale_embedding(guidance_scale: torch.Tensor, embedding_dim: int) -> torch.Tensor:
+    """(B, embedding_dim) sinusoidal embedding of classifier-free guidance scales (B,), the `timestep_cond` of a
+    guidance-distilled U-Net. It embeds w = scale - 1 (so "no guidance" is w = 0), exactly as diffusers'
+    `LatentConsistencyModelPipeline.get_guidance_scale_embedding` does (w * 1000, sin then cos)."""
+    w = (guidance_scale.float() - 1.0) * 1000.0
+    return get_timestep_embedding(w, embedding_dim, flip_sin_to_cos=False, downscale_freq_shift=1)

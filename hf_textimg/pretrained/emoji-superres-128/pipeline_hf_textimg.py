@@ -610,6 +610,7 @@ def normalize_prompts(prompts: list[str], name: str | None) -> list[str]:
 
 import torch
 from diffusers import UNet2DConditionModel
+from diffusers.models.embeddings import get_timestep_embedding
 
 # (defined above) from ..utils.resolution import check_resolution
 
@@ -703,6 +704,14 @@ def unet_input(unet: UNet2DConditionModel, sample: torch.Tensor) -> torch.Tensor
 def downsample_factor(unet: UNet2DConditionModel) -> int:
     """Height and width must be multiples of this (one halving per level after the first)."""
     return 2 ** (len(unet.config.block_out_channels) - 1)
+
+
+def guidance_scale_embedding(guidance_scale: torch.Tensor, embedding_dim: int) -> torch.Tensor:
+    """(B, embedding_dim) sinusoidal embedding of classifier-free guidance scales (B,), the `timestep_cond` of a
+    guidance-distilled U-Net. It embeds w = scale - 1 (so "no guidance" is w = 0), exactly as diffusers'
+    `LatentConsistencyModelPipeline.get_guidance_scale_embedding` does (w * 1000, sin then cos)."""
+    w = (guidance_scale.float() - 1.0) * 1000.0
+    return get_timestep_embedding(w, embedding_dim, flip_sin_to_cos=False, downscale_freq_shift=1)
 
 
 # -------------------- hf_textimg/pipelines/prompt_embeds.py --------------------
@@ -1222,14 +1231,14 @@ import inspect
 from collections.abc import Callable
 
 import torch
-from diffusers import DiffusionPipeline, SchedulerMixin, UNet2DConditionModel
+from diffusers import DiffusionPipeline, LCMScheduler, SchedulerMixin, UNet2DConditionModel
 from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
 from diffusers.pipelines.pipeline_utils import ImagePipelineOutput
 from diffusers.utils.torch_utils import randn_tensor
 
 from transformers import PreTrainedModel
 # (defined above) from ..data.prompts import check_prompt_normalization
-# (defined above) from ..diffusion.unet import downsample_factor, unet_input
+# (defined above) from ..diffusion.unet import downsample_factor, guidance_scale_embedding, unet_input
 # (defined above) from ..utils.checks import check_finite_images, check_int, check_number, check_tensor
 # (defined above) from ..utils.resolution import check_resolution
 # (defined above) from .checks import check_image_size, set_checked_timesteps
@@ -1300,7 +1309,19 @@ class ConceptDiffusionPipeline(TextToImageMixin, DiffusionPipeline):
 
     @property
     def do_classifier_free_guidance(self) -> bool:
-        return self._guidance_scale > 1.0
+        # A guidance-distilled U-Net (`time_cond_proj_dim`) takes the scale as an input and needs no second row,
+        # as in diffusers' Stable Diffusion and LCM pipelines.
+        return self._guidance_scale > 1.0 and not self.guidance_embedded
+
+    @property
+    def guidance_embedded(self) -> bool:
+        """Whether the U-Net reads the guidance scale as an input (`timestep_cond`; training/train_distill.py)."""
+        return self.unet is not None and self.unet.config.get("time_cond_proj_dim") is not None
+
+    @property
+    def default_num_inference_steps(self) -> int:
+        """What `num_inference_steps=None` means: 4 for a consistency-distilled model (`LCMScheduler`), else 20."""
+        return 4 if isinstance(self.scheduler, LCMScheduler) else 20
 
     @property
     def num_timesteps(self) -> int:
@@ -1435,7 +1456,14 @@ class ConceptDiffusionPipeline(TextToImageMixin, DiffusionPipeline):
 
     def model_output(self, sample: torch.Tensor, t: torch.Tensor, prompt_embeds: ConceptPromptEmbeds) -> torch.Tensor:
         """One U-Net call on a scaled noisy sample (N, 3, H, W) with one conditioning row per sample."""
-        return self.unet(unet_input(self.unet, sample), t, **prompt_embeds.unet_kwargs(), cross_attention_kwargs=self._cross_attention_kwargs).sample
+        timestep_cond = None
+        if self.guidance_embedded:  # (N, time_cond_proj_dim)
+            scales = torch.full((len(sample),), self._guidance_scale, device=sample.device)
+            timestep_cond = guidance_scale_embedding(scales, self.unet.config.time_cond_proj_dim).to(sample.dtype)
+        return self.unet(
+            unet_input(self.unet, sample), t, timestep_cond=timestep_cond, **prompt_embeds.unet_kwargs(),
+            cross_attention_kwargs=self._cross_attention_kwargs,
+        ).sample
 
     def _step_kwargs(self, generator) -> dict:
         # Stochastic schedulers (DDPM, Euler, SDE solvers) take a generator; the others do not.
@@ -1474,7 +1502,7 @@ class ConceptDiffusionPipeline(TextToImageMixin, DiffusionPipeline):
         prompt: str | list[str] | None = None,
         height: int | None = None,
         width: int | None = None,
-        num_inference_steps: int = 20,
+        num_inference_steps: int | None = None,
         guidance_scale: float = 3.0,
         negative_prompt: str | list[str] | None = None,
         num_images_per_prompt: int = 1,
@@ -1495,8 +1523,11 @@ class ConceptDiffusionPipeline(TextToImageMixin, DiffusionPipeline):
             prompt (`str` or `list[str]`): caption(s); or pass `prompt_embeds` instead.
             height, width (`int`, default `unet.config.sample_size`): image size; a multiple of the U-Net's
                 downsampling factor (the model was trained at `sample_size` only).
-            num_inference_steps (`int`, defaults to 20): denoising steps (DPM-Solver++ needs ~20, DDPM 1000).
-            guidance_scale (`float`, defaults to 3.0): classifier-free guidance weight; <= 1 disables guidance. Models
+            num_inference_steps (`int`, *optional*): denoising steps (DPM-Solver++ needs ~20, DDPM 1000, a
+                consistency-distilled model with `LCMScheduler` 1-4); default `default_num_inference_steps` (20, or 4
+                with `LCMScheduler`).
+            guidance_scale (`float`, defaults to 3.0): classifier-free guidance weight; <= 1 disables guidance. A
+                guidance-distilled U-Net (`unet.config.time_cond_proj_dim`) reads it as an input and makes one pass. Models
                 trained on random-cell count scenes draw extra objects above 2 (docs/experiments/2026-11-22-diffusion.md).
             negative_prompt (`str` or `list[str]`, *optional*): what to steer away from; default the empty caption.
             num_images_per_prompt (`int`, defaults to 1): images per caption, prompt 0's images first.
@@ -1528,6 +1559,7 @@ class ConceptDiffusionPipeline(TextToImageMixin, DiffusionPipeline):
             callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs
         height = self.unet.config.sample_size if height is None else height
         width = self.unet.config.sample_size if width is None else width
+        num_inference_steps = self.default_num_inference_steps if num_inference_steps is None else num_inference_steps
         # 1. Check inputs
         batch_size = self.check_inputs(
             prompt, negative_prompt, prompt_embeds, negative_prompt_embeds, height, width, num_inference_steps,
