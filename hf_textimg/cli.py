@@ -513,8 +513,8 @@ def run_evaluate(args) -> int:
     # Training's evaluation calls the same function, so the defaults reproduce eval_results.json.
     with autocast(pipe, args.mixed_precision):
         report = evaluate_shapes(_blank_checking(pipe, counts), per_category, args.seed, args.batch_size, args.prompt_set, on_batch=progress, **kwargs)
-        variety = _evaluate_variety(args, _blank_checking(pipe, counts), diversity, diversity_prompts, progress, kwargs)
-    check_not_all_blank(counts, args, kwargs)
+        check_not_all_blank(counts, args, kwargs)  # before the variety images: a bad setting should stop at once
+        variety = _evaluate_variety(args, pipe, diversity, diversity_prompts, progress, kwargs)
     result = {
         "benchmark": args.benchmark,
         "prompt_set": args.prompt_set,
@@ -530,7 +530,8 @@ def run_evaluate(args) -> int:
     table = report.format_table() + (f"\n\n{variety.format_table()}" if variety else "")
     print(table)
     print("(overall = mean of single, color, position, count, pair, relation; heldout is reported beside it. exact: the image holds the "
-          "asked objects and nothing else. variety: distinct cell layouts where the prompt names no position; ratio 1 = as varied as the data)")
+          "asked objects and nothing else" + ("; variety: distinct cell layouts where the prompt names no position, ratio 1 = as varied as "
+          "the data)" if variety else ")"))
     _print_result(args, result)
     if args.record:
         also = f"; variety: {diversity} images for each of up to {diversity_prompts} open-layout prompts per category" if variety else ""
