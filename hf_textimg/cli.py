@@ -844,7 +844,8 @@ Shapes categories: single, color, position, count, pair, relation, heldout (colo
 out of training). overall = mean of the first six; exact = share of images holding the asked objects
 and nothing else. Variety (--diversity 8): 8 images for each of 10 prompts per open-layout category
 (480 images), distinct cell layouts against the spec's sampler. 40 prompts per category (280 images)
-plus the variety images, 20 steps with guidance, take about 5-8 minutes on 2 CPU cores.
+plus the variety's 480, 20 steps with guidance, take about 5 minutes on 2 CPU cores (about 2
+with --diversity 0).
 
 Emoji prompt sets (docs/emoji.md): seen (train emoji), heldout_style (noto images of emoji seen
 only in other styles), heldout_variants (unseen skin-tone variants); --prompt-set validation

@@ -22,6 +22,7 @@ from hf_textimg.shapes import (
     variety_prompts,
 )
 from hf_textimg.shapes.vocab import CELLS
+from tests.test_shapes_scorer import OraclePipeline
 
 
 @pytest.fixture(scope="module")
@@ -152,20 +153,8 @@ def test_fewer_than_two_images_per_prompt_is_a_value_error(bad):
         measure_variety(spec_pipeline(), images_per_prompt=bad, n_per_category=1)
 
 
-class SpecPipeline:
-    """The spec's renders behind a pipeline's call signature (`generator`, `output_type="np"`); records its calls."""
-
-    def __init__(self):
-        self.calls, self.rng = [], np.random.default_rng(0)
-
-    def __call__(self, prompts, generator=None, output_type="pil", **kwargs):
-        self.calls.append((len(prompts), torch.rand(1, generator=generator).item(), output_type, kwargs))
-        images = [render_scene(scene_from_query(parse_prompt(p), self.rng)) / 255.0 for p in prompts]  # (H, W, 3) in [0, 1]
-        return type("Output", (), {"images": np.stack(images)})
-
-
 def test_evaluate_shapes_variety_calls_the_pipeline_with_one_seeded_generator():
-    pipe, batches = SpecPipeline(), []
+    pipe, batches = OraclePipeline(), []  # the spec's renders behind a pipeline's call signature
     report = S.evaluate_shapes_variety(pipe, images_per_prompt=4, prompts_per_category=1, seed=5, batch_size=16,
                                        on_batch=batches.append, guidance_scale=2.0)
     assert batches == [16, 8] and all(out == "np" and kwargs == {"guidance_scale": 2.0} for _, _, out, kwargs in pipe.calls)
