@@ -29,6 +29,7 @@ from .utils.checks import check_output_dir, check_output_file
 
 DEFAULT_STEPS = 20
 DEFAULT_SUPERRES = "shapes-superres-128"  # the shipped 4x stage of the default model: `--size 128` without --model adds it
+DEFAULT_DIVERSITY, DEFAULT_DIVERSITY_PROMPTS = 8, 10  # evaluate: images per open-layout prompt, prompts per category
 DEFAULT_GUIDANCE = 3.0  # chosen for the shipped model on the validation prompts (not the benchmark's; docs/performance.md)
 EMOJI_STYLES = ("noto", "twemoji", "openmoji", "fluent")  # hf_textimg.data.emoji_sources.STYLES, written out: importing it would slow `--help`
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
@@ -73,6 +74,16 @@ def positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def diversity_arg(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0 or value == 1:
+        raise argparse.ArgumentTypeError(f"must be 0 (skip the variety measure) or at least 2 images per prompt (one image always has one layout), got {value}")
     return value
 
 
@@ -489,36 +500,67 @@ def _evaluation_pipeline(args):
 
 def run_evaluate(args) -> int:
     if args.benchmark == "emoji":
+        if args.diversity or args.diversity_prompts:
+            print("note: --diversity and --diversity-prompts measure Shapes layouts; ignored with --benchmark emoji", file=sys.stderr)
         return run_evaluate_emoji(args)
     from .shapes import BENCHMARK_CATEGORIES, evaluate_shapes
 
     start = time.perf_counter()
     pipe, kwargs = _evaluation_pipeline(args)
     per_category = args.prompts_per_category or 40
+    diversity, diversity_prompts = _diversity_settings(args, per_category)
     counts = {"images": 0, "blank": 0}
-    progress = _progress(args, len(BENCHMARK_CATEGORIES) * per_category, start)
+    progress = _progress(args, len(BENCHMARK_CATEGORIES) * per_category + _variety_images(args, diversity, diversity_prompts), start)
     # Training's evaluation calls the same function, so the defaults reproduce eval_results.json.
     with autocast(pipe, args.mixed_precision):
         report = evaluate_shapes(_blank_checking(pipe, counts), per_category, args.seed, args.batch_size, args.prompt_set, on_batch=progress, **kwargs)
-    check_not_all_blank(counts, args, kwargs)
+        check_not_all_blank(counts, args, kwargs)  # before the variety images: a bad setting should stop at once
+        variety = _evaluate_variety(args, pipe, diversity, diversity_prompts, progress, kwargs)
     result = {
         "benchmark": args.benchmark,
         "prompt_set": args.prompt_set,
         "model": args.model or DEFAULT_MODEL,
         "upscale": default_upscale(args),
         **report.to_dict(),
-        "settings": _settings(pipe, args, kwargs, prompts_per_category=per_category),
+        "variety": variety.to_dict() if variety else None,
+        "settings": _settings(pipe, args, kwargs, prompts_per_category=per_category, diversity=diversity, diversity_prompts=diversity_prompts),
         "seconds": round(time.perf_counter() - start, 1),
     }
     what = "Shapes benchmark" if args.prompt_set == "benchmark" else "Shapes validation prompts (not the benchmark's)"
     print(f"{what}, {model_name(args)}: {per_category} prompts per category, seed {args.seed}")
-    print(report.format_table())
-    print("(overall = mean of single, color, position, count, pair, relation; heldout is reported beside it)")
+    table = report.format_table() + (f"\n\n{variety.format_table()}" if variety else "")
+    print(table)
+    print("(overall = mean of single, color, position, count, pair, relation; heldout is reported beside it. exact: the image holds the "
+          "asked objects and nothing else" + ("; variety: distinct cell layouts where the prompt names no position, ratio 1 = as varied as "
+          "the data)" if variety else ")"))
     _print_result(args, result)
     if args.record:
-        _record(args, result, report.format_table(), report.to_metrics(), f"{what}, {per_category} prompts per category, "
-                f"one image each, seed {args.seed}, {', '.join(f'{k}={v}' for k, v in kwargs.items())}")
+        also = f"; variety: {diversity} images for each of up to {diversity_prompts} open-layout prompts per category" if variety else ""
+        _record(args, result, table, {**report.to_metrics(), **(variety.to_metrics() if variety else {})}, f"{what}, {per_category} prompts per "
+                f"category, one image each{also}, seed {args.seed}, {', '.join(f'{k}={v}' for k, v in kwargs.items())}")
     return 0
+
+
+def _diversity_settings(args, per_category: int) -> tuple[int, int]:
+    """--diversity (default 8; 0 = skip) and --diversity-prompts (default: 10, at most --prompts-per-category, so a
+    small evaluation stays small)."""
+    diversity = DEFAULT_DIVERSITY if args.diversity is None else args.diversity
+    return diversity, args.diversity_prompts or min(DEFAULT_DIVERSITY_PROMPTS, per_category)
+
+
+def _variety_images(args, diversity: int, diversity_prompts: int) -> int:
+    from .shapes import variety_prompts
+
+    return diversity * len(variety_prompts(diversity_prompts, prompt_set=args.prompt_set)) if diversity else 0
+
+
+def _evaluate_variety(args, call, diversity: int, diversity_prompts: int, progress, kwargs: dict):
+    """The variety measure (hf_textimg.shapes.variety) of `call` (the pipeline, or a wrapper), None when --diversity 0."""
+    from .shapes import evaluate_shapes_variety
+
+    if not diversity:
+        return None
+    return evaluate_shapes_variety(call, diversity, diversity_prompts, args.seed, args.batch_size, args.prompt_set, on_batch=progress, **kwargs)
 
 
 def pipeline_resolution(pipe) -> int:
@@ -794,12 +836,17 @@ positions (top left ... bottom right), counts (two/three/four), pairs and relati
   hf-textimg evaluate                    # the shipped model; the defaults reproduce its eval_results.json
   hf-textimg evaluate --model outputs/diffusion-shapes --json outputs/eval.json
   hf-textimg evaluate --model outputs/decoder-shapes --prompts-per-category 100
+  hf-textimg evaluate --diversity 16 --diversity-prompts 20   # a closer look at layout variety
+  hf-textimg evaluate --model outputs/diffusion-shapes --diversity 0   # accuracy and exactness only
   hf-textimg evaluate --benchmark emoji --model outputs/diffusion-emoji --json outputs/emoji-eval.json
   hf-textimg evaluate --benchmark emoji --model outputs/diffusion-emoji --prompt-set validation --guidance 5
 
 Shapes categories: single, color, position, count, pair, relation, heldout (colour-shape pairs held
-out of training). overall = mean of the first six. 40 prompts per category (280 images,
-20 steps with guidance) take 3-5 minutes on 2 CPU cores.
+out of training). overall = mean of the first six; exact = share of images holding the asked objects
+and nothing else. Variety (--diversity 8): 8 images for each of 10 prompts per open-layout category
+(480 images), distinct cell layouts against the spec's sampler. 40 prompts per category (280 images)
+plus the variety's 480, 20 steps with guidance, take about 5 minutes on 2 CPU cores (about 2
+with --diversity 0).
 
 Emoji prompt sets (docs/emoji.md): seen (train emoji), heldout_style (noto images of emoji seen
 only in other styles), heldout_variants (unseen skin-tone variants); --prompt-set validation
@@ -821,6 +868,12 @@ floors, plus KID/FID/PRDC over --distribution-samples seen prompts.""",
     evaluate.add_argument("--caption-style", choices=["always", "never"], default="always",
                           help="emoji: prompts '{name}, {style} style' (always) or the name alone, for a model trained with "
                                "--emoji_caption_style never (default: always)")
+    evaluate.add_argument("--diversity", type=diversity_arg, default=None, metavar="K",
+                          help=f"shapes: also draw K images of each open-layout prompt (no position named) and count the distinct cell "
+                               f"layouts, against the spec's own sampler for K draws; 0 skips it (default: {DEFAULT_DIVERSITY})")
+    evaluate.add_argument("--diversity-prompts", type=positive_int, default=None, metavar="N",
+                          help=f"shapes: open-layout prompts per category for --diversity (default: {DEFAULT_DIVERSITY_PROMPTS}, "
+                               "at most --prompts-per-category)")
     evaluate.add_argument("--batch-size", type=positive_int, default=128, help="prompts per generation batch (default: 128, as in training)")
     evaluate.add_argument("--json", type=Path, default=None, metavar="PATH", help="also write the results to this JSON file")
     evaluate.add_argument("--record", action="store_true",

@@ -44,7 +44,7 @@ IGNORE_PATTERNS = ["checkpoint-*", ".tmp-checkpoint-*", "logs", "*.bin", "*.pkl"
 
 # Built-in data sets: the id used in card metadata, and what the card says about them.
 BUILTIN_DATASET_IDS = {"shapes": "hf-textimg/shapes-world", "emoji": "hf-textimg/emoji-noto"}
-SHAPES_CATEGORIES = ("single", "color", "position", "count", "pair", "relation", "heldout", "overall")
+SHAPES_CATEGORIES = ("single", "color", "position", "count", "pair", "relation", "heldout", "overall", "exact")  # rows of a card's Shapes table
 
 
 # ---- what is in an output folder ---------------------------------------------------------
@@ -155,6 +155,16 @@ def _metric_label(key: str) -> str:
     return key.removeprefix("shapes_").replace("_", " ")
 
 
+def _metric_type(key: str) -> str:
+    """Shapes scores are accuracies (exactness is one too: a share of images), except variety: a ratio of distinct
+    layouts to the data's (hf_textimg.shapes.variety)."""
+    if key.startswith("shapes_variety"):
+        return "variety_ratio"
+    if key.startswith("shapes_") or "accuracy" in key:
+        return "accuracy"
+    return "recall" if "recall" in key else key
+
+
 def _eval_results(kind: str, metrics: dict, dataset: dict) -> list:
     from huggingface_hub import EvalResult
 
@@ -171,7 +181,7 @@ def _eval_results(kind: str, metrics: dict, dataset: dict) -> list:
                 dataset_type="hf-textimg/shapes-benchmark" if is_shapes else dataset_id,
                 dataset_name="Shapes benchmark (prompts never seen in training)" if is_shapes else f"{dataset['name']} validation",
                 dataset_split="heldout" if "heldout" in key else ("benchmark" if is_shapes else "validation"),
-                metric_type="accuracy" if is_shapes or "accuracy" in key else ("recall" if "recall" in key else key),
+                metric_type=_metric_type(key),
                 metric_name=_metric_label(key),
                 metric_value=round(float(value), 4),
             )

@@ -11,7 +11,7 @@ import hf_textimg.pretrained as pretrained
 from hf_textimg.decoder import ConceptDecoder
 from hf_textimg.cli import DEMO_PROMPTS, EMOJI_DEMO_PROMPTS, main
 from hf_textimg.concept import ConceptTextConfig, ConceptTextModel
-from hf_textimg.shapes import BENCHMARK_CATEGORIES, CANONICAL_COUNT_CELLS, CANONICAL_PAIR_CELLS, POSITIONS, parse_prompt
+from hf_textimg.shapes import BENCHMARK_CATEGORIES, CANONICAL_COUNT_CELLS, OPEN_LAYOUT_CATEGORIES, CANONICAL_PAIR_CELLS, POSITIONS, parse_prompt
 from hf_textimg.diffusion import build_unet
 from hf_textimg.pipelines import ConceptDiffusionPipeline, DecoderPipeline
 from hf_textimg.tokenization import train_tokenizer
@@ -127,6 +127,25 @@ def test_evaluate_prints_a_table_and_writes_json(tiny_models, tmp_path, capsys, 
     assert json.loads(stdout.strip().splitlines()[-1]) == result  # the same JSON as the last stdout line
     for category in (*BENCHMARK_CATEGORIES, "overall"):
         assert any(line.startswith(category) for line in stdout.splitlines())
+    # exactness beside every category; variety (default K = 8) on 2 open-layout prompts per category (at most --prompts-per-category)
+    assert set(result["exact"]) == set(BENCHMARK_CATEGORIES) and 0 <= result["exact_overall"] <= 1
+    variety = result["variety"]
+    assert variety["images_per_prompt"] == 8 and variety["counts"] == {c: 2 for c in OPEN_LAYOUT_CATEGORIES}
+    assert all(1 <= variety["distinct"][c] <= 8 and 5 <= variety["reference"][c] <= 8 for c in OPEN_LAYOUT_CATEGORIES)
+    assert result["settings"]["diversity"] == 8 and result["settings"]["diversity_prompts"] == 2
+    assert "variety: distinct layouts of 8 images per prompt" in stdout and "exact" in stdout
+
+
+def test_evaluate_diversity_flags_set_the_variety_images(tiny_models, tmp_path, capsys):
+    out = tmp_path / "eval.json"
+    base = ["evaluate", "--model", tiny_models["decoder"], "--prompts-per-category", "1", "--json", str(out)]
+    assert main([*base, "--diversity", "3", "--diversity-prompts", "2"]) == 0
+    assert "generated 43/43 images" in capsys.readouterr().err  # 7 categories x 1, then 6 open-layout categories x 2 prompts x 3
+    variety = json.loads(out.read_text())["variety"]
+    assert variety["images_per_prompt"] == 3 and variety["counts"] == {c: 2 for c in OPEN_LAYOUT_CATEGORIES}
+    assert all(1 <= variety["distinct"][c] <= 3 for c in OPEN_LAYOUT_CATEGORIES)
+    assert main([*base, "--diversity", "0", "--quiet"]) == 0
+    assert json.loads(out.read_text())["variety"] is None and "variety:" not in capsys.readouterr().out
 
 
 def test_evaluate_on_validation_prompts(tiny_models, tmp_path, capsys):
@@ -159,6 +178,11 @@ def test_evaluate_record_keeps_the_figures_and_command_in_the_model_card(tiny_mo
     assert card.text.count("hf-textimg evaluate --model") == 2 and "In-run figures." in card.text and "Kept." in card.text
     reported = {r.metric_name: r.metric_value for r in card.data.eval_results}
     assert reported["overall"] == round(benchmark["metrics"]["shapes_overall"], 4)  # the model-index reports the recorded benchmark
+    # exactness and variety are recorded too: in the metrics, the card's table and the model-index (variety as a ratio)
+    assert {"shapes_exact", "shapes_variety", *(f"shapes_variety_{c}" for c in OPEN_LAYOUT_CATEGORIES)} <= set(benchmark["metrics"])
+    assert "variety: distinct layouts of 8 images per prompt" in benchmark["table"] and "variety: distinct layouts" in card.text
+    types = {r.metric_name: r.metric_type for r in card.data.eval_results}
+    assert types["exact"] == "accuracy" and types["variety"] == types["variety count"] == "variety_ratio"
     assert main([*base]) == 0 and ModelCard.load(folder / "README.md").text.count("hf-textimg evaluate --model") == 2  # replaced, not added
 
 
@@ -265,6 +289,10 @@ def test_missing_shipped_model_says_how_to_train_one(tmp_path, monkeypatch, caps
         (["generate", "a red circle", "--device", "gpu"], "--device: expected auto, cpu, cuda"),
         (["evaluate", "--benchmark", "coco"], "invalid choice: 'coco'"),
         (["evaluate", "--prompts-per-category", "0"], "--prompts-per-category: must be at least 1"),
+        (["evaluate", "--diversity", "1"], "--diversity: must be 0 (skip the variety measure) or at least 2"),
+        (["evaluate", "--diversity", "-2"], "--diversity: must be 0 (skip the variety measure) or at least 2"),
+        (["evaluate", "--diversity", "eight"], "--diversity: expected a whole number, got 'eight'"),
+        (["evaluate", "--diversity-prompts", "0"], "--diversity-prompts: must be at least 1"),
     ],
 )
 def test_bad_arguments_are_argparse_errors(argv, message, capsys):

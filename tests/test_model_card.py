@@ -65,7 +65,7 @@ def test_card_metadata_is_valid_and_holds_the_evaluation(diffusion_dir):
     name, results = model_index_to_eval_results(data.to_dict()["model-index"])
     assert name == diffusion_dir.name
     values = {r.metric_name: r.metric_value for r in results}
-    assert set(values) == {"single", "color", "position", "count", "pair", "relation", "heldout", "overall"}
+    assert set(values) == {"single", "color", "position", "count", "pair", "relation", "heldout", "overall", "exact"}
     assert all(values[k] == round(metrics[f"shapes_{k}"], 4) for k in values)
     assert {r.task_type for r in results} == {"text-to-image"} and {r.metric_type for r in results} == {"accuracy"}
 
@@ -73,7 +73,7 @@ def test_card_metadata_is_valid_and_holds_the_evaluation(diffusion_dir):
 def test_card_body_has_evaluation_training_samples_and_licences(diffusion_dir):
     text = (diffusion_dir / "README.md").read_text()
     metrics = json.loads((diffusion_dir / "eval_results.json").read_text())["metrics"]
-    for category in ("single", "color", "position", "count", "pair", "relation", "heldout", "overall"):
+    for category in ("single", "color", "position", "count", "pair", "relation", "heldout", "overall", "exact"):
         assert re.search(rf"^\| {category} \| .* \| {metrics['shapes_' + category]:.3f} \|$", text, flags=re.M), category
     assert "| 2 |" in text and "| 4 |" in text  # one history row per evaluation
     assert "python training/train_diffusion.py --dataset_name shapes" in text and f"--output_dir {diffusion_dir}" in text

@@ -176,6 +176,7 @@ def test_evaluate_pipeline_with_oracle_and_blank_generators(scorer):
     assert report.accuracy == {c: 1.0 for c in S.BENCHMARK_CATEGORIES}
     assert report.counts == {c: 12 for c in S.BENCHMARK_CATEGORIES}
     assert report.overall == 1.0 and report.heldout == 1.0
+    assert report.exact == {c: 1.0 for c in S.BENCHMARK_CATEGORIES} and report.exact_overall == 1.0
 
     # overall excludes heldout: fail only the heldout prompts
     def fail_heldout(texts):
@@ -189,7 +190,7 @@ def test_evaluate_pipeline_with_oracle_and_blank_generators(scorer):
     assert report.to_dict()["accuracy"]["heldout"] == 0.0
 
     blank = scorer.evaluate_pipeline(lambda texts: [np.full((64, 64, 3), 255, np.uint8)] * len(texts), n_per_category=4)
-    assert blank.overall == 0.0 and blank.heldout == 0.0
+    assert blank.overall == 0.0 and blank.heldout == 0.0 and blank.exact_overall == 0.0
 
 
 class OraclePipeline:
@@ -212,7 +213,8 @@ def test_evaluate_shapes_scores_a_pipeline_with_one_seeded_generator():
     assert all(output_type == "np" and kwargs == {"guidance_scale": 2.0} for _, _, output_type, kwargs in pipe.calls)
     generator = torch.Generator().manual_seed(5)  # one generator, seeded once, drawn on by every batch in turn
     assert [draw for _, draw, *_ in pipe.calls] == [torch.rand(1, generator=generator).item() for _ in range(3)]
-    assert report.to_metrics() == {"shapes_overall": 1.0, "shapes_heldout": 1.0, **{f"shapes_{c}": 1.0 for c in OVERALL_CATEGORIES}}
+    assert report.to_metrics() == {"shapes_overall": 1.0, "shapes_heldout": 1.0, **{f"shapes_{c}": 1.0 for c in OVERALL_CATEGORIES},
+                                   "shapes_exact": 1.0}
     validation = S.evaluate_shapes(OraclePipeline(), prompts_per_category=1, prompt_set="validation")
     assert validation.counts == {c: 1 for c in S.BENCHMARK_CATEGORIES}
 

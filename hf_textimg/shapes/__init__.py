@@ -12,7 +12,8 @@ One job per module:
 - `hard_negatives`: a caption with one fact changed (`hard_negative_caption`).
 - `dataset`: `build_shapes_dataset` (a `datasets.DatasetDict`) and `ShapesStream` (a torch `IterableDataset`).
 - `scorer`: `ShapesScorer` reads generated images and scores them against prompts; `ShapesReport`.
-- `evaluation`: `evaluate_shapes`, the one way a pipeline is scored on the benchmark.
+- `variety`: `measure_variety`, distinct layouts where a caption leaves them open, against the spec's sampler.
+- `evaluation`: `evaluate_shapes` and `evaluate_shapes_variety`, the one way a pipeline is scored on the benchmark.
 - `arguments`: `ShapesDataArguments`, the training scripts' Shapes options.
 
 Names are imported from their module on first use (`from hf_textimg.shapes import ShapesScorer` loads the scorer
@@ -37,8 +38,11 @@ _EXPORTS = {
     "render": ("render_batch", "render_scene", "shape_alpha"),
     "hard_negatives": ("hard_negative_caption",),
     "dataset": ("SHAPES_FEATURES", "ShapesStream", "build_shapes_dataset"),
-    "scorer": ("OVERALL_CATEGORIES", "DetectedObject", "ShapesReport", "ShapesScorer", "score_detections", "score_image", "to_rgb_array"),
-    "evaluation": ("evaluate_shapes",),
+    "scorer": ("OVERALL_CATEGORIES", "DetectedObject", "ShapesReport", "ShapesScorer", "generate_in_batches", "is_exact", "score_detections",
+               "score_image", "to_rgb_array"),
+    "variety": ("OPEN_LAYOUT_CATEGORIES", "ShapesVarietyReport", "check_images_per_prompt", "distinct_layouts", "layout_of", "measure_variety",
+                "reference_distinct", "spec_renders", "variety_prompts"),
+    "evaluation": ("evaluate_shapes", "evaluate_shapes_variety"),
     "arguments": ("ShapesDataArguments",),
 }
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}

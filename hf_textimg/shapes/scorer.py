@@ -41,6 +41,11 @@ asked object when colour and shape are both right (size is not scored):
 - heldout: `single` for a single prompt that uses a held-out (colour, shape) pair; such a
   prompt is scored only under `heldout`.
 
+Beside each category's accuracy, `exact` (`is_exact`): the image holds the asked objects and nothing else, i.e.
+the detected (colour, shape) multiset equals the asked one (single, color, position, heldout: one matching object;
+count: n; pair and relation: two, one matching each asked object). It catches what `pair` lets pass (a third
+object) and what `color` ignores (the shape); cells and relations are not checked.
+
 Images may be PIL images, uint8 (H, W, 3) arrays or tensors, or float arrays / tensors,
 (C, H, W) or (H, W, C). Floats are read in [-1, 1] when any value is below -0.02 (every
 palette colour has a channel <= 110/255, which is negative in [-1, 1]) and in [0, 1]
@@ -52,8 +57,9 @@ from __future__ import annotations
 
 import functools
 import math
+from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -69,6 +75,8 @@ __all__ = [
     "DetectedObject",
     "ShapesReport",
     "ShapesScorer",
+    "generate_in_batches",
+    "is_exact",
     "score_detections",
     "score_image",
     "to_rgb_array",
@@ -273,14 +281,17 @@ class ShapesScorer:
         if len(images) != len(prompts):
             raise ValueError(f"got {len(images)} images for {len(prompts)} prompts")
         results: dict[str, list[bool]] = {}
+        exact: dict[str, list[bool]] = {}
         for image, prompt in zip(images, prompts):
+            query = prompt.query if isinstance(prompt, BenchmarkPrompt) else parse_prompt(prompt)
+            objects = self.detect(image)  # once per image, for the verdicts and exactness alike
+            verdicts = score_detections(objects, query)
             if isinstance(prompt, BenchmarkPrompt):
-                verdicts = {prompt.category: self.score(image, prompt.query)[prompt.category]}
-            else:
-                verdicts = self.score(image, prompt)
+                verdicts = {prompt.category: verdicts[prompt.category]}
             for category, ok in verdicts.items():
                 results.setdefault(category, []).append(ok)
-        return ShapesReport.from_results(results)
+                exact.setdefault(category, []).append(is_exact(objects, query))
+        return ShapesReport.from_results(results, exact)
 
     def evaluate_pipeline(
         self,
@@ -293,14 +304,19 @@ class ShapesScorer:
         """Generate the benchmark (or the validation prompts, see `benchmark_prompts`) with
         `generate_fn(list of prompts) -> list of images` and score it."""
         prompts = benchmark_prompts(n_per_category, seed, prompt_set)
-        images = []
-        for start in range(0, len(prompts), batch_size):
-            batch = [p.prompt for p in prompts[start : start + batch_size]]
-            generated = list(generate_fn(batch))
-            if len(generated) != len(batch):
-                raise ValueError(f"generate_fn returned {len(generated)} images for {len(batch)} prompts")
-            images.extend(generated)
-        return self.evaluate(images, prompts)
+        return self.evaluate(generate_in_batches(generate_fn, [p.prompt for p in prompts], batch_size), prompts)
+
+
+def generate_in_batches(generate_fn: Callable[[list[str]], Sequence], prompts: Sequence[str], batch_size: int) -> list:
+    """One image per prompt from `generate_fn(batch)`, called on `batch_size` prompts at a time, in order."""
+    images = []
+    for start in range(0, len(prompts), batch_size):
+        batch = list(prompts[start : start + batch_size])
+        generated = list(generate_fn(batch))
+        if len(generated) != len(batch):
+            raise ValueError(f"generate_fn returned {len(generated)} images for {len(batch)} prompts")
+        images.extend(generated)
+    return images
 
 
 def _matches(obj: DetectedObject, asked) -> bool:
@@ -348,6 +364,13 @@ def score_detections(objects: Sequence[DetectedObject], query: ShapesQuery) -> d
     raise ValueError(f"unknown query kind {query.kind!r}")
 
 
+def is_exact(objects: Sequence[DetectedObject], query: ShapesQuery) -> bool:
+    """Whether the detected objects are exactly the asked ones and nothing else: the same (colour, shape) multiset
+    (a count asks for n of its object). Sizes, cells and relations are not checked; an unknown shape matches nothing."""
+    asked = [o.combo for o in query.objects] * (query.count if query.kind == "count" else 1)
+    return Counter((o.color, o.shape) for o in objects) == Counter(asked)
+
+
 @functools.cache
 def _default_scorer() -> ShapesScorer:
     return ShapesScorer()
@@ -364,15 +387,17 @@ class ShapesReport:
     counts: dict[str, int]  # category -> number of prompts scored
     overall: float | None  # mean accuracy over the OVERALL_CATEGORIES present
     heldout: float | None  # reported beside `overall`, not inside it
+    exact: dict[str, float] = field(default_factory=dict)  # category -> fraction of images with exactly the asked objects
+    exact_overall: float | None = None  # mean of `exact` over the OVERALL_CATEGORIES present (heldout beside it, as above)
 
     @classmethod
-    def from_results(cls, results: dict[str, list[bool]]) -> ShapesReport:
+    def from_results(cls, results: dict[str, list[bool]], exact: dict[str, list[bool]] | None = None) -> ShapesReport:
+        """`results`: category -> one verdict per image; `exact`: category -> one `is_exact` per image (optional)."""
         order = [c for c in BENCHMARK_CATEGORIES if c in results]
         accuracy = {c: float(np.mean(results[c])) for c in order}
         counts = {c: len(results[c]) for c in order}
-        in_overall = [accuracy[c] for c in OVERALL_CATEGORIES if c in accuracy]
-        overall = float(np.mean(in_overall)) if in_overall else None
-        return cls(accuracy, counts, overall, accuracy.get("heldout"))
+        exact_share = {c: float(np.mean(exact[c])) for c in order if c in (exact or {})}
+        return cls(accuracy, counts, _overall(accuracy), accuracy.get("heldout"), exact_share, _overall(exact_share))
 
     def to_dict(self) -> dict:
         return {
@@ -380,18 +405,31 @@ class ShapesReport:
             "heldout": self.heldout,
             "accuracy": dict(self.accuracy),
             "counts": dict(self.counts),
+            "exact_overall": self.exact_overall,
+            "exact": dict(self.exact),
         }
 
     def to_metrics(self) -> dict[str, float | None]:
-        """The report as training metrics: `shapes_overall`, `shapes_heldout` and `shapes_<category>`."""
+        """The report as training metrics: `shapes_overall`, `shapes_heldout`, `shapes_<category>` and, when measured,
+        `shapes_exact` (`exact_overall`)."""
         metrics = {"shapes_overall": self.overall, "shapes_heldout": self.heldout}
         metrics.update({f"shapes_{category}": value for category, value in self.accuracy.items() if category != "heldout"})
+        if self.exact:
+            metrics["shapes_exact"] = self.exact_overall
         return metrics
 
     def format_table(self) -> str:
-        lines = [f"{'category':<10} {'accuracy':>8} {'n':>6}"]
+        exact = bool(self.exact)
+        lines = [f"{'category':<10} {'accuracy':>8}" + (f" {'exact':>6}" if exact else "") + f" {'n':>6}"]
         for category, value in self.accuracy.items():
-            lines.append(f"{category:<10} {value:>8.3f} {self.counts[category]:>6}")
+            column = f" {self.exact[category]:>6.3f}" if exact else ""
+            lines.append(f"{category:<10} {value:>8.3f}{column} {self.counts[category]:>6}")
         if self.overall is not None:
-            lines.append(f"{'overall':<10} {self.overall:>8.3f}")
+            lines.append(f"{'overall':<10} {self.overall:>8.3f}" + (f" {self.exact_overall:>6.3f}" if self.exact_overall is not None else ""))
         return "\n".join(lines)
+
+
+def _overall(shares: dict[str, float]) -> float | None:
+    """Mean of the OVERALL_CATEGORIES present (heldout is reported beside it), None when none is."""
+    present = [shares[c] for c in OVERALL_CATEGORIES if c in shares]
+    return float(np.mean(present)) if present else None
