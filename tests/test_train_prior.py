@@ -86,6 +86,16 @@ def test_a_few_steps_lower_the_loss_and_save_a_prior_pipeline(concept_dir, tmp_p
     assert (tmp_path / "README.md").is_file()
 
 
+def test_cached_image_concepts_train_exactly_as_concepts_computed_at_every_step(concept_dir, tmp_path):
+    """--cache_image_codes (the default) attaches each image's concept to its row: the same losses, step for step, as
+    running the frozen encoder on every batch; a streamed split computes them per batch and trains too."""
+    cached = run(concept_dir, tmp_path / "cached", steps=8)
+    computed = run(concept_dir, tmp_path / "computed", "--cache_image_codes", "false", steps=8)
+    assert torch.allclose(torch.tensor(cached["loss_history"]), torch.tensor(computed["loss_history"]), rtol=1e-4, atol=1e-5)
+    streamed = run(concept_dir, tmp_path / "streamed", "--streaming", steps=8)
+    assert streamed["global_step"] == 8 and mean_loss(streamed, slice(-3, None)) < mean_loss(streamed, slice(0, 3))
+
+
 def test_with_a_decoder_it_writes_and_scores_the_combined_pipeline(concept_dir, decoder_dir, tmp_path):
     result = run(concept_dir, tmp_path, "--decoder_path", str(decoder_dir), steps=6)
     assert {"shapes_single", "shapes_heldout", "shapes_overall"} <= set(result["metrics"])

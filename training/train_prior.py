@@ -15,8 +15,9 @@ concept model's image tower, or an auto-encoder's encoder with `--autoencoder_pa
 the caption's image; the prior (diffusers' `PriorTransformer`, `hf_textimg.prior`) learns to denoise that concept,
 standardised with the training images' per-dimension mean and std (computed once from `--embedding_stats_samples`
 training images and stored in the prior), predicting the clean concept (MSE). `--cond_dropout` of the captions become
-the empty caption, which the pipeline's classifier-free guidance steers away from. Image concepts are computed on the
-fly (the frozen encoder runs on every batch), so any data set and `--streaming` work unchanged.
+the empty caption, which the pipeline's classifier-free guidance steers away from. The image concepts of an in-memory
+split are computed once before training (`--cache_image_codes`, on by default: the frozen encoder would otherwise be
+about a third of every step); a streamed split (`--streaming`) has its concepts computed batch by batch.
 
 Evaluation (every `--validation_steps` and at the end): the validation loss; `val_cosine`, the mean cosine between the
 image concepts the prior samples for validation captions and the true concepts of those captions' images, beside
@@ -98,6 +99,10 @@ class PriorTrainConfig(TrainConfig):
     num_train_timesteps: int = 1000
     embedding_stats_samples: int = field(
         default=4096, metadata={"help": "Training images whose image concepts give the per-dimension mean and std the prior standardises with."}
+    )
+    cache_image_codes: bool = field(
+        default=True, metadata={"help": "Compute every training image's concept once, before training (the frozen encoder is about a "
+                                "third of a step otherwise); an in-memory split only: --streaming computes them at every step."},
     )
     eval_num_inference_steps: int = field(default=25, metadata={"help": "Prior sampling steps during evaluation."})
     eval_guidance_scale: float = field(default=4.0, metadata={"help": "Prior guidance during evaluation (the pipelines' default)."})
@@ -189,16 +194,21 @@ def image_codes(image_encoder, pixel_values: torch.Tensor) -> torch.Tensor:
     return image_encoder.get_image_features(pixel_values).pooler_output
 
 
-@torch.no_grad()
-def image_code_stats(accelerator, image_encoder, batches, max_samples: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-dimension mean and std (each (D,)) of the image concepts of the first `max_samples` images of `batches`
-    (per process), pooled over every process so that all of them standardise alike."""
-    total = None  # (2D + 1,): sum, sum of squares, count, in float64
+def code_batches(image_encoder, batches, device):
+    """The image concepts (B, D) of each batch of images."""
     for batch in batches:
-        codes = image_codes(image_encoder, batch["pixel_values"].to(accelerator.device)).double()  # (B, D)
+        yield image_codes(image_encoder, batch["pixel_values"].to(device))
+
+
+@torch.no_grad()
+def image_code_stats(accelerator, codes, max_samples: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-dimension mean and std (each (D,)) of the first `max_samples` image concepts of `codes` (an iterable of (B, D)
+    batches, per process), pooled over every process so that all of them standardise alike."""
+    total = None  # (2D + 1,): sum, sum of squares, count, in float64
+    for part in codes:
         count = 0 if total is None else int(total[-1].item())
-        codes = codes[: max_samples - count]
-        part = torch.cat([codes.sum(0), codes.pow(2).sum(0), codes.new_tensor([len(codes)])])
+        part = part[: max_samples - count].double().to(accelerator.device)
+        part = torch.cat([part.sum(0), part.pow(2).sum(0), part.new_tensor([len(part)])])
         total = part if total is None else total + part
         if int(total[-1].item()) >= max_samples:
             break
@@ -209,12 +219,20 @@ def image_code_stats(accelerator, image_encoder, batches, max_samples: int) -> t
     return mean.float(), std.float()
 
 
-def stats_batches(cfg: PriorTrainConfig, dataloader, train_data):
-    """Training images in a fixed order for the statistics: the in-memory split from its start, or a fresh reader of
-    this process's stream (the training loader is left untouched)."""
+@torch.no_grad()
+def training_codes(cfg: PriorTrainConfig, accelerator, image_encoder, dataloader, train_data):
+    """Batches of training image concepts in a fixed order, for the statistics. With --cache_image_codes and an in-memory
+    split, every image's concept is computed once here and attached to the split (`image_embeds` in each batch); a
+    stream is read by a fresh reader of this process's part (the training loader is left untouched)."""
     if getattr(dataloader, "is_streaming", False):
-        return build_train_dataloader(cfg, train_data)
-    return torch.utils.data.DataLoader(dataloader.dataset, batch_size=cfg.eval_batch_size)
+        return code_batches(image_encoder, build_train_dataloader(cfg, train_data), accelerator.device)
+    images = torch.utils.data.DataLoader(dataloader.dataset, batch_size=cfg.eval_batch_size)  # in order, from the start
+    if not cfg.cache_image_codes:
+        return code_batches(image_encoder, images, accelerator.device)
+    codes = torch.cat([c.cpu() for c in code_batches(image_encoder, images, accelerator.device)])  # (N, D)
+    dataloader.dataset.extras["image_embeds"] = codes
+    logger.info("Cached the image concepts of %d training images.", len(codes))
+    return [codes]
 
 
 def prior_pipeline(cfg: PriorTrainConfig, tokenizer, text_encoder, prior, normalize: bool) -> ConceptPriorPipeline:
@@ -230,7 +248,8 @@ def make_loss_fn(cfg: PriorTrainConfig, accelerator, prior, text_encoder, image_
 
     def compute_loss(batch):
         with torch.no_grad(), accelerator.autocast():
-            target = normalize_embeds(model, image_codes(image_encoder, batch["pixel_values"]).float())  # (B, D)
+            codes = batch["image_embeds"] if "image_embeds" in batch else image_codes(image_encoder, batch["pixel_values"])  # (B, D)
+            target = normalize_embeds(model, codes.float())
             input_ids, attention_mask = drop_captions(batch, empty, cfg.cond_dropout)
             token_states, concept = text_features(text_encoder, input_ids, attention_mask)  # (B, L, H), (B, P)
         text_kwargs = prior_kwargs(model, token_states.float(), attention_mask, concept.float())
@@ -343,7 +362,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     train_data = load_split(cfg, "train", cfg.max_train_samples)
     dataloader = build_train_dataloader(cfg, train_data, tokenizer)
-    set_embedding_stats(prior, *image_code_stats(accelerator, image_encoder, stats_batches(cfg, dataloader, train_data), cfg.embedding_stats_samples))
+    codes = training_codes(cfg, accelerator, image_encoder, dataloader, train_data)
+    set_embedding_stats(prior, *image_code_stats(accelerator, codes, cfg.embedding_stats_samples))
     optimizer, lr_scheduler = build_optimizer(cfg, prior.parameters())
     prior, optimizer, dataloader, lr_scheduler = accelerator.prepare(prior, optimizer, dataloader, lr_scheduler)
 
