@@ -10,11 +10,10 @@ from safetensors.torch import load_file
 from transformers import AutoTokenizer
 
 from hf_textimg.autoencoder import ConceptAutoencoder
-from hf_textimg.concept import ConceptConfig, ConceptModel, ConceptTextModel
+from hf_textimg.concept import ConceptTextModel
 from hf_textimg.decoder import ConceptDecoder
 from hf_textimg.pipelines import ConceptPriorPipeline, ConceptUnCLIPPipeline, DecoderPipeline
-from hf_textimg.shapes import build_shapes_dataset
-from hf_textimg.tokenization import train_tokenizer
+from tiny_pipelines import save_tiny_concept_model
 from training import train_prior
 
 TINY = [
@@ -30,18 +29,7 @@ TINY = [
 @pytest.fixture(scope="module")
 def concept_dir(tmp_path_factory):
     """A tiny, untrained ConceptModel + tokenizer saved the way train_concept.py saves them."""
-    folder = tmp_path_factory.mktemp("concept")
-    captions = build_shapes_dataset(num_train=200, num_validation=1, num_heldout=1)["train"]["text"]
-    tokenizer = train_tokenizer(captions, vocab_size=300, model_max_length=16)
-    torch.manual_seed(0)
-    model = ConceptModel(ConceptConfig(
-        text_config=dict(vocab_size=len(tokenizer), hidden_size=24, num_layers=1, num_heads=2, intermediate_size=48, max_position_embeddings=16),
-        vision_config=dict(base_channels=8, num_stages=2, layers_per_stage=1, norm_num_groups=4),
-        projection_dim=32,
-    ))
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+    return save_tiny_concept_model(tmp_path_factory.mktemp("concept"), text_hidden_size=24)
 
 
 @pytest.fixture(scope="module")
