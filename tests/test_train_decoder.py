@@ -92,6 +92,16 @@ def test_deterministic_decoder_with_shift_tolerant_loss_on_canonical_layouts(con
     assert config["pixel_shift_tolerance"] == 1 and config["shapes_canonical_layouts"] == ["single", "pair"]
 
 
+def test_reconstruct_with_the_consistency_loss_on_image_codes(concept_dir, tmp_path):
+    """The unCLIP route's decoder: image codes only, the drawing encoding back to its code (--reconstruct_consistency_weight)."""
+    result = run(concept_dir, tmp_path, "--objective", "reconstruct", "--noise_dim", "0", "--reconstruct_consistency_weight", "1",
+                 "--eval_prompts_per_category", "0")
+    assert {"val_reconstruct", "val_reconstruct_consistency"} <= set(result["metrics"])
+    assert mean_loss(result, slice(-3, None)) < 0.8 * mean_loss(result, slice(0, 3))
+    with pytest.raises(ValueError, match="--reconstruct_consistency_weight"):
+        run(concept_dir, tmp_path / "bad", "--objective", "consistency", "--reconstruct_consistency_weight", "1")
+
+
 def test_reconstruct_through_an_autoencoder_encoder(concept_dir, tmp_path):
     ae_dir = tmp_path / "ae"
     ConceptAutoencoder(code_dim=32, encoder_block_out_channels=(8, 8), decoder_block_out_channels=(8, 8), norm_num_groups=4).save_pretrained(ae_dir)
