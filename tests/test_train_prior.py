@@ -84,6 +84,15 @@ def test_cached_image_concepts_train_exactly_as_concepts_computed_at_every_step(
     assert streamed["global_step"] == 8 and mean_loss(streamed, slice(-3, None)) < mean_loss(streamed, slice(0, 3))
 
 
+def test_resume_continues_the_run_with_its_statistics(concept_dir, tmp_path):
+    first = run(concept_dir, tmp_path / "a", "--checkpointing_steps", "4", "--embedding_stats_samples", "64", steps=8)
+    resumed = run(concept_dir, tmp_path / "b", "--embedding_stats_samples", "200",  # other statistics: the checkpoint's win
+                  "--resume_from_checkpoint", str(tmp_path / "a" / "checkpoint-4"), steps=8)
+    assert resumed["loss_history"][0][0] == 5 and resumed["global_step"] == 8
+    a, b = (load_file(tmp_path / d / "prior" / "diffusion_pytorch_model.safetensors") for d in ("a", "b"))
+    assert torch.equal(a["clip_std"], b["clip_std"]) and all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
+
+
 def test_with_a_decoder_it_writes_and_scores_the_combined_pipeline(concept_dir, decoder_dir, tmp_path):
     result = run(concept_dir, tmp_path, "--decoder_path", str(decoder_dir), steps=6)
     assert {"shapes_single", "shapes_heldout", "shapes_overall"} <= set(result["metrics"])
