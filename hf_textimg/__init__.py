@@ -21,4 +21,5 @@ from .concept import (  # noqa: E402  (registers the Auto classes)
 from .diffusion import build_unet, unet_config  # noqa: E402
 from .pipelines import ConceptDiffusionPipeline, ConceptPromptEmbeds, DecoderPipeline  # noqa: E402  (registers the pipelines with diffusers)
 from .pipelines import ConceptCascadePipeline, ConceptSuperResolutionPipeline  # noqa: E402
+from .pipelines import ConceptPriorPipeline, ConceptUnCLIPPipeline  # noqa: E402
 from .tokenization import train_tokenizer  # noqa: E402

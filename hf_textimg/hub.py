@@ -31,12 +31,15 @@ CARD_TEMPLATES = {
     "autoencoder": "autoencoder_card_template.md",
     "superres": "superres_card_template.md",
     "cascade": "cascade_card_template.md",
+    "prior": "prior_card_template.md",
+    "unclip": "unclip_card_template.md",
 }
 PIPELINE_KINDS = {
     "ConceptDiffusionPipeline": "diffusion", "DecoderPipeline": "decoder",
     "ConceptSuperResolutionPipeline": "superres", "ConceptCascadePipeline": "cascade",
+    "ConceptPriorPipeline": "prior", "ConceptUnCLIPPipeline": "unclip",
 }
-TEXT_TO_IMAGE_KINDS = ("diffusion", "decoder", "cascade")
+TEXT_TO_IMAGE_KINDS = ("diffusion", "decoder", "cascade", "unclip")
 SECTIONS_TEMPLATE = "card_sections.md"  # Jinja macros shared by every card (training, data licences, ...)
 
 ALLOW_PATTERNS = ["*.safetensors", "*.json", "*.txt", "*.md", "*.png", "*.py"]
@@ -49,7 +52,7 @@ SHAPES_CATEGORIES = ("single", "color", "position", "count", "pair", "relation",
 
 # ---- what is in an output folder ---------------------------------------------------------
 def detect_model_kind(output_dir: str | os.PathLike) -> str:
-    """"diffusion" / "decoder" / "superres" / "cascade" (pipeline folders), "concept" (transformers) or "autoencoder" (diffusers model)."""
+    """"diffusion" / "decoder" / "superres" / "cascade" / "prior" / "unclip" (pipeline folders), "concept" (transformers) or "autoencoder" (diffusers model)."""
     folder = Path(output_dir)
     if (folder / "model_index.json").is_file():
         class_name = json.loads((folder / "model_index.json").read_text())["_class_name"]
@@ -235,7 +238,8 @@ def render_model_card(
     tags = ["hf-textimg", "text-to-image" if kind in TEXT_TO_IMAGE_KINDS else kind, "safetensors"]
     tags += {"diffusion": ["diffusion", "pixel-space"], "decoder": ["one-shot"], "concept": ["clip", "custom_code"],
              "superres": ["image-to-image", "super-resolution", "diffusion", "pixel-space"],
-             "cascade": ["cascade", "super-resolution", "diffusion", "pixel-space"]}.get(kind, [])
+             "cascade": ["cascade", "super-resolution", "diffusion", "pixel-space"], "prior": ["unclip", "prior"],
+             "unclip": ["unclip", "prior", "one-shot"]}.get(kind, [])
     if dataset["kind"] != "other":
         tags.append(f"{dataset['kind']}-dataset")
     card_data = ModelCardData(

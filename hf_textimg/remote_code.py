@@ -8,7 +8,7 @@ diffusers resolves a pipeline whose `model_index.json` names `"_class_name": ["<
 (`diffusers.pipelines.pipeline_loading_utils`). `write_remote_code(folder)`, which every pipeline's
 `save_pretrained` calls, writes those files and entries:
 
-- `pipeline_hf_textimg.py`: the four pipelines and what they use, generated from the package's own modules
+- `pipeline_hf_textimg.py`: the pipelines and what they use, generated from the package's own modules
   (`PIPELINE_MODULES`) by `bundle_source`: the modules are concatenated in order and their imports of each other
   dropped, since every name then lives in one namespace. One generated file rather than copies of the package's
   files because diffusers copies only a remote file's direct `from .x import` neighbours, and only one folder
@@ -17,7 +17,9 @@ diffusers resolves a pipeline whose `model_index.json` names `"_class_name": ["<
   checks that it stays self-contained.
 - `text_encoder/modeling_concept.py`: the concept text tower and its config, generated the same way from
   `hf_textimg.concept`; its `config.json` `auto_map` points there too, so transformers' `AutoModel` loads it alone.
-- `decoder/modeling_decoder.py` (one-shot pipelines): `ConceptDecoder`, generated like the pipeline file.
+- `decoder/modeling_decoder.py` (one-shot and unCLIP pipelines): `ConceptDecoder`, generated like the pipeline file.
+
+The unCLIP prior is diffusers' own `PriorTransformer`, which needs no file.
 
 A text tower from transformers itself (a CLIP, see `hf_textimg.concept.clip`) needs no file.
 
@@ -59,13 +61,19 @@ PIPELINE_MODULES = (
     "hf_textimg.pipelines.pipeline_decoder",
     "hf_textimg.pipelines.pipeline_superres",
     "hf_textimg.pipelines.pipeline_cascade",
+    "hf_textimg.prior.prior_transformer",
+    "hf_textimg.pipelines.pipeline_prior",
+    "hf_textimg.pipelines.pipeline_unclip",
 )
 CONCEPT_MODULES = (  # the last is the one the file is named after
     "hf_textimg.concept.configuration_concept", "hf_textimg.concept.losses", "hf_textimg.concept.safe_loading",
     "hf_textimg.concept.modeling_concept",
 )
 DECODER_MODULES = ("hf_textimg.utils.resolution", "hf_textimg.utils.safe_loading", "hf_textimg.decoder.modeling_decoder")
-PIPELINE_CLASSES = ("ConceptDiffusionPipeline", "DecoderPipeline", "ConceptSuperResolutionPipeline", "ConceptCascadePipeline")
+PIPELINE_CLASSES = (
+    "ConceptDiffusionPipeline", "DecoderPipeline", "ConceptSuperResolutionPipeline", "ConceptCascadePipeline", "ConceptPriorPipeline",
+    "ConceptUnCLIPPipeline",
+)
 
 # Package-only names the pipeline modules import: registering the installed classes with diffusers, and writing
 # these files (a pipeline loaded from the repository's copy re-saves as diffusers does: without code files).

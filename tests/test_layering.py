@@ -9,7 +9,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 GENERAL_LAYERS = ["hf_textimg", "hf_textimg.pipelines", "hf_textimg.training", "hf_textimg.concept", "hf_textimg.diffusion",
-                  "hf_textimg.decoder", "hf_textimg.autoencoder", "hf_textimg.data.loading", "hf_textimg.hub", "hf_textimg.utils"]
+                  "hf_textimg.decoder", "hf_textimg.prior", "hf_textimg.autoencoder", "hf_textimg.data.loading", "hf_textimg.hub", "hf_textimg.utils"]
 SCRIPT = f"""
 import json, sys
 shapes_modules = lambda: sorted(m for m in sys.modules if m.startswith("hf_textimg.shapes"))

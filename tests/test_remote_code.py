@@ -18,7 +18,8 @@ from diffusers import DiffusionPipeline
 from safetensors.torch import load_file, save_file
 
 from hf_textimg.decoder import ConceptDecoder
-from hf_textimg.pipelines import ConceptCascadePipeline, ConceptDiffusionPipeline, DecoderPipeline
+from hf_textimg.pipelines import ConceptCascadePipeline, ConceptDiffusionPipeline, ConceptPriorPipeline, ConceptUnCLIPPipeline, DecoderPipeline
+from hf_textimg.prior import build_prior, prior_noise_scheduler
 from hf_textimg.remote_code import PIPELINE_CLASSES, concept_source, decoder_source, pipeline_source, write_remote_code
 from hf_textimg.pretrained import available_models, pretrained_path
 from no_package import BLOCK_HF_TEXTIMG
@@ -69,6 +70,17 @@ def tiny_decoder_pipeline() -> DecoderPipeline:
     return pipe
 
 
+def tiny_unclip_pipeline() -> ConceptUnCLIPPipeline:
+    """Prior (diffusers' PriorTransformer: no code file) + decoder on a tiny text tower (random weights)."""
+    decoder_pipe = tiny_decoder_pipeline()
+    torch.manual_seed(4)
+    prior = build_prior(embedding_dim=32, text_embed_dim=32, text_hidden_size=32, max_length=16, num_layers=1, num_attention_heads=2, attention_head_dim=8)
+    prior_pipe = ConceptPriorPipeline(decoder_pipe.tokenizer, decoder_pipe.text_encoder, prior.eval(), prior_noise_scheduler())
+    pipe = ConceptUnCLIPPipeline.from_parts(prior_pipe, decoder_pipe)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory):
     """Each kind of pipeline saved to a folder, with the images the installed package draws from it."""
@@ -82,6 +94,7 @@ def saved(tmp_path_factory):
         "superres": (stage, {"prompt": PROMPTS, "image": str(work / "low_res.safetensors"), "num_inference_steps": 2}),
         "cascade": (ConceptCascadePipeline.from_stages(base, stage), {"prompt": PROMPTS[:1], "num_inference_steps": 2}),
         "decoder": (tiny_decoder_pipeline(), {"prompt": PROMPTS}),
+        "unclip": (tiny_unclip_pipeline(), {"prompt": PROMPTS, "num_inference_steps": 3, "num_images_per_prompt": 2}),
     }
     jobs, images = {}, {}
     for name, (pipe, kwargs) in pipes.items():
@@ -119,6 +132,9 @@ def test_saved_folder_names_its_code(saved):
     # one file per component: a Hub download fetches only the file model_index.json names
     assert sorted(p.name for p in (work / "decoder" / "text_encoder").glob("*.py")) == ["modeling_concept.py"]
     assert (work / "decoder" / "text_encoder" / "modeling_concept.py").read_text() == concept_source()
+    unclip = json.loads((work / "unclip" / "model_index.json").read_text())
+    assert unclip["_class_name"] == ["pipeline_hf_textimg", "ConceptUnCLIPPipeline"] and unclip["prior"] == ["diffusers", "PriorTransformer"]
+    assert unclip["decoder"] == ["modeling_decoder", "ConceptDecoder"] and not list((work / "unclip" / "prior").glob("*.py"))
     before = {p: p.read_bytes() for p in (work / "cascade").rglob("*") if p.is_file()}
     write_remote_code(work / "cascade")  # idempotent
     assert before == {p: p.read_bytes() for p in (work / "cascade").rglob("*") if p.is_file()}

@@ -8,10 +8,8 @@ from diffusers import DiffusionPipeline
 from safetensors.torch import load_file
 
 from hf_textimg.autoencoder import ConceptAutoencoder
-from hf_textimg.concept import ConceptConfig, ConceptModel
-from hf_textimg.shapes import build_shapes_dataset
 from hf_textimg.pipelines.pipeline_decoder import DecoderPipeline
-from hf_textimg.tokenization import train_tokenizer
+from tiny_pipelines import save_tiny_concept_model
 from training import train_decoder
 
 TINY = [
@@ -25,18 +23,7 @@ TINY = [
 @pytest.fixture(scope="module")
 def concept_dir(tmp_path_factory):
     """A tiny, untrained ConceptModel + tokenizer saved the way train_concept.py saves them."""
-    folder = tmp_path_factory.mktemp("concept")
-    captions = build_shapes_dataset(num_train=200, num_validation=1, num_heldout=1)["train"]["text"]
-    tokenizer = train_tokenizer(captions, vocab_size=300, model_max_length=16)
-    torch.manual_seed(0)
-    model = ConceptModel(ConceptConfig(
-        text_config=dict(vocab_size=len(tokenizer), hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64, max_position_embeddings=16),
-        vision_config=dict(base_channels=8, num_stages=2, layers_per_stage=1, norm_num_groups=4),
-        projection_dim=32,
-    ))
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+    return save_tiny_concept_model(tmp_path_factory.mktemp("concept"))
 
 
 def run(concept_dir, out, *extra, steps=12, capture=None, monkeypatch=None):
@@ -103,6 +90,16 @@ def test_deterministic_decoder_with_shift_tolerant_loss_on_canonical_layouts(con
     assert torch.equal(first, second)  # one image per prompt, whatever the seed
     config = json.loads((tmp_path / "eval_results.json").read_text())["config"]
     assert config["pixel_shift_tolerance"] == 1 and config["shapes_canonical_layouts"] == ["single", "pair"]
+
+
+def test_reconstruct_with_the_consistency_loss_on_image_codes(concept_dir, tmp_path):
+    """The unCLIP route's decoder: image codes only, the drawing encoding back to its code (--reconstruct_consistency_weight)."""
+    result = run(concept_dir, tmp_path, "--objective", "reconstruct", "--noise_dim", "0", "--reconstruct_consistency_weight", "1",
+                 "--eval_prompts_per_category", "0")
+    assert {"val_reconstruct", "val_reconstruct_consistency"} <= set(result["metrics"])
+    assert mean_loss(result, slice(-3, None)) < 0.8 * mean_loss(result, slice(0, 3))
+    with pytest.raises(ValueError, match="--reconstruct_consistency_weight"):
+        run(concept_dir, tmp_path / "bad", "--objective", "consistency", "--reconstruct_consistency_weight", "1")
 
 
 def test_reconstruct_through_an_autoencoder_encoder(concept_dir, tmp_path):

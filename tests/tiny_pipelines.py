@@ -1,11 +1,13 @@
-"""Tiny random pipelines for the pipeline tests: a base model, super-resolution stages on its text tower."""
+"""Tiny random models for the pipeline and training tests: a base model, super-resolution stages on its text tower, a
+concept model saved as train_concept.py saves one."""
 
 import torch
 from diffusers import DDPMScheduler, DPMSolverMultistepScheduler
 
-from hf_textimg.concept import ConceptTextConfig, ConceptTextModel
+from hf_textimg.concept import ConceptConfig, ConceptModel, ConceptTextConfig, ConceptTextModel
 from hf_textimg.diffusion import build_superres_unet, build_unet
 from hf_textimg.pipelines import ConceptDiffusionPipeline, ConceptSuperResolutionPipeline
+from hf_textimg.shapes import build_shapes_dataset
 from hf_textimg.tokenization import train_tokenizer
 
 PROMPTS = ["a red circle at the top left", "two blue squares"]
@@ -42,3 +44,20 @@ def tiny_stage(base: ConceptDiffusionPipeline, upscale_factor: int = 2, resoluti
     )
     stage.set_progress_bar_config(disable=True)
     return stage
+
+
+def save_tiny_concept_model(folder, text_hidden_size: int = 32):
+    """A tiny, untrained ConceptModel + tokenizer (16-token Shapes captions, 32-d concepts) saved in `folder` the way
+    train_concept.py saves them; returns `folder`."""
+    captions = build_shapes_dataset(num_train=200, num_validation=1, num_heldout=1)["train"]["text"]
+    tokenizer = train_tokenizer(captions, vocab_size=300, model_max_length=16)
+    torch.manual_seed(0)
+    model = ConceptModel(ConceptConfig(
+        text_config=dict(vocab_size=len(tokenizer), hidden_size=text_hidden_size, num_layers=1, num_heads=2,
+                         intermediate_size=2 * text_hidden_size, max_position_embeddings=16),
+        vision_config=dict(base_channels=8, num_stages=2, layers_per_stage=1, norm_num_groups=4),
+        projection_dim=32,
+    ))
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder

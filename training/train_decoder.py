@@ -16,6 +16,10 @@ encoder with `--autoencoder_path`, and never changes:
   text tower learns only through the decoder's input, never by moving the target to what the decoder makes.
 - `both`: the sum of the two.
 
+`--reconstruct_consistency_weight w` (reconstruct/both) adds w * (1 - cos(code, image_encoder(decoder(code)))): the image
+drawn from an image code must encode back to that code. That is the consistency loss of the unCLIP route
+(`train_prior.py`), whose decoder only ever reads image codes (a prior's samples), never text codes.
+
 The pixel loss is MSE (+ `--l1_weight` * L1); with `--pixel_shift_tolerance t`, the smallest over the real image
 moved by up to t pixels (for data that jitter objects by a few pixels no caption names, as Shapes does). With
 `--noise_dim N` the decoder also reads N numbers that the pipeline draws from a standard normal. A caption leaves
@@ -102,6 +106,10 @@ class DecoderTrainConfig(TrainConfig):
                   "which alone keeps the decoder from drawing patterns that merely fool the image encoder."},
     )
     pixel_weight: float = field(default=1.0, metadata={"help": "consistency: weight of the pixel loss of the generated image against the real one."})
+    reconstruct_consistency_weight: float = field(
+        default=0.0, metadata={"help": "reconstruct/both: weight of 1 - cos(image code, code of the image decoded from it), the "
+                               "consistency loss on image codes (the unCLIP route's decoder: train_prior.py)."},
+    )
     l1_weight: float = field(default=0.0, metadata={"help": "Pixel loss = MSE + l1_weight * L1."})
     foreground_weight: float = field(
         default=0.0, metadata={"help": "Pixels that are not white in the target weigh (1 + this) times in the pixel loss."}
@@ -140,7 +148,7 @@ class DecoderTrainConfig(TrainConfig):
         if not self.caption_column:
             raise ValueError("--caption_column is empty, but the decoder pipeline is text-to-image: name the caption column.")
         for name in ("reconstruct_weight", "consistency_weight", "pixel_weight", "l1_weight", "foreground_weight", "pixel_shift_tolerance",
-                     "noise_dim", "kl_weight"):
+                     "noise_dim", "kl_weight", "reconstruct_consistency_weight"):
             if getattr(self, name) < 0:
                 raise ValueError(f"--{name} must be >= 0, got {getattr(self, name)}.")
         check_text_encoder_lr(self)
@@ -152,6 +160,8 @@ class DecoderTrainConfig(TrainConfig):
             raise ValueError(f"--eval_prompts_per_category must be >= 0 (0: no Shapes scoring), got {self.eval_prompts_per_category}.")
         if self.eval_batch_size < 1:
             raise ValueError(f"--eval_batch_size must be >= 1, got {self.eval_batch_size}.")
+        if self.reconstruct_consistency_weight and self.objective == "consistency":
+            raise ValueError("--reconstruct_consistency_weight needs --objective reconstruct or both (it checks decoded image codes).")
         if self.train_text_encoder and self.objective == "reconstruct":
             raise ValueError("--train_text_encoder has no effect with --objective reconstruct (the text tower is not used); drop it.")
 
@@ -285,6 +295,9 @@ def make_loss_fn(cfg: DecoderTrainConfig, text_encoder, image_encoder, decoder, 
             noise = noise_for(code, target, terms, "kl_reconstruct") if posterior is not None else draw_noise(cfg, len(code), code.device)
             sample = decoder(code, noise).sample
             terms["reconstruct"] = (cfg.reconstruct_weight, pixel_loss(cfg, sample, target))
+            if cfg.reconstruct_consistency_weight:  # the drawing must encode back to the code it was drawn from
+                code_again = image_encoder.get_image_features(sample).pooler_output  # (B, D); frozen weights, gradient to the image
+                terms["reconstruct_consistency"] = (cfg.reconstruct_consistency_weight, 1 - F.cosine_similarity(code, code_again, dim=-1).mean())
         if use_consistency:
             with torch.set_grad_enabled(cfg.train_text_encoder and torch.is_grad_enabled()):
                 code1 = text_features(text_encoder, batch["input_ids"], batch["attention_mask"])[1]  # (B, D), unit norm

@@ -289,6 +289,9 @@ class ImageTextCollator:
 
     def __call__(self, examples: list[dict]) -> dict:
         batch = {"pixel_values": torch.stack([e["pixel_values"] for e in examples]).contiguous()}
+        for key, value in examples[0].items():  # other per-row tensors (TensorImageTextDataset's extras), stacked alike
+            if key != "pixel_values" and isinstance(value, torch.Tensor):
+                batch[key] = torch.stack([e[key] for e in examples])
         if "num_skipped" in examples[0]:  # a stream's undecodable rows before these samples (hf_textimg.data.streaming)
             batch["num_skipped"] = sum(e["num_skipped"] for e in examples)
         if "id" in examples[0]:

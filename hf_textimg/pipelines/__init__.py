@@ -7,3 +7,5 @@ from .pipeline_diffusion import ConceptDiffusionPipeline
 from .prompt_embeds import ConceptPromptEmbeds, encode_concept
 from .pipeline_superres import ConceptSuperResolutionPipeline
 from .pipeline_cascade import ConceptCascadePipeline
+from .pipeline_prior import ConceptPriorPipeline
+from .pipeline_unclip import ConceptUnCLIPPipeline

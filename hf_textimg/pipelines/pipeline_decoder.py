@@ -11,6 +11,10 @@ vector, drawn from a standard normal with `generator` (or passed in as `noise`),
 prompt's code. Training teaches it to spend that noise on what the caption leaves open (where an unplaced object
 goes, its size, the layout of a count). With `noise_dim == 0` there is no noise: the image is a deterministic
 function of the prompt, and `num_images_per_prompt` copies are identical.
+
+Image concepts instead of a prompt (`image_embeds=`, as diffusers' `KandinskyV22Pipeline` takes them): a decoder trained
+with `--objective reconstruct` renders the frozen image encoder's codes, which an unCLIP prior samples from a caption
+(`ConceptPriorPipeline`; both in one: `ConceptUnCLIPPipeline`).
 """
 
 from __future__ import annotations
@@ -55,21 +59,22 @@ class DecoderPipeline(TextToImageMixin, DiffusionPipeline):
         self.register_to_config(prompt_normalization=prompt_normalization)
 
     def check_inputs(
-        self, prompt, prompt_embeds, num_images_per_prompt: int, generator, noise, output_type: str, height=None, width=None
+        self, prompt, prompt_embeds, num_images_per_prompt: int, generator, noise, output_type: str, height=None, width=None,
+        image_embeds=None, negative_image_embeds=None,
     ) -> int:
-        """Raise a ValueError naming the argument for anything that cannot work; return the number of prompts."""
-        if (prompt is None) == (prompt_embeds is None):
-            raise ValueError("Pass exactly one of `prompt` and `prompt_embeds`.")
-        code_dim = self.decoder.config.code_dim
-        if prompt_embeds is not None and (not isinstance(prompt_embeds, torch.Tensor) or prompt_embeds.ndim != 2 or prompt_embeds.shape[1] != code_dim):
-            shape = tuple(prompt_embeds.shape) if isinstance(prompt_embeds, torch.Tensor) else type(prompt_embeds).__name__
-            raise ValueError(f"`prompt_embeds` must be a tensor of concept codes (prompts, {code_dim}) (see encode_prompt), got {shape}.")
-        batch_size = len(self.check_prompt(prompt)) if prompt is not None else len(prompt_embeds)
+        """Raise a ValueError naming the argument for anything that cannot work; return the number of prompts (or of
+        `image_embeds` rows)."""
+        if sum(x is not None for x in (prompt, prompt_embeds, image_embeds)) != 1:
+            raise ValueError("Pass exactly one of `prompt`, `prompt_embeds` and `image_embeds`.")
+        what = {"prompt_embeds": "concept codes (prompts, {}) (see encode_prompt)", "image_embeds": "image concepts (rows, {}) (e.g. "
+                "ConceptPriorPipeline's image_embeds)", "negative_image_embeds": "image concepts (rows, {}), as many as image_embeds"}
+        for name, codes in (("prompt_embeds", prompt_embeds), ("image_embeds", image_embeds), ("negative_image_embeds", negative_image_embeds)):
+            self.check_codes(codes, name, what[name])
+        if negative_image_embeds is not None and (image_embeds is None or len(negative_image_embeds) != len(image_embeds)):
+            raise ValueError("`negative_image_embeds` goes with `image_embeds` (Kandinsky's convention), one row per row of it.")
+        batch_size = len(self.check_prompt(prompt)) if prompt is not None else len(prompt_embeds if prompt_embeds is not None else image_embeds)
         self.check_common_inputs(batch_size, num_images_per_prompt, generator, output_type)
-        size = self.decoder.config.image_size
-        for name, value in (("height", height), ("width", width)):
-            if value is not None and value != size:
-                raise ValueError(f"`{name}`={value!r} is not supported: this decoder makes {size}x{size} images only; leave it unset or pass {size}.")
+        self.check_size(height, width)
         noise_dim, n = self.decoder.config.noise_dim, batch_size * num_images_per_prompt
         if noise is not None:
             if noise_dim == 0:
@@ -77,9 +82,24 @@ class DecoderPipeline(TextToImageMixin, DiffusionPipeline):
             if isinstance(noise, torch.Tensor) and tuple(noise.shape) != (n, noise_dim):
                 raise ValueError(f"`noise` must be a tensor of shape ({n}, {noise_dim}) (prompts x images per prompt, noise_dim), got {tuple(noise.shape)}.")
             check_tensor(noise, "`noise`", (n, noise_dim))
-        if prompt_embeds is not None:
-            check_tensor(prompt_embeds, "`prompt_embeds`")
         return batch_size
+
+    def check_codes(self, codes, name: str, what: str) -> None:
+        """None, or a (rows, decoder.config.code_dim) tensor of finite numbers; else a ValueError naming `name`."""
+        if codes is None:
+            return
+        code_dim = self.decoder.config.code_dim
+        if not isinstance(codes, torch.Tensor) or codes.ndim != 2 or codes.shape[1] != code_dim:
+            shape = tuple(codes.shape) if isinstance(codes, torch.Tensor) else type(codes).__name__
+            raise ValueError(f"`{name}` must be a tensor of {what.format(code_dim)}: this decoder reads {code_dim}-d codes; got {shape}.")
+        check_tensor(codes, f"`{name}`")
+
+    def check_size(self, height: int | None, width: int | None) -> None:
+        """`height` / `width` are None or the one size this decoder makes."""
+        size = self.decoder.config.image_size
+        for name, value in (("height", height), ("width", width)):
+            if value is not None and value != size:
+                raise ValueError(f"`{name}`={value!r} is not supported: this decoder makes {size}x{size} images only; leave it unset or pass {size}.")
 
     @torch.no_grad()
     def encode_prompt(
@@ -125,6 +145,8 @@ class DecoderPipeline(TextToImageMixin, DiffusionPipeline):
         width: int | None = None,
         prompt_embeds: torch.Tensor | None = None,
         max_batch_size: int | None = None,
+        image_embeds: torch.Tensor | None = None,
+        negative_image_embeds: torch.Tensor | None = None,
     ) -> ImagePipelineOutput | tuple:
         r"""Generate images for `prompt`.
 
@@ -145,9 +167,18 @@ class DecoderPipeline(TextToImageMixin, DiffusionPipeline):
             max_batch_size (`int`, *optional*): images per decoder pass, which bounds memory. Default: as many as make
                 131,072 pixels (128 images at 32x32). The images do not depend on it (the noise of all images is drawn
                 first; see `hf_textimg.pipelines.chunking`).
+            image_embeds (`torch.Tensor` of shape `(rows, code_dim)`, *optional*): image concepts to decode instead of a
+                prompt, e.g. the `image_embeds` of a [`ConceptPriorPipeline`] (the unCLIP route: a decoder trained with
+                `--objective reconstruct` renders the frozen image encoder's codes); each row gives
+                `num_images_per_prompt` images, as in diffusers' `KandinskyV22Pipeline`. Used as given.
+            negative_image_embeds (`torch.Tensor` of shape `(rows, code_dim)`, *optional*): accepted (and checked) so that
+                a prior's whole output can be passed on as in Kandinsky; a one-shot decoder has no guidance to use it for.
         """
         # 1. Check inputs
-        batch_size = self.check_inputs(prompt, prompt_embeds, num_images_per_prompt, generator, noise, output_type, height, width)
+        batch_size = self.check_inputs(
+            prompt, prompt_embeds, num_images_per_prompt, generator, noise, output_type, height, width, image_embeds, negative_image_embeds
+        )
+        prompt_embeds = image_embeds if image_embeds is not None else prompt_embeds  # from here on both are codes to decode
         if max_batch_size is not None:
             check_int(max_batch_size, "`max_batch_size`")
         prompts = [prompt] if isinstance(prompt, str) else prompt

@@ -93,8 +93,10 @@ class TensorImageTextDataset(torch.utils.data.Dataset):
     far faster than decoding a PNG per step, which keeps 2 CPU cores on the model.
     """
 
-    def __init__(self, images: torch.Tensor, captions: list | None):
-        self.images, self.captions = images, captions
+    def __init__(self, images: torch.Tensor, captions: list | None, extras: dict[str, torch.Tensor] | None = None):
+        # extras: per-row tensors (N, ...) a script attaches, returned with each item under their names (e.g.
+        # train_prior.py's image concepts, computed once instead of at every step)
+        self.images, self.captions, self.extras = images, captions, dict(extras or {})
 
     @classmethod
     def from_dataset(cls, data, resolution: int, image_column: str, caption_column: str | None):
@@ -128,6 +130,7 @@ class TensorImageTextDataset(torch.utils.data.Dataset):
             if not isinstance(caption, str):  # a list of alternatives: pick one
                 caption = caption[torch.randint(len(caption), ()).item()]
             item["text"] = caption
+        item.update({name: values[i] for name, values in self.extras.items()})
         return item
 
 
