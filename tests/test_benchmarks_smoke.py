@@ -160,3 +160,15 @@ def test_superres_quick_runs_every_part(tmp_path):
     assert {"stage", "bicubic", "stage_whole_image"} == set(record["shapes_fidelity"]["stage1_32to128"])
     assert record["speed"]["seconds_per_image"]["total"] > 0 and record["training"]["stage1"]["images_per_s"] > 0
     assert (tmp_path / "shapes-cascade.png").is_file()
+
+
+def test_distilled_sampling_quick():
+    from benchmarks.distilled_sampling import main
+
+    record = main(QUICK)
+    rows = {"teacher (CFG)@2", "student@1", "student@2", "student@4", "one-shot decoder@one pass", "upstream baseline@2"}
+    assert set(record["images_per_s"]) == {"fp32", "bf16"}
+    for precision in ("fp32", "bf16"):
+        assert set(record["images_per_s"][precision]) == rows
+        assert all(v > 0 for rates in record["images_per_s"][precision].values() for v in rates.values())
+        assert record["x_teacher"][precision]["teacher (CFG)@2"] == {"4": 1.0, "1": 1.0}

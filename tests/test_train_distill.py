@@ -8,7 +8,7 @@ from diffusers import DiffusionPipeline, LCMScheduler
 from hf_textimg.diffusion import guidance_scale_embedding, unet_input
 from hf_textimg.pipelines.prompt_embeds import encode_concept
 from tests.tiny_pipelines import PROMPTS, tiny_base
-from training.train_distill import build_student, ddim_timesteps, guided_teacher, main, x0_and_eps
+from training.train_distill import build_student, ddim_step, ddim_timesteps, guided_teacher, main, x0_and_eps
 
 TINY = [
     "--dataset_name", "shapes", "--num_shapes_train", "256", "--num_shapes_eval", "16", "--train_batch_size", "16",
@@ -135,3 +135,20 @@ def test_a_distilled_model_is_refused_as_teacher(distilled, tmp_path):
     out, _ = distilled
     with pytest.raises(ValueError, match="already a distilled model"):
         main(TINY + ["--teacher_model_name_or_path", str(out), "--output_dir", str(tmp_path), "--max_train_steps", "1"])
+
+
+def test_the_ddim_step_matches_diffusers_ddim_with_and_without_clipping():
+    # clipped: the noise implied by the clipped estimate (use_clipped_model_output), which is DPM-Solver++'s first-order step
+    # with thresholding, the teacher's sampler
+    from diffusers import DDIMScheduler
+
+    torch.manual_seed(0)
+    sample, v = torch.randn(1, 3, 8, 8) * 1.5, torch.randn(1, 3, 8, 8)
+    for clip in (False, True):
+        ddim = DDIMScheduler(beta_schedule="squaredcos_cap_v2", prediction_type="v_prediction", clip_sample=clip, set_alpha_to_one=True)
+        ddim.set_timesteps(50)
+        t, t_prev = 519, 499
+        expected = ddim.step(v, t, sample, use_clipped_model_output=True).prev_sample
+        (alpha, sigma), (alpha_prev, sigma_prev) = ((ddim.alphas_cumprod[s].sqrt(), (1 - ddim.alphas_cumprod[s]).sqrt()) for s in (t, t_prev))
+        x0, eps = x0_and_eps(v, sample, alpha, sigma, "v_prediction")
+        torch.testing.assert_close(ddim_step(sample, x0, eps, alpha, sigma, alpha_prev, sigma_prev, clip), expected, rtol=1e-4, atol=1e-5)

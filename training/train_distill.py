@@ -77,6 +77,11 @@ class DistillTrainConfig(TrainConfig):
     huber_c: float = field(default=0.001, metadata={"help": "Pseudo-Huber's c."})
     target_ema_decay: float = field(default=0.95, metadata={"help": "EMA decay of the target network (LCM: 0.95)."})
     timestep_scaling: float = field(default=10.0, metadata={"help": "LCMScheduler's boundary-condition time scaling."})
+    teacher_clip_sample: bool = field(
+        default=True, metadata={"help": "Clip the teacher's guided clean-image estimate to [-1, 1] in its DDIM step, noise recomputed from it "
+                                "(DDIMScheduler's clip_sample with use_clipped_model_output; DPM-Solver++'s thresholded step), so the student learns the ODE the teacher's "
+                                "thresholded sampler follows; --teacher_clip_sample false: the raw guided ODE, as LCM on latents."},
+    )
     # Validation and evaluation (every --validation_steps and at the end), read by train_diffusion.make_evaluator
     validation_prompts: list[str] | None = field(default=None, metadata={"help": "Prompts of the saved grid (default: a few Shapes prompts)."})
     validation_images_per_prompt: int = 4
@@ -169,6 +174,16 @@ def guided_teacher(teacher_unet, noisy, timesteps, cond: ConceptPromptEmbeds, un
     return x0_u + g * (x0_c - x0_u), eps_u + g * (eps_c - eps_u)
 
 
+def ddim_step(sample, x0, eps, alpha, sigma, alpha_prev, sigma_prev, clip_sample: bool) -> torch.Tensor:
+    """One deterministic DDIM step of the teacher ODE from (alpha, sigma) to (alpha_prev, sigma_prev); with
+    `clip_sample` the clean-image estimate is clipped to [-1, 1] and the noise recomputed from it (DDIMScheduler with
+    `clip_sample` and `use_clipped_model_output`; in data-prediction form, DPM-Solver++'s first-order thresholded step)."""
+    if clip_sample:
+        x0 = x0.clamp(-1.0, 1.0)
+        eps = (sample - alpha * x0) / sigma
+    return alpha_prev * x0 + sigma_prev * eps
+
+
 def consistency_function(unet, sample, timesteps, cond: ConceptPromptEmbeds, w_embedding, scalings, alpha, sigma, prediction_type):
     """f(x, t) = c_skip(t) * x + c_out(t) * x0_hat(x, t), the student's (or target's) estimate of the ODE's end."""
     output = unet(unet_input(unet, sample), timesteps, timestep_cond=w_embedding, **cond.unet_kwargs()).sample
@@ -209,7 +224,7 @@ def make_compute_loss(cfg, accelerator, student, target_unet, teacher, noise_sch
             cond = encode_concept(teacher.text_encoder, batch["input_ids"], batch["attention_mask"])
             uncond = encode_concept(teacher.text_encoder, empty["input_ids"].expand(b, -1), empty["attention_mask"].expand(b, -1))
             x0, eps = guided_teacher(teacher.unet, noisy, t, cond, uncond, g, alpha, sigma, prediction_type)
-            x_prev = alpha_prev * x0 + sigma_prev * eps  # one DDIM step of the guided teacher ODE, t -> t_prev
+            x_prev = ddim_step(noisy, x0, eps, alpha, sigma, alpha_prev, sigma_prev, cfg.teacher_clip_sample)
             target = consistency_function(target_unet, x_prev, t_prev, cond, w_embedding, scalings(t_prev), alpha_prev, sigma_prev, prediction_type)
         with accelerator.autocast():
             prediction = consistency_function(student, noisy, t, cond, w_embedding, scalings(t), alpha, sigma, prediction_type)
