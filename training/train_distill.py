@@ -139,8 +139,9 @@ def build_student(teacher_unet: UNet2DConditionModel, time_cond_proj_dim: int) -
 def student_scheduler(teacher_scheduler, cfg: DistillTrainConfig) -> LCMScheduler:
     """The student's sampler: the teacher's betas and prediction type; the DDIM grid it was distilled on; x0
     thresholded to [-1, 1] as the teacher's sampler does."""
+    config, _, _ = LCMScheduler.extract_init_dict(dict(teacher_scheduler.config))  # only LCMScheduler's own keys are saved
     return LCMScheduler.from_config(
-        teacher_scheduler.config, original_inference_steps=cfg.num_ddim_timesteps, timestep_scaling=cfg.timestep_scaling,
+        config, original_inference_steps=cfg.num_ddim_timesteps, timestep_scaling=cfg.timestep_scaling,
         timestep_spacing="leading", thresholding=True, sample_max_value=1.0,
     )
 
