@@ -2344,11 +2344,12 @@ def prior_loss(prior, noise_scheduler: DDPMScheduler, target: torch.Tensor, text
 # -------------------- hf_textimg/pipelines/pipeline_prior.py --------------------
 
 import inspect
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from diffusers import DiffusionPipeline, PriorTransformer, SchedulerMixin
-from diffusers.pipelines.kandinsky.pipeline_kandinsky_prior import KandinskyPriorPipelineOutput
+from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 
 from transformers import PreTrainedModel
@@ -2360,6 +2361,20 @@ from transformers import PreTrainedModel
 # (defined above) from .prompt_embeds import ConceptPromptEmbeds, encode_concept
 
 EMBEDS_OUTPUT_TYPES = ("pt", "np")
+
+
+@dataclass
+class ConceptPriorPipelineOutput(BaseOutput):
+    """What the prior pipeline returns: the fields of diffusers' `KandinskyPriorPipelineOutput` (not imported from
+    there: that module imports transformers' CLIP image processor, which warns at import time without torchvision).
+
+    Args:
+        image_embeds (`torch.Tensor` of shape (images, D)): sampled image concepts, one row per image.
+        negative_image_embeds (`torch.Tensor` of shape (images, D)): the concept of no caption in particular.
+    """
+
+    image_embeds: torch.Tensor
+    negative_image_embeds: torch.Tensor
 
 
 def check_prior_components(tokenizer, text_encoder: PreTrainedModel, prior: PriorTransformer) -> None:
@@ -2503,7 +2518,7 @@ class ConceptPriorPipeline(TextToImageMixin, DiffusionPipeline):
         guidance_scale: float = 4.0,
         output_type: str = "pt",
         return_dict: bool = True,
-    ) -> KandinskyPriorPipelineOutput | tuple:
+    ) -> ConceptPriorPipelineOutput | tuple:
         r"""Sample image concepts for `prompt`, with the arguments and output of diffusers' `KandinskyV22PriorPipeline`.
 
         Args:
@@ -2515,10 +2530,10 @@ class ConceptPriorPipeline(TextToImageMixin, DiffusionPipeline):
             latents (`torch.Tensor` of shape (images, D), *optional*): starting noise, in the standardised space.
             guidance_scale (`float`, defaults to 4.0): classifier-free guidance weight; <= 1 disables guidance.
             output_type (`str`, defaults to `"pt"`): `"pt"` (tensors) or `"np"` (arrays).
-            return_dict (`bool`, defaults to `True`): a `KandinskyPriorPipelineOutput` rather than a tuple.
+            return_dict (`bool`, defaults to `True`): a `ConceptPriorPipelineOutput` rather than a tuple.
 
         Returns:
-            `KandinskyPriorPipelineOutput` (or the tuple `(image_embeds, negative_image_embeds)`): `image_embeds` (images, D),
+            `ConceptPriorPipelineOutput` (or the tuple `(image_embeds, negative_image_embeds)`): `image_embeds` (images, D),
             the sampled concepts; `negative_image_embeds` (images, D), the training images' mean concept, which plays the
             part of Kandinsky's embedding of a blank image (the decoder pipelines accept it for Kandinsky's calling
             convention; a one-shot decoder has no guidance to use it for).
@@ -2540,7 +2555,7 @@ class ConceptPriorPipeline(TextToImageMixin, DiffusionPipeline):
         self.maybe_free_model_hooks()
         if not return_dict:
             return (image_embeds, negative_image_embeds)
-        return KandinskyPriorPipelineOutput(image_embeds=image_embeds, negative_image_embeds=negative_image_embeds)
+        return ConceptPriorPipelineOutput(image_embeds=image_embeds, negative_image_embeds=negative_image_embeds)
 
 
 # -------------------- hf_textimg/pipelines/pipeline_unclip.py --------------------
