@@ -26,8 +26,8 @@ if __package__ in (None, ""):
 
 import torch  # noqa: E402
 
-from benchmarks.common import add_common_args, emit, format_table, machine_info, median, print_machine, ratio, setup, time_calls  # noqa: E402
-from benchmarks.sampling_throughput import load_pipeline  # noqa: E402
+from benchmarks.common import add_common_args, emit, format_table, machine_info, print_machine, ratio, setup  # noqa: E402
+from benchmarks.sampling_throughput import load_pipeline, measure  # noqa: E402
 
 STUDENT_STEPS = (1, 2, 4)
 TEACHER_STEPS = 20
@@ -41,25 +41,6 @@ def random_student(teacher):
     pipe = student_pipeline(teacher, build_student(teacher.unet, cfg.time_cond_proj_dim).eval(), cfg)
     pipe.set_progress_bar_config(disable=True)
     return pipe
-
-
-def measure(pipe, prompts: list[str], steps: int | None, warmup: int, repeats: int, bf16: bool, slow_call_s: float | None) -> float:
-    """images/s of one call on `prompts`: the median of `repeats` after `warmup` calls; a row whose first call takes over
-    `slow_call_s` seconds (the teacher and the baseline at batch 64 in fp32: 25-110 s) is that one call, set-up included,
-    so a full run stays within minutes (it slightly favours the fast rows, never the student). `slow_call_s=None` (the
-    compiled row, whose first calls compile) always warms up."""
-    kwargs = {} if steps is None else {"num_inference_steps": steps, "guidance_scale": 4.0}
-
-    def call():
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            pipe(prompts, generator=torch.Generator().manual_seed(0), output_type="np", **kwargs)
-
-    if slow_call_s is None:
-        return len(prompts) / median(time_calls(call, max(warmup, 2), repeats))
-    first = time_calls(call, 0, 1)[0]
-    if first > slow_call_s:
-        return len(prompts) / first
-    return len(prompts) / median(time_calls(call, max(warmup - 1, 0), repeats))
 
 
 def build_rows(args, tmp: str) -> list[tuple[str, object, int | None]]:
@@ -104,10 +85,12 @@ def main(argv: list[str] | None = None) -> dict:
         rows = build_rows(args, tmp)
         for precision in ("fp32", "bf16"):
             for name, pipe, steps in rows:
-                key = f"{name}@{steps or 'one pass'}"
+                key, compiled_row = f"{name}@{steps or 'one pass'}", name.endswith("compiled")
                 results.setdefault(precision, {})[key] = {
-                    str(b): measure(pipe, [pool[i % len(pool)] for i in range(b)], steps, args.warmup, args.repeats, precision == "bf16",
-                                   None if name.endswith("compiled") else args.slow_call_s)
+                    # the compiled row's first calls compile: it always warms up (twice), never counts as a slow row
+                    str(b): measure(pipe, [pool[i % len(pool)] for i in range(b)], steps,
+                                    max(args.warmup, 2) if compiled_row else args.warmup, args.repeats, precision == "bf16",
+                                    None if compiled_row else args.slow_call_s)
                     for b in args.batch_sizes
                 }
     teacher_key = f"teacher (CFG)@{args.teacher_steps}"

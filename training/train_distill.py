@@ -200,6 +200,9 @@ def consistency_loss(prediction: torch.Tensor, target: torch.Tensor, loss_type: 
 
 
 def make_compute_loss(cfg, accelerator, student, target_unet, teacher, noise_scheduler: DDPMScheduler, lcm: LCMScheduler, empty: dict):
+    # The frozen text tower's encoding of the empty caption (the unconditional row) is the same at every step: once.
+    with torch.no_grad(), accelerator.autocast():
+        uncond_row = encode_concept(teacher.text_encoder, empty["input_ids"], empty["attention_mask"])  # one row
     grid = ddim_timesteps(noise_scheduler.config.num_train_timesteps, cfg.num_ddim_timesteps).to(accelerator.device)
     skip = noise_scheduler.config.num_train_timesteps // cfg.num_ddim_timesteps
     alphas_cumprod = noise_scheduler.alphas_cumprod.to(accelerator.device)
@@ -223,7 +226,7 @@ def make_compute_loss(cfg, accelerator, student, target_unet, teacher, noise_sch
         (alpha, sigma), (alpha_prev, sigma_prev) = levels(t), levels(t_prev)
         with torch.no_grad(), accelerator.autocast():
             cond = encode_concept(teacher.text_encoder, batch["input_ids"], batch["attention_mask"])
-            uncond = encode_concept(teacher.text_encoder, empty["input_ids"].expand(b, -1), empty["attention_mask"].expand(b, -1))
+            uncond = uncond_row.repeat_interleave(b)
             x0, eps = guided_teacher(teacher.unet, noisy, t, cond, uncond, g, alpha, sigma, prediction_type)
             x_prev = ddim_step(noisy, x0, eps, alpha, sigma, alpha_prev, sigma_prev, cfg.teacher_clip_sample)
             target = consistency_function(target_unet, x_prev, t_prev, cond, w_embedding, scalings(t_prev), alpha_prev, sigma_prev, prediction_type)
