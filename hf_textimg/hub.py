@@ -102,9 +102,15 @@ def _components(folder: Path, kind: str) -> list[dict]:
     return [{"name": ".", "cls": cls, "params": count_parameters(folder)}]
 
 
+SAMPLES_FILE = "samples.png"  # a sample grid made after training (`hf-textimg generate ... --out <folder>/samples.png`)
+
+
 def _latest_grid(folder: Path) -> str | None:
+    """The card's sample grid: the last validation grid the training run saved, else `samples.png`."""
     grids = sorted((folder / "validation").glob("step-*.png"), key=lambda p: int(p.stem.split("-")[1]) if p.stem.split("-")[1].isdigit() else -1)
-    return grids[-1].relative_to(folder).as_posix() if grids else None
+    if grids:
+        return grids[-1].relative_to(folder).as_posix()
+    return SAMPLES_FILE if (folder / SAMPLES_FILE).is_file() else None
 
 
 def _dataset_info(config: dict) -> dict:

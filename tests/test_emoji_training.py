@@ -9,6 +9,7 @@ from hf_textimg.data.emoji_arguments import EmojiDataArguments
 from hf_textimg.data.loading import _builtin_dataset
 from hf_textimg.training import TrainConfig, load_split, parse_args
 from training.train_concept import main as train_concept
+from training.train_decoder import main as train_decoder
 from training.train_diffusion import main as train_diffusion
 
 STYLES = ["--emoji_styles", "noto", "twemoji", "openmoji", "fluent"]
@@ -63,6 +64,20 @@ def test_diffusion_trains_and_scores_the_emoji_benchmark(emoji_env):
     metrics = json.loads((out / "eval_results.json").read_text())["metrics"]
     for name in ("seen", "heldout_style", "heldout_variants", "validation"):
         assert 0.0 <= metrics[f"emoji_{name}_recall@1"] <= 1.0 and 0.0 <= metrics[f"emoji_{name}_style@1"] <= 1.0, name
+
+
+def test_one_shot_decoder_trains_and_scores_the_emoji_benchmark(emoji_env):
+    concept = emoji_env / "concept"
+    train_concept(COMMON + ["--output_dir", str(concept), "--text_hidden_size", "32", "--text_num_layers", "1", "--text_num_heads", "2",
+                            "--vision_base_channels", "16", "--vision_num_stages", "2", "--projection_dim", "32", "--resolution", "16"])
+    out = emoji_env / "decoder"
+    train_decoder(COMMON + ["--output_dir", str(out), "--concept_model_path", str(concept), "--objective", "consistency", "--resolution", "16",
+                            "--train_text_encoder", "--noise_dim", "0", "--decoder_block_out_channels", "32", "16", "16",
+                            "--eval_prompts_per_category", "2"])
+    metrics = json.loads((out / "eval_results.json").read_text())["metrics"]
+    for name in ("seen", "heldout_style", "heldout_variants", "validation"):
+        assert 0.0 <= metrics[f"emoji_{name}_recall@1"] <= 1.0 and 0.0 <= metrics[f"emoji_{name}_style@1"] <= 1.0, name
+    assert "val_pixel" in metrics
 
 
 def test_style_zero_shot_on_hand_built_embeddings():

@@ -159,6 +159,10 @@ def test_decoder_and_autoencoder_cards(concept_dir, tmp_path, monkeypatch):
     for card in (decoder_card, autoencoder_card):
         ModelCardData(**card.data.to_dict(), ignore_metadata_errors=False)
         exec(python_snippet(card.text), {})
+    # the decoder script saves no validation grid: a samples.png made after training becomes the card's grid
+    assert "![Samples" not in decoder_card.text
+    shutil.copy(tmp_path / "sample.png", decoder / "samples.png")
+    assert "![Samples, each captioned with its prompt](samples.png)" in render_model_card(decoder).text
 
 
 def test_push_selection_is_safetensors_configs_card_and_grids_only(diffusion_dir):

@@ -6,7 +6,7 @@ import pytest
 import torch
 from diffusers import DiffusionPipeline
 from PIL import Image
-from tiny_pipelines import PROMPTS, tiny_base, tiny_stage, training_schedule
+from tiny_pipelines import PROMPTS, tiny_base, tiny_oneshot, tiny_stage, training_schedule
 
 from hf_textimg.diffusion.superres import check_unet_size, noise_augment, superres_unet_config, superres_unet_kwargs, upsample
 from hf_textimg.pipelines.prompt_embeds import ConceptPromptEmbeds
@@ -149,8 +149,43 @@ def test_cascade_refuses_a_stage_on_another_text_tower(base, stage):
     normalized = tiny_stage(tiny_base(prompt_normalization="shapes_relations"))
     with pytest.raises(ValueError, match="rewrites prompts with None but the stage with 'shapes_relations'"):
         ConceptCascadePipeline.from_stages(base, normalized)
-    with pytest.raises(ValueError, match="`base` must be a ConceptDiffusionPipeline"):
+    with pytest.raises(ValueError, match="`base` must be a ConceptDiffusionPipeline or a DecoderPipeline"):
         ConceptCascadePipeline.from_stages(stage, stage)
+
+
+def test_a_one_shot_base_with_a_stage_on_its_own_text_tower(stage, tmp_path):
+    """A one-shot base (DecoderPipeline) and a stage made for another base: the stage keeps its own tower, reads each
+    caption with it exactly as the stage alone would, and the folder round-trips."""
+    oneshot = tiny_oneshot()
+    with pytest.raises(ValueError, match="another text tower .*own_text_towers=True"):
+        ConceptCascadePipeline.from_stages(oneshot, stage)
+    cascade = ConceptCascadePipeline.from_stages(oneshot, stage, own_text_towers=True)
+    assert cascade.unet is None and cascade.decoder is oneshot.decoder and cascade.superres_text_encoder is stage.text_encoder
+    assert cascade.output_sizes() == [32, 64]
+    before = run_cascade(cascade)
+    small = oneshot(PROMPTS, output_type="pt").images
+    assert torch.equal(before, upscale(stage, small, num_inference_steps=2))  # the stage alone, on the base's images
+    cascade.save_pretrained(tmp_path)
+    assert {"decoder", "superres_text_encoder", "superres_tokenizer"} <= {p.name for p in tmp_path.iterdir()}
+    loaded = DiffusionPipeline.from_pretrained(tmp_path)
+    loaded.set_progress_bar_config(disable=True)
+    assert type(loaded) is ConceptCascadePipeline and loaded.unet is None and loaded.output_sizes() == [32, 64]
+    assert torch.equal(before, run_cascade(loaded))
+    assert torch.equal(run_cascade(loaded, height=32), small)  # base only
+    # a stage on the base's own tower stores no second one
+    shared = tiny_stage(oneshot)
+    assert ConceptCascadePipeline.from_stages(oneshot, shared).superres_text_encoder is None
+
+
+def test_a_cascade_needs_one_kind_of_base(base, stage):
+    parts = dict(tokenizer=base.tokenizer, text_encoder=base.text_encoder, superres_unet=stage.unet, superres_scheduler=stage.scheduler,
+                 superres_image_noising_scheduler=stage.image_noising_scheduler)
+    with pytest.raises(ValueError, match="either a diffusion model .* or a one-shot `decoder`"):
+        ConceptCascadePipeline(unet=None, scheduler=None, **parts)
+    with pytest.raises(ValueError, match="either a diffusion model"):
+        ConceptCascadePipeline(unet=base.unet, scheduler=base.scheduler, decoder=tiny_oneshot().decoder, **parts)
+    with pytest.raises(ValueError, match="needs both superres_tokenizer and superres_text_encoder"):
+        ConceptCascadePipeline(unet=base.unet, scheduler=base.scheduler, superres_text_encoder=base.text_encoder, **parts)
 
 
 # -- input checks ---------------------------------------------------------------------------------

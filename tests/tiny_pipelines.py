@@ -6,7 +6,8 @@ from diffusers import DDPMScheduler, DPMSolverMultistepScheduler
 
 from hf_textimg.concept import ConceptConfig, ConceptModel, ConceptTextConfig, ConceptTextModel
 from hf_textimg.diffusion import build_superres_unet, build_unet
-from hf_textimg.pipelines import ConceptDiffusionPipeline, ConceptSuperResolutionPipeline
+from hf_textimg.decoder import ConceptDecoder
+from hf_textimg.pipelines import ConceptDiffusionPipeline, ConceptSuperResolutionPipeline, DecoderPipeline
 from hf_textimg.shapes import build_shapes_dataset
 from hf_textimg.tokenization import train_tokenizer
 
@@ -31,6 +32,16 @@ def tiny_base(seed: int = 0, prompt_normalization: str | None = None, scheduler=
     ).eval()
     unet = build_unet(cross_attention_dim=32, concept_dim=32, block_out_channels=(16, 32), attention_head_dim=8, norm_num_groups=8)
     pipe = ConceptDiffusionPipeline(tokenizer, text_encoder, unet, scheduler or sampler(), prompt_normalization)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def tiny_oneshot(seed: int = 3) -> DecoderPipeline:
+    """A 32 px one-shot pipeline (its own 32-wide text tower, a random deterministic decoder)."""
+    base = tiny_base(seed=seed)
+    torch.manual_seed(seed)
+    decoder = ConceptDecoder(image_size=32, code_dim=32, noise_dim=0, block_out_channels=(32, 16, 16, 16), norm_num_groups=8)
+    pipe = DecoderPipeline(base.tokenizer, base.text_encoder, decoder.eval())
     pipe.set_progress_bar_config(disable=True)
     return pipe
 

@@ -137,9 +137,10 @@ class DecoderTrainConfig(TrainConfig):
     )
     norm_num_groups: int = field(default=8, metadata={"help": "Decoder GroupNorm groups (must divide every width)."})
     eval_prompts_per_category: int = field(
-        default=50, metadata={"help": "Shapes benchmark prompts per category at each evaluation (0 = no Shapes scoring)."}
+        default=50, metadata={"help": "Benchmark prompts per category (Shapes) or per prompt set (Emoji: "
+                              "hf_textimg.evaluation.emoji_eval) at each evaluation; 0 = no scoring."}
     )
-    eval_batch_size: int = field(default=64, metadata={"help": "Prompts per pipeline call when scoring the Shapes benchmark."})
+    eval_batch_size: int = field(default=64, metadata={"help": "Prompts per pipeline call when scoring a benchmark."})
 
     def validate(self) -> None:
         super().validate()
@@ -157,7 +158,7 @@ class DecoderTrainConfig(TrainConfig):
         if self.noise_objective == "imle" and self.noise_samples > 1 and self.noise_dim == 0:
             raise ValueError("--noise_samples > 1 picks the best of several noise draws; it needs --noise_dim > 0.")
         if self.eval_prompts_per_category < 0:
-            raise ValueError(f"--eval_prompts_per_category must be >= 0 (0: no Shapes scoring), got {self.eval_prompts_per_category}.")
+            raise ValueError(f"--eval_prompts_per_category must be >= 0 (0: no scoring), got {self.eval_prompts_per_category}.")
         if self.eval_batch_size < 1:
             raise ValueError(f"--eval_batch_size must be >= 1, got {self.eval_batch_size}.")
         if self.reconstruct_consistency_weight and self.objective == "consistency":
@@ -317,7 +318,7 @@ def make_loss_fn(cfg: DecoderTrainConfig, text_encoder, image_encoder, decoder, 
 
 # ---- evaluation ----------------------------------------------------------------------------------
 def make_evaluator(cfg: DecoderTrainConfig, accelerator, tokenizer, text_encoder, decoder, compute_loss):
-    """Validation loss terms (every data set) and, on Shapes, the Shapes scorer on its benchmark prompts."""
+    """Validation loss terms (every data set) and the benchmark of the data set (Shapes scorer, or the Emoji retrieval)."""
     val_data = load_split(cfg, cfg.validation_split, cfg.max_eval_samples)
     val_set = TensorImageTextDataset.from_dataset(val_data, cfg.resolution, cfg.image_column, cfg.caption_column)
     val_batches = torch.utils.data.DataLoader(val_set, batch_size=cfg.train_batch_size, collate_fn=ImageTextCollator(tokenizer, cfg.max_length, cfg.prompt_normalization))
@@ -337,12 +338,18 @@ def make_evaluator(cfg: DecoderTrainConfig, accelerator, tokenizer, text_encoder
                 sums[f"val_{name}"] = sums.get(f"val_{name}", 0.0) + value.item()
             count += 1
         metrics = {name: total / max(count, 1) for name, total in sums.items()}
-        if cfg.uses_shapes and cfg.eval_prompts_per_category > 0:
+        if cfg.eval_prompts_per_category > 0 and (cfg.uses_shapes or cfg.uses_emoji):
             pipeline = DecoderPipeline(
                 tokenizer=tokenizer, text_encoder=unwrapped_text, decoder=unwrapped_decoder, prompt_normalization=cfg.prompt_normalization
             )
             pipeline.set_progress_bar_config(disable=True)
-            metrics.update(evaluate_shapes(pipeline, cfg.eval_prompts_per_category, cfg.seed, cfg.eval_batch_size).to_metrics())
+            if cfg.uses_shapes:
+                metrics.update(evaluate_shapes(pipeline, cfg.eval_prompts_per_category, cfg.seed, cfg.eval_batch_size).to_metrics())
+            else:
+                from hf_textimg.evaluation.emoji_eval import evaluate_emoji_for_config
+
+                generator = torch.Generator().manual_seed(cfg.seed)
+                metrics.update(evaluate_emoji_for_config(cfg, lambda batch: pipeline(batch, generator=generator, output_type="np").images))
         torch.set_rng_state(rng_state)
         unwrapped_decoder.train()
         unwrapped_text.train(cfg.train_text_encoder)
