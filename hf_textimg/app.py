@@ -36,7 +36,7 @@ EXAMPLES = (
     (DEFAULT_MODEL, "a red circle at the top left"),
     (DEFAULT_MODEL, "three blue squares"),
     (DEFAULT_MODEL, "a purple square left of an orange circle"),
-    ("emoji-diffusion-32", "red heart, noto style"),
+    ("emoji-oneshot-32", "red heart, noto style"),
 )
 # System fonts: the default theme's Google Fonts would be fetched from the internet by every browser opening the page.
 FONTS = {"font": ["ui-sans-serif", "system-ui", "sans-serif"], "font_mono": ["ui-monospace", "monospace"]}

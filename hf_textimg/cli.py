@@ -170,10 +170,12 @@ def resolve_device(name: str) -> str:
     return name
 
 
-def load_pipeline(model: str | None, device: str = "auto", scheduler: str | None = None, upscale: list[str] | None = None):
+def load_pipeline(model: str | None, device: str = "auto", scheduler: str | None = None, upscale: list[str] | None = None,
+                  own_text_towers: bool = True):
     """`DiffusionPipeline.from_pretrained(model)` on `device`, with the `--scheduler` choice swapped in;
     `model=None` is the shipped default. `upscale` (super-resolution stage folders) makes it the base of a
-    `ConceptCascadePipeline` with those stages."""
+    `ConceptCascadePipeline` with those stages; a stage trained on another text tower than the base's keeps its own
+    unless `own_text_towers=False` (then that is an error)."""
     from diffusers.utils import logging as diffusers_logging
     from transformers.utils import logging as transformers_logging
 
@@ -189,7 +191,7 @@ def load_pipeline(model: str | None, device: str = "auto", scheduler: str | None
         if upscale:
             from .pipelines import ConceptCascadePipeline
 
-            pipe = ConceptCascadePipeline.from_stages(pipe, *(_from_pretrained(stage) for stage in upscale))
+            pipe = ConceptCascadePipeline.from_stages(pipe, *(_from_pretrained(stage) for stage in upscale), own_text_towers=own_text_towers)
     finally:
         if bars[0]:
             diffusers_logging.enable_progress_bar()
@@ -621,7 +623,7 @@ def run_evaluate_emoji(args) -> int:
     _print_result(args, result)
     if args.record:
         _record(args, result, report.format_table(), report.metrics(), f"Emoji {args.prompt_set} prompt sets at {resolution} px, "
-                f"{per_set} prompts per set, styles {' '.join(args.emoji_styles)}, seed {args.seed}, {', '.join(f'{k}={v}' for k, v in kwargs.items())}")
+                f"{per_set} prompts per set, styles {' '.join(args.emoji_styles)}, seed {args.seed}{''.join(f', {k}={v}' for k, v in kwargs.items())}")
     return 0
 
 
@@ -634,8 +636,10 @@ def _demo_grid(args, model: str | None, demo_prompts, path: Path):
     pipe = load_pipeline(model, args.device, args.scheduler, upscale)
     pipe.set_progress_bar_config(disable=True)
     prompts = [prompt for _, prompt in demo_prompts]
-    images = generate_images(pipe, prompts, args.num_images, args.seed, args.mixed_precision, **call_kwargs(pipe, args.steps, args.guidance, args))
-    save_grid(images, [p for p in prompts for _ in range(args.num_images)], path, cols=args.num_images)
+    # A one-shot model without a noise input draws the same image every time: one per prompt, in rows of --num-images.
+    per_prompt = 1 if getattr(getattr(pipe, "decoder", None), "config", {}).get("noise_dim", 1) == 0 else args.num_images
+    images = generate_images(pipe, prompts, per_prompt, args.seed, args.mixed_precision, **call_kwargs(pipe, args.steps, args.guidance, args))
+    save_grid(images, [p for p in prompts for _ in range(per_prompt)], path, cols=args.num_images)
     return images
 
 
@@ -700,7 +704,7 @@ def run_cascade(args) -> int:
     from .hub import save_model_card
 
     start = time.perf_counter()
-    cascade = load_pipeline(args.base, "cpu", None, args.stages)
+    cascade = load_pipeline(args.base, "cpu", None, args.stages, own_text_towers=args.own_text_towers)
     cascade.save_pretrained(args.out, safe_serialization=True)
     card = save_model_card(args.out)
     sizes = " -> ".join(f"{s} px" for s in cascade.output_sizes())
@@ -887,8 +891,9 @@ floors, plus KID/FID/PRDC over --distribution-samples seen prompts.""",
         "cascade",
         help="save a base pipeline and super-resolution stages as one cascade folder",
         description=textwrap.fill(
-            "Build a ConceptCascadePipeline from a text-to-image pipeline and one or two super-resolution stages (trained with "
-            "training/train_superres.py on the base's text tower) and save it as one folder with a model card."
+            "Build a ConceptCascadePipeline from a text-to-image pipeline (diffusion or one-shot) and one or two super-resolution "
+            "stages (trained with training/train_superres.py on the base's text tower, or on their own with --own-text-towers) and "
+            "save it as one folder with a model card."
         ),
         formatter_class=examples,
         epilog="""examples:
@@ -899,6 +904,9 @@ floors, plus KID/FID/PRDC over --distribution-samples seen prompts.""",
     cascade.add_argument("base", type=model_arg, help="the text-to-image pipeline: a folder, shipped model name or Hub repo id")
     cascade.add_argument("stages", type=model_arg, nargs="+", metavar="STAGE", help="one or two super-resolution stage folders, in order")
     cascade.add_argument("--out", required=True, help="output folder")
+    cascade.add_argument("--own-text-towers", action="store_true",
+                         help="a stage trained on another text tower than the base's keeps its own (stored beside the base's) instead of "
+                              "being refused")
     cascade.set_defaults(func=run_cascade)
 
     data = sub.add_parser(

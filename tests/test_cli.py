@@ -202,8 +202,11 @@ def test_shipped_models_are_safetensors_only_and_within_the_budget():
         folder = pretrained.pretrained_path(name)
         files = [p for p in folder.rglob("*") if p.is_file()]
         assert {p.suffix for p in files} <= {".json", ".safetensors", ".md", ".png", ".py"}, name  # never a pickle
-        assert {p.relative_to(folder).as_posix() for p in files if p.suffix == ".py"} == {"pipeline_hf_textimg.py", "text_encoder/modeling_concept.py"}  # hf_textimg.remote_code
-        assert {"model_index.json", "README.md", "eval_results.json", "unet", "text_encoder", "tokenizer", "scheduler"} <= {p.name for p in folder.iterdir()}, name
+        one_shot = (folder / "decoder").is_dir()  # a DecoderPipeline: its decoder replaces unet + scheduler
+        code = {"pipeline_hf_textimg.py", "text_encoder/modeling_concept.py"} | ({"decoder/modeling_decoder.py"} if one_shot else set())
+        assert {p.relative_to(folder).as_posix() for p in files if p.suffix == ".py"} == code, name  # hf_textimg.remote_code
+        parts = {"decoder"} if one_shot else {"unet", "scheduler"}
+        assert {"model_index.json", "README.md", "eval_results.json", "text_encoder", "tokenizer"} | parts <= {p.name for p in folder.iterdir()}, name
         total += sum(p.stat().st_size for p in files)
     assert total < 50 * 2**20  # every shipped model together
 
@@ -264,6 +267,16 @@ def test_demo_with_the_shipped_model_writes_its_grid(tmp_path, capsys):
         emoji = Image.open(tmp_path / "emoji_demo.png")
         assert emoji.width == grid_width(1) and emoji.height > len(EMOJI_DEMO_PROMPTS) * 128
         assert f"Grid: {tmp_path / 'emoji_demo.png'}" in stdout
+
+
+@pytest.mark.skipif(pretrained.EMOJI_DEMO_MODEL not in pretrained.available_models(), reason="no shipped emoji model")
+def test_demo_draws_a_noise_free_emoji_model_once_per_prompt(tmp_path, capsys):
+    """The shipped emoji model is a one-shot decoder without noise: four images of a prompt would be four copies, so the
+    emoji grid holds one image per prompt, in rows of --num-images."""
+    assert main(["demo", "--out", str(tmp_path), "--num-images", "4", "--steps", "1"]) == 0
+    assert "Generated 8 emoji images" in capsys.readouterr().out
+    emoji = Image.open(tmp_path / "emoji_demo.png")
+    assert emoji.width == grid_width(4) and emoji.height < len(EMOJI_DEMO_PROMPTS) * 128 / 2  # two rows of four
 
 
 def test_missing_shipped_model_says_how_to_train_one(tmp_path, monkeypatch, capsys):

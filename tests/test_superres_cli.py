@@ -93,4 +93,4 @@ def test_size_adds_the_shipped_stage_of_a_shipped_base_only():
             assert upscale(model_arg(base), size=32) is None
     assert upscale(None) == [str(pretrained_path(SUPERRES_STAGES["shapes-diffusion-32"]))]
     assert upscale("some/folder") is None
-    assert upscale(model_arg("emoji-diffusion-32"), stages=["mine"]) == ["mine"]
+    assert upscale(model_arg("emoji-oneshot-32"), stages=["mine"]) == ["mine"]

@@ -17,10 +17,11 @@ import shlex
 from pathlib import Path
 
 DEFAULT_MODEL = "shapes-diffusion-32"
-EMOJI_DEMO_MODEL = "emoji-diffusion-32"  # the shipped emoji model `hf-textimg demo` draws a second grid with
+EMOJI_DEMO_MODEL = "emoji-oneshot-32"  # the shipped emoji model `hf-textimg demo` draws a second grid with
 # The shipped 4x super-resolution stage behind each shipped base model: `--size 128` on that base adds it, and the
-# web app offers the pair as a cascade.
-SUPERRES_STAGES = {"shapes-diffusion-32": "shapes-superres-128", "emoji-diffusion-32": "emoji-superres-128"}
+# web app offers the pair as a cascade. emoji-superres-128 was trained on the text tower of the earlier emoji model
+# (emoji-diffusion-32, in git history) and keeps that tower in the cascade (ConceptCascadePipeline's own_text_towers).
+SUPERRES_STAGES = {"shapes-diffusion-32": "shapes-superres-128", "emoji-oneshot-32": "emoji-superres-128"}
 PRETRAINED_DIR = Path(__file__).resolve().parent
 
 # How the shipped default was made: the concept model whose text tower it starts from, then the command its model
