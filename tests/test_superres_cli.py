@@ -76,6 +76,26 @@ def test_cascade_command_refuses_a_stage_on_another_tower(folders, tmp_path, cap
     assert "another text tower" in capsys.readouterr().err
 
 
+def test_every_shipped_base_and_stage_make_a_128_px_cascade():
+    """Each shipped pair loads as one cascade, whatever the base (diffusion or one-shot) and whether the stage shares the
+    base's text tower or keeps its own (emoji-superres-128 was trained on another emoji model's tower)."""
+    import torch
+
+    from hf_textimg.cli import load_pipeline
+    from hf_textimg.pretrained import SUPERRES_STAGES, available_models, pretrained_path
+
+    pairs = [(b, s) for b, s in SUPERRES_STAGES.items() if b in available_models() and s in available_models()]
+    if not pairs:
+        pytest.skip("no shipped base with its stage")
+    for base, stage in pairs:
+        cascade = load_pipeline(str(pretrained_path(base)), "cpu", None, [str(pretrained_path(stage))])
+        cascade.set_progress_bar_config(disable=True)
+        assert cascade.output_sizes() == [32, 128], base
+        image = cascade("red heart, noto style", num_inference_steps=1, superres_num_inference_steps=1, output_type="np",
+                        generator=torch.Generator().manual_seed(0)).images
+        assert image.shape == (1, 128, 128, 3), base
+
+
 def test_size_adds_the_shipped_stage_of_a_shipped_base_only():
     """`--size 128` on a shipped base adds that base's shipped 4x stage (the default model's without --model); on a
     folder of one's own it adds nothing (the pipeline then refuses the size, as above)."""
