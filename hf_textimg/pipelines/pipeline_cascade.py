@@ -90,7 +90,7 @@ class ConceptCascadePipeline(TextToImageMixin, DiffusionPipeline):
         superres_2_text_encoder: PreTrainedModel | None = None,
     ):
         super().__init__()
-        if (decoder is None) == (unet is None and scheduler is None) or (decoder is None and (unet is None or scheduler is None)):
+        if (unet is not None, scheduler is not None, decoder is not None) not in ((True, True, False), (False, False, True)):
             raise ValueError("A cascade's base is either a diffusion model (`unet` and `scheduler`) or a one-shot `decoder`; pass one of them.")
         stages = [(superres_unet, superres_scheduler, superres_image_noising_scheduler)]
         second = (superres_2_unet, superres_2_scheduler, superres_2_image_noising_scheduler)
