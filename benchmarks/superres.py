@@ -2,7 +2,7 @@
 
     python benchmarks/superres.py --cascade outputs/shapes-cascade-128 --threads 2
     python benchmarks/superres.py --base shapes-diffusion-32 --stages outputs/superres-shapes-128 --threads 2 \
-        --emoji_stages outputs/superres-emoji-128 --emoji_base outputs/diffusion-emoji --grid_dir outputs/superres-grids
+        --emoji_stages outputs/superres-emoji-128 --emoji_base emoji-oneshot-32 --grid_dir outputs/superres-grids
     python benchmarks/superres.py --quick     # a tiny stage trained for a few steps: a smoke test, not a measurement
 
 (a) Shapes content: the base model's images of the Shapes benchmark prompts (`--prompts_per_category` per category,
@@ -248,11 +248,14 @@ def save_grids(examples: list, args, emoji_base: str | None) -> list[str]:
         written.append(str(folder / "shapes-cascade.png"))
     if emoji_base:
         from hf_textimg.cli import EMOJI_DEMO_PROMPTS, load_pipeline, model_arg
+        from hf_textimg.pipelines import DecoderPipeline
 
         cascade = load_pipeline(model_arg(emoji_base), "cpu", upscale=[model_arg(stage) for stage in args.emoji_stages])
         cascade.set_progress_bar_config(disable=True)
         prompts = [prompt for _, prompt in EMOJI_DEMO_PROMPTS]  # emoji the base model can draw: the grid shows the stage
-        small = cascade.base(prompts, generator=torch.Generator().manual_seed(args.seed), output_type="pt", **sampling(args)).images.cpu()
+        base = cascade.base
+        base_sampling = {} if isinstance(base, DecoderPipeline) else sampling(args)  # a one-shot base has no steps or guidance
+        small = base(prompts, generator=torch.Generator().manual_seed(args.seed), output_type="pt", **base_sampling).images.cpu()
         large = upscale(cascade.superres_stages, prompts, small, args, args.seed)
         pairs_grid(list(zip(prompts, small, large)), folder / "emoji-cascade.png")
         written.append(str(folder / "emoji-cascade.png"))
