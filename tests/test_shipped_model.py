@@ -30,6 +30,21 @@ def test_shipped_model_images_unchanged():
     np.testing.assert_allclose(images, np.load(REFERENCE), rtol=0, atol=1e-5)
 
 
+EMOJI_REFERENCE = Path(__file__).parent / "data" / "shipped_emoji_images.npy"
+# seen emoji in two styles, a skin-tone variant, and a heldout_style emoji (seen only in other styles)
+EMOJI_PROMPTS = ["red heart, noto style", "crab, openmoji style", "thumbs up: medium-dark skin tone, noto style", "anchor, noto style"]
+
+
+def test_shipped_emoji_model_images_unchanged():
+    """The shipped one-shot emoji model (`emoji-oneshot-32`, its decoder stored in float16) keeps drawing what it drew when
+    it was shipped (2026-12-05, the same settings): a change to the text tower, the decoder or the pipeline shows here."""
+    pipe = DiffusionPipeline.from_pretrained(pretrained_path("emoji-oneshot-32"))
+    pipe.set_progress_bar_config(disable=True)
+    assert pipe.decoder.dtype == torch.float32  # stored in float16, computed in float32
+    images = pipe(EMOJI_PROMPTS, output_type="np").images
+    np.testing.assert_allclose(images, np.load(EMOJI_REFERENCE), rtol=0, atol=1e-5)
+
+
 def test_the_training_hint_gives_the_shipped_configuration(tmp_path, monkeypatch):
     """`hf_textimg.pretrained` prints how to train the shipped model when its folder is missing. Its diffusion command
     must parse to exactly the configuration the shipped eval_results.json records (the layout flags under their
