@@ -636,8 +636,10 @@ def _demo_grid(args, model: str | None, demo_prompts, path: Path):
     pipe = load_pipeline(model, args.device, args.scheduler, upscale)
     pipe.set_progress_bar_config(disable=True)
     prompts = [prompt for _, prompt in demo_prompts]
+    from .pipelines import DecoderPipeline
+
     # A one-shot model without a noise input draws the same image every time: one per prompt, in rows of --num-images.
-    per_prompt = 1 if getattr(getattr(pipe, "decoder", None), "config", {}).get("noise_dim", 1) == 0 else args.num_images
+    per_prompt = 1 if isinstance(pipe, DecoderPipeline) and pipe.decoder.config.noise_dim == 0 else args.num_images
     images = generate_images(pipe, prompts, per_prompt, args.seed, args.mixed_precision, **call_kwargs(pipe, args.steps, args.guidance, args))
     save_grid(images, [p for p in prompts for _ in range(per_prompt)], path, cols=args.num_images)
     return images

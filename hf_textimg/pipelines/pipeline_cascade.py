@@ -272,12 +272,6 @@ def shares_text_tower(base: DiffusionPipeline, stage: DiffusionPipeline, own_tex
     return same
 
 
-def check_shared_text_tower(base: DiffusionPipeline, stage: DiffusionPipeline) -> None:
-    """ValueError unless `stage` reads captions exactly as `base` does: same tokenizer vocabulary, same text tower
-    weights, same prompt normalization."""
-    shares_text_tower(base, stage)
-
-
 register_with_diffusers(ConceptCascadePipeline)
 
-__all__ = ["ConceptCascadePipeline", "check_shared_text_tower", "shares_text_tower"]
+__all__ = ["ConceptCascadePipeline", "shares_text_tower"]

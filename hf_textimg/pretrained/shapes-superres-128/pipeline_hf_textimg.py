@@ -2269,12 +2269,6 @@ def shares_text_tower(base: DiffusionPipeline, stage: DiffusionPipeline, own_tex
     return same
 
 
-def check_shared_text_tower(base: DiffusionPipeline, stage: DiffusionPipeline) -> None:
-    """ValueError unless `stage` reads captions exactly as `base` does: same tokenizer vocabulary, same text tower
-    weights, same prompt normalization."""
-    shares_text_tower(base, stage)
-
-
 # -------------------- hf_textimg/prior/prior_transformer.py --------------------
 
 import torch
