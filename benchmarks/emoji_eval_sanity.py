@@ -21,7 +21,7 @@ from PIL import Image
 from scipy import ndimage
 
 from hf_textimg.data.emoji import build_emoji_dataset
-from hf_textimg.evaluation.emoji_eval import PROMPT_SETS, EmojiReferences, baseline_images, emoji_prompts, score_images
+from hf_textimg.evaluation.emoji_eval import SPEC_PROMPT_SETS, EmojiReferences, baseline_images, emoji_prompts, score_images
 from hf_textimg.evaluation.image_features import to_float_images
 
 STYLES = ("noto", "twemoji", "openmoji", "fluent")
@@ -53,7 +53,7 @@ def main(argv=None) -> dict:
     data = build_emoji_dataset(args.size, styles=STYLES)
     refs = EmojiReferences.from_dataset(data)
     drawn = {s: set(refs.sequences[s]) for s in refs.sequences}
-    pool = [p for name in PROMPT_SETS for p in emoji_prompts(data, name, [args.style])]
+    pool = [p for name in SPEC_PROMPT_SETS for p in emoji_prompts(data, name, [args.style])]
     pool = [p for p in pool if all(p.sequence in drawn[s] for s in STYLES if s in drawn)]  # drawn in every style
     prompts = pool[: args.num]
     own = refs.images[args.style][[refs.index(args.style, p.sequence) for p in prompts]]

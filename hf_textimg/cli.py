@@ -594,15 +594,18 @@ def _emoji_generator(pipe, call, args, kwargs: dict, progress):
 
 
 def run_evaluate_emoji(args) -> int:
-    from .data.emoji import build_emoji_dataset
-    from .evaluation.emoji_eval import PROMPT_SETS, emoji_prompts, evaluate_emoji
+    from .data.emoji import build_emoji_dataset, with_dev_style_split
+    from .evaluation.emoji_eval import emoji_prompts, evaluate_emoji
 
     start = time.perf_counter()
     pipe, kwargs = _evaluation_pipeline(args)
     resolution = pipeline_resolution(pipe)
     # Every installed style: prompts ask --emoji-styles, and style@1 checks the drawing against all of them.
     data = build_emoji_dataset(resolution, styles=EMOJI_STYLES, on_missing="skip")
-    sets = PROMPT_SETS[:3] if args.prompt_set == "benchmark" else PROMPT_SETS[3:]
+    sets = ("seen", "heldout_style", "heldout_variants") if args.prompt_set == "benchmark" else ("validation",)
+    if args.emoji_dev_style is not None:  # a model trained without those rows: they leave `seen`, and validation scores them
+        data = with_dev_style_split(data, args.emoji_dev_style)
+        sets += ("dev_style",) if args.prompt_set == "validation" else ()
     per_set = args.prompts_per_category or 100
     samples = args.distribution_samples if args.prompt_set == "benchmark" else 0
     total = sum(len(emoji_prompts(data, s, args.emoji_styles, max(per_set, samples) if s == "seen" and samples else per_set)) for s in sets)
@@ -612,7 +615,7 @@ def run_evaluate_emoji(args) -> int:
                             batch_size=args.batch_size, caption_style=args.caption_style, seed=args.seed)
     check_not_all_blank(counts, args, kwargs)
     result = {"benchmark": "emoji", "prompt_set": args.prompt_set, "model": args.model or DEFAULT_MODEL, "upscale": default_upscale(args),
-              "resolution": resolution, **report.to_dict(), "settings": _settings(pipe, args, kwargs, **report.settings),
+              "resolution": resolution, "emoji_dev_style": args.emoji_dev_style, **report.to_dict(), "settings": _settings(pipe, args, kwargs, **report.settings),
               "seconds": round(time.perf_counter() - start, 1)}
     refs = ", ".join(f"{s} {n}" for s, n in report.settings["references"].items())
     print(f"Emoji benchmark ({args.prompt_set} prompt sets), {model_name(args)} at {resolution}px, seed {args.seed}: each image ranked among "
@@ -623,7 +626,8 @@ def run_evaluate_emoji(args) -> int:
     _print_result(args, result)
     if args.record:
         _record(args, result, report.format_table(), report.metrics(), f"Emoji {args.prompt_set} prompt sets at {resolution} px, "
-                f"{per_set} prompts per set, styles {' '.join(args.emoji_styles)}, seed {args.seed}{''.join(f', {k}={v}' for k, v in kwargs.items())}")
+                f"{per_set} prompts per set, styles {' '.join(args.emoji_styles)}"
+                f"{f', development rows of {args.emoji_dev_style} held out' if args.emoji_dev_style else ''}, seed {args.seed}{''.join(f', {k}={v}' for k, v in kwargs.items())}")
     return 0
 
 
@@ -869,6 +873,9 @@ floors, plus KID/FID/PRDC over --distribution-samples seen prompts.""",
                           help="benchmark prompts per category (shapes, default 40) or per prompt set (emoji, default 100), one image each")
     evaluate.add_argument("--emoji-styles", nargs="+", choices=EMOJI_STYLES, default=["noto"], metavar="STYLE",
                           help="emoji: styles the prompts ask for (and whose references rank them) (default: noto)")
+    evaluate.add_argument("--emoji-dev-style", choices=EMOJI_STYLES, default=None, metavar="STYLE",
+                          help="emoji: the model was trained with --emoji_dev_style STYLE: its held-out development rows leave the "
+                               "seen set, and --prompt-set validation also scores them (the dev_style set) (default: none)")
     evaluate.add_argument("--distribution-samples", type=int, default=2000, metavar="N",
                           help="emoji: KID/FID/precision/recall over N seen prompts (0: skip; default: 2000)")
     evaluate.add_argument("--caption-style", choices=["always", "never"], default="always",

@@ -143,3 +143,40 @@ def test_cli_evaluates_a_pipeline_on_the_emoji_benchmark(tmp_path, monkeypatch, 
     assert json.loads(printed.strip().splitlines()[-1]) == result
     assert main(args[:-2] + ["--emoji-styles", "fluent", "--prompt-set", "validation"]) == 0
     assert set(json.loads(capsys.readouterr().out.strip().splitlines()[-1])["sets"]) == {"validation"}
+    # A model trained with --emoji_dev_style noto: its development rows leave `seen`, and validation scores them.
+    assert main(args[:-2] + ["--prompt-set", "validation", "--emoji-dev-style", "noto", "--prompts-per-category", "50"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert set(result["sets"]) == {"validation", "dev_style"} and result["emoji_dev_style"] == "noto"
+
+
+def test_dev_style_split_moves_rows_out_of_train_and_drops_shared_artwork():
+    import datasets
+    from PIL import Image
+
+    from hf_textimg.data.emoji import _unit_hash, is_dev_style_row, with_dev_style_split
+
+    bases = [f"1F{i:03X}" for i in range(400)]
+    dev_bases = [b for b in bases if _unit_hash("dev_style:" + b) < 0.1 and _unit_hash("heldout_style:" + b) >= 0.1]
+    held_bases = [b for b in bases if _unit_hash("dev_style:" + b) < 0.1 and _unit_hash("heldout_style:" + b) < 0.1]
+    assert len(dev_bases) >= 3 and held_bases  # the rule selects about a tenth, never a heldout_style base
+    picked = dev_bases[:3] + held_bases[:1] + [b for b in bases if _unit_hash("dev_style:" + b) >= 0.1][:3]
+
+    def image(i):
+        return Image.new("RGB", (4, 4), (i, 0, 0))
+
+    rows = [{"base": b, "sequence": b, "style": s, "text": f"{b}, {s} style", "image": image(i)}
+            for i, (b, s) in enumerate((b, s) for b in picked for s in ("noto", "twemoji"))]
+    rows[2]["image"] = image(len(rows) + 1)  # dev_bases[1]'s noto artwork is also another train row's:
+    rows[-1]["image"] = image(len(rows) + 1)
+    data = datasets.DatasetDict({"train": datasets.Dataset.from_list(rows), "validation": datasets.Dataset.from_list(rows[:1])})
+    split = with_dev_style_split(data, "noto")
+    assert split["validation"] is data["validation"]
+    assert sorted(split["dev_style"]["base"]) == sorted([dev_bases[0], dev_bases[2]])  # dev_bases[1] dropped (shared artwork)
+    assert set(split["dev_style"]["style"]) == {"noto"}
+    expected_train = [(r["base"], r["style"]) for r in rows if not is_dev_style_row(r["base"], r["style"], "noto")]
+    assert list(zip(split["train"]["base"], split["train"]["style"])) == expected_train
+    assert (held_bases[0], "noto") in expected_train  # a heldout_style base keeps its train rows
+    with pytest.raises(ValueError, match="dev_style must be one of"):
+        with_dev_style_split(data, "apple")
+    with pytest.raises(ValueError, match="'dev_style' split"):
+        emoji_prompts(data, "dev_style")

@@ -5,6 +5,7 @@ import json
 import pytest
 from emoji_fixture import set_fixture_env
 
+from hf_textimg.data.emoji import is_dev_style_row
 from hf_textimg.data.emoji_arguments import EmojiDataArguments
 from hf_textimg.data.loading import _builtin_dataset
 from hf_textimg.training import TrainConfig, load_split, parse_args
@@ -78,6 +79,32 @@ def test_one_shot_decoder_trains_and_scores_the_emoji_benchmark(emoji_env):
     for name in ("seen", "heldout_style", "heldout_variants", "validation"):
         assert 0.0 <= metrics[f"emoji_{name}_recall@1"] <= 1.0 and 0.0 <= metrics[f"emoji_{name}_style@1"] <= 1.0, name
     assert "val_pixel" in metrics
+    assert not any(key.startswith("emoji_dev_style") for key in metrics)  # only for a run that holds the development rows out
+
+    # The same run holding out the noto development rows: trained without them, scored on them.
+    out = emoji_env / "decoder-dev"
+    train_decoder(COMMON + ["--output_dir", str(out), "--concept_model_path", str(concept), "--objective", "consistency", "--resolution", "16",
+                            "--train_text_encoder", "--noise_dim", "0", "--decoder_block_out_channels", "32", "16", "16",
+                            "--eval_prompts_per_category", "2", "--emoji_dev_style", "noto"])
+    metrics = json.loads((out / "eval_results.json").read_text())["metrics"]
+    assert 0.0 <= metrics["emoji_dev_style_recall@1"] <= 1.0 and 0.0 <= metrics["emoji_dev_style_style@1"] <= 1.0
+
+
+def test_dev_style_rows_leave_the_train_split(emoji_env):
+    args = ["--dataset_name", "emoji", *STYLES, "--output_dir", str(emoji_env / "out")]
+    full = load_split(parse_args(TrainConfig, args, EmojiDataArguments), "train")
+    cfg = parse_args(TrainConfig, args + ["--emoji_dev_style", "noto", "--emoji_caption_style", "never"], EmojiDataArguments)
+    train = load_split(cfg, "train")
+    dev = {(style, seq) for style, seq, base in zip(full["style"], full["sequence"], full["base"]) if is_dev_style_row(base, style, "noto")}
+    assert dev and {s for s, _ in dev} == {"noto"}  # the fixture's thumbs-up bases are development bases
+    assert set(zip(train["style"], train["sequence"])) == set(zip(full["style"], full["sequence"])) - dev
+    assert train["text"] == train["name"]  # the caption option still applies
+    with pytest.raises(ValueError, match="--emoji_dev_style openmoji is not among --emoji_styles"):
+        parse_args(TrainConfig, ["--dataset_name", "emoji", "--emoji_styles", "noto", "--emoji_dev_style", "openmoji",
+                                 "--output_dir", str(emoji_env / "out")], EmojiDataArguments)
+    streaming = parse_args(TrainConfig, args + ["--emoji_dev_style", "noto", "--streaming"], EmojiDataArguments)
+    with pytest.raises(ValueError, match="--emoji_dev_style noto rewrite the train split in memory.*drop --streaming"):
+        load_split(streaming, "train")
 
 
 def test_style_zero_shot_on_hand_built_embeddings():

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import datasets
+import numpy as np
 from datasets.utils import tqdm as hf_tqdm
 
 from .emoji_arguments import CAPTION_STYLES
@@ -52,6 +53,8 @@ __all__ = [
     "emoji_caption",
     "caption_alternatives",
     "with_caption_style",
+    "with_dev_style_split",
+    "drop_dev_style_rows",
     "base_sequence",
     "parse_emoji_test",
     "load_cldr_keywords",
@@ -65,6 +68,7 @@ HELDOUT_VARIANTS_FRACTION = 0.1
 HELDOUT_STYLE_FRACTION = 0.1
 SPLITS = ("train", "validation", "heldout_variants", "heldout_style")
 HELDOUT_STYLE = "noto"  # the style whose images of the heldout_style bases leave train
+DEV_STYLE_FRACTION = 0.1  # with_dev_style_split: not in the spec, a development copy of heldout_style carved out of train
 
 DEFAULT_NOTO_FONT = "/usr/share/fonts/truetype/noto/NotoColorEmoji.ttf"
 DEFAULT_EMOJI_TEST = "/usr/share/unicode/emoji/emoji-test.txt"
@@ -631,3 +635,51 @@ def with_caption_style(data: datasets.Dataset, caption_style: str = "always", co
         raise ValueError(f"caption_style={caption_style!r} needs the Emoji set's `name` column; its columns are {data.column_names}.")
     captions = [caption_alternatives(t, n, caption_style) for t, n in zip(data[column], data["name"])]
     return data.remove_columns(column).add_column(column, captions)
+
+
+# ----------------------------------------------------------------------------- development split (not in the spec)
+# heldout_style measures composition ("crab, noto style" with crabs seen only in other styles); choosing training
+# settings on it would tune on the benchmark. The development split asks the same question of other emoji: for the
+# train bases with u("dev_style:" + base) < 0.1 (heldout_style's bases excluded, so neither set loses a second
+# style), one style's images leave train. A run trained with `--emoji_dev_style STYLE` is scored on it in-run and by
+# `hf-textimg evaluate --prompt-set validation --emoji-dev-style STYLE`; the spec's splits do not change.
+
+
+def is_dev_style_row(base: str, style: str, dev_style: str) -> bool:
+    """Whether a train row (its `base` and `style`) belongs to the `dev_style` development split."""
+    return (style == dev_style and _unit_hash("heldout_style:" + base) >= HELDOUT_STYLE_FRACTION
+            and _unit_hash("dev_style:" + base) < DEV_STYLE_FRACTION)
+
+
+def _check_dev_style(data: datasets.Dataset, dev_style: str) -> None:
+    if dev_style not in STYLES:
+        raise ValueError(f"dev_style must be one of {' '.join(STYLES)}, got {dev_style!r}.")
+    missing = {"base", "style"} - set(data.column_names)
+    if missing:
+        raise ValueError(f"The development split needs the Emoji set's `base` and `style` columns; {sorted(missing)} missing "
+                         f"(columns: {data.column_names}).")
+
+
+def _dev_mask(data: datasets.Dataset, dev_style: str) -> np.ndarray:
+    _check_dev_style(data, dev_style)
+    return np.array([is_dev_style_row(b, s, dev_style) for b, s in zip(data["base"], data["style"])], dtype=bool)
+
+
+def drop_dev_style_rows(train: datasets.Dataset, dev_style: str) -> datasets.Dataset:
+    """The train split without its `dev_style` development rows (what a run with `--emoji_dev_style` trains on)."""
+    return train.select(np.nonzero(~_dev_mask(train, dev_style))[0])
+
+
+def with_dev_style_split(data: datasets.DatasetDict, dev_style: str) -> datasets.DatasetDict:
+    """`data` with the development rows of `dev_style` moved from `train` to a new `dev_style` split.
+
+    As the spec does for its own splits, a development row whose exact image is still a train image (artwork
+    shared by two emoji) is dropped rather than kept, so no development image is ever trained on.
+    """
+    train = data["train"]
+    mask = _dev_mask(train, dev_style)
+    kept, dev = train.select(np.nonzero(~mask)[0]), train.select(np.nonzero(mask)[0])
+    raw = datasets.Image(decode=False)
+    train_images = {row["bytes"] for row in kept.cast_column("image", raw)["image"]}
+    dev = dev.select([i for i, row in enumerate(dev.cast_column("image", raw)["image"]) if row["bytes"] not in train_images])
+    return datasets.DatasetDict({**data, "train": kept, "dev_style": dev})

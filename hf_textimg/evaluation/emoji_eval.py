@@ -21,7 +21,10 @@ been trained against, does the grading. Reported per prompt set:
 Prompt sets (`emoji_prompts`, deterministic: ordered by a hash of style and sequence):
 `seen` (train rows: emoji and style seen in training), `heldout_style` (noto images of emoji the
 model saw only in other styles), `heldout_variants` (skin-tone variants never seen), `validation`
-(unseen emoji: for choosing settings, not for claims).
+(unseen emoji: for choosing settings, not for claims), and, for a model trained with
+`--emoji_dev_style STYLE`, `dev_style` (that style's images of other emoji, held out of its training:
+heldout_style's question asked on the development side; the data passed through
+`hf_textimg.data.emoji.with_dev_style_split`, whose train split then excludes them from `seen`).
 
 Distribution (optional, `distribution_samples` > 0): KID, FID and precision / recall / density /
 coverage of the generated `seen` images against their references, on the same features; NOT
@@ -43,10 +46,12 @@ from ..data.emoji_sources import STYLES
 from .distribution import distribution_metrics
 from .image_features import colour_layout_features, to_float_images
 
-__all__ = ["EmojiPrompt", "EmojiReferences", "EmojiReport", "PROMPT_SETS", "emoji_prompts", "evaluate_emoji", "retrieval_ranks"]
+__all__ = ["EmojiPrompt", "EmojiReferences", "EmojiReport", "PROMPT_SETS", "SPEC_PROMPT_SETS", "emoji_prompts", "evaluate_emoji", "retrieval_ranks"]
 
-PROMPT_SETS = ("seen", "heldout_style", "heldout_variants", "validation")
-SPLIT_OF_SET = {"seen": "train", "heldout_style": "heldout_style", "heldout_variants": "heldout_variants", "validation": "validation"}
+PROMPT_SETS = ("seen", "heldout_style", "heldout_variants", "validation", "dev_style")
+SPLIT_OF_SET = {"seen": "train", "heldout_style": "heldout_style", "heldout_variants": "heldout_variants", "validation": "validation",
+                "dev_style": "dev_style"}
+SPEC_PROMPT_SETS = PROMPT_SETS[:4]  # the spec's splits; dev_style exists only in with_dev_style_split's data
 KS = (1, 5, 10)
 BASELINES = ("reference", "blurred", "wrong_emoji", "mean_image", "noise")
 
@@ -67,11 +72,17 @@ def _order_key(style: str, sequence: str) -> str:
 def emoji_prompts(data, prompt_set: str, styles: Sequence[str] = ("noto",), n: int | None = None, caption_style: str = "always") -> list[EmojiPrompt]:
     """The first `n` prompts of a set, in a fixed hash order, of rows whose style is in `styles`.
 
-    `data` is the Emoji `DatasetDict`; `caption_style` "never" asks by name alone.
+    `data` is the Emoji `DatasetDict`; `caption_style` "never" asks by name alone. The `dev_style` set holds
+    one style, whichever was held out, and takes its rows whatever `styles` says.
     """
     if prompt_set not in SPLIT_OF_SET:
         raise ValueError(f"prompt_set must be one of {PROMPT_SETS}, got {prompt_set!r}")
+    if SPLIT_OF_SET[prompt_set] not in data:
+        raise ValueError(f"The {prompt_set!r} prompt set needs the data set's {SPLIT_OF_SET[prompt_set]!r} split: pass the data through "
+                         "hf_textimg.data.emoji.with_dev_style_split(data, style) with the style the model was trained without.")
     split = data[SPLIT_OF_SET[prompt_set]]
+    if prompt_set == "dev_style":
+        styles = split.unique("style")
     columns = [split[c] for c in ("text", "name", "style", "sequence", "base")]
     prompts = [
         EmojiPrompt(text if caption_style != "never" else name, name, style, seq, base)
@@ -270,7 +281,7 @@ def _distribution(refs: EmojiReferences, prompts: list[EmojiPrompt], images: np.
 def evaluate_emoji(
     generate: Callable[[list[str]], np.ndarray],
     data,
-    prompt_sets: Sequence[str] = PROMPT_SETS,
+    prompt_sets: Sequence[str] = SPEC_PROMPT_SETS,
     styles: Sequence[str] = ("noto",),
     n_per_set: int | None = 100,
     distribution_samples: int = 0,
@@ -287,7 +298,8 @@ def evaluate_emoji(
             ``lambda p: pipe(p, generator=g, output_type="np").images``. Any square size: features are
             computed at 32 px; the baselines use the references' resolution.
         data: the Emoji `DatasetDict` (`build_emoji_dataset(size, styles)`) holding the asked styles.
-        prompt_sets: any of "seen", "heldout_style", "heldout_variants", "validation".
+        prompt_sets: any of "seen", "heldout_style", "heldout_variants", "validation", "dev_style" (which needs
+            `with_dev_style_split`'s data).
         styles: styles of the prompts (heldout_style holds noto rows only).
         n_per_set: prompts per set (None: all of them).
         distribution_samples: > 0 adds KID / FID / PRDC over that many `seen` prompts (their images
@@ -324,9 +336,9 @@ def evaluate_emoji(
 def evaluate_emoji_for_config(cfg, generate: Callable[[list[str]], np.ndarray]) -> dict[str, float]:
     """In-run evaluation for the training scripts on `--dataset_name emoji`: `cfg.eval_prompts_per_category`
     prompts of every set, in noto style when trained on it (the style `heldout_style` holds out), asked the
-    way the model was trained (`--emoji_caption_style never`: by name). Returns flat metrics
-    (`emoji_seen_recall@1`, ...)."""
-    from ..data.emoji import build_emoji_dataset
+    way the model was trained (`--emoji_caption_style never`: by name); with `--emoji_dev_style`, also the
+    `dev_style` set. Returns flat metrics (`emoji_seen_recall@1`, ...)."""
+    from ..data.emoji import build_emoji_dataset, with_dev_style_split
 
     options = cfg.dataset_args  # EmojiDataArguments
     styles = ["noto"] if "noto" in options.emoji_styles else list(options.emoji_styles[:1])
@@ -335,7 +347,10 @@ def evaluate_emoji_for_config(cfg, generate: Callable[[list[str]], np.ndarray]) 
     if key not in _REFERENCES:  # features of ~15k references: computed once per run, not at every evaluation
         _REFERENCES.clear()
         _REFERENCES[key] = EmojiReferences.from_dataset(data)
-    report = evaluate_emoji(generate, data, styles=styles, n_per_set=cfg.eval_prompts_per_category, batch_size=cfg.eval_batch_size,
+    sets = SPEC_PROMPT_SETS
+    if options.emoji_dev_style is not None:
+        data, sets = with_dev_style_split(data, options.emoji_dev_style), PROMPT_SETS
+    report = evaluate_emoji(generate, data, prompt_sets=sets, styles=styles, n_per_set=cfg.eval_prompts_per_category, batch_size=cfg.eval_batch_size,
                             caption_style="never" if options.emoji_caption_style == "never" else "always", seed=cfg.seed,
                             references=_REFERENCES[key])
     return report.metrics()

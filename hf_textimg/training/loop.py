@@ -142,6 +142,11 @@ def load_split(cfg: TrainConfig, split: str, max_samples: int | None = None, cap
     if split == "train" and resolve_streaming(cfg, max_samples):
         from ..data.streaming import load_streaming_dataset
 
+        rewrites = getattr(cfg.dataset_args, "train_rewrites", lambda: [])() if cfg.uses_dataset_args else []
+        if rewrites:  # prepare_split below runs on an in-memory split only; silently training on the wrong rows loses the run
+            raise ValueError(f"{' and '.join(rewrites)} rewrite the train split in memory, which --streaming does not load: "
+                             "drop --streaming (this built-in set fits in memory).")
+
         builtin = None
         if cfg.uses_dataset_args and hasattr(cfg.dataset_args, "streaming_dataset"):  # a built-in set that can render while read
             builtin = lambda: cfg.dataset_args.streaming_dataset(cfg.resolution, cfg.seed)  # noqa: E731
