@@ -99,6 +99,19 @@ ROUTES: dict[str, Route] = {
     "baseline+ourattention": Route("benchmarks.baseline", (*DIFFUSION_RECIPE, *TEXT_TOWER, *OUR_ATTENTION), (*BASELINE_QUICK, *OUR_ATTENTION_QUICK)),
 }
 
+# The documented prior run (outputs/prior-route/run.sh): train_prior.py's default PriorTransformer (4 blocks of 4 heads x 32)
+# on the concept model's text tower and the auto-encoder's 512-d codes (its decoder draws). Not in ROUTES: that run also
+# reads an auto-encoder (--autoencoder_path, --decoder_path), which `Route.argv` does not pass; sampling_throughput.py
+# builds the unCLIP pipeline from it with random weights.
+PRIOR_ROUTE = Route(
+    "training.train_prior",
+    ("--train_batch_size", "128", "--learning_rate", "1e-3", "--lr_warmup_steps", "100", "--lr_scheduler", "cosine",
+     "--max_train_steps", "3000", "--mixed_precision", "bf16", "--eval_prompts_per_category", "20"),
+    ("--train_batch_size", "8", "--prior_num_layers", "1", "--prior_num_attention_heads", "2", "--prior_attention_head_dim", "8",
+     "--eval_prompts_per_category", "1", "--eval_num_inference_steps", "2"),
+    needs_concept_model=True,
+)
+
 
 def run_route(name: str, argv: list[str], loop: TimedLoop) -> dict:
     """`main(argv)` of the route's script, its training loop timed by `loop`; returns what main returns."""

@@ -1,17 +1,30 @@
-"""Sampling throughput (images/s) at batch 1 and 64: one-shot pipeline, diffusion pipeline at 20 and 50 steps,
-and the upstream baseline at the same steps.
+"""Sampling throughput (images/s) at each `--batch_sizes` (default 1 and 64): one-shot pipeline, unCLIP pipeline
+(prior + one-shot decoder), diffusion pipeline at 20 and 50 steps, and the upstream baseline at the same steps.
 
     python -m benchmarks.sampling_throughput                                  # random weights, real sizes
     python -m benchmarks.sampling_throughput --model outputs/diffusion-shapes --oneshot_model outputs/decoder-shapes \
-        --baseline_model outputs/baseline-shapes --threads 2
+        --baseline_model outputs/baseline-shapes --unclip_model outputs/prior-shapes/unclip --threads 2
+    # the unCLIP prior's speed target (>= 300x the 20-step diffusion pipeline, at batch 64 and 256, same run):
+    python -m benchmarks.sampling_throughput --pipelines unclip oneshot diffusion --steps 20 --batch_sizes 64 256 --threads 2
 
 Without a `--*model` folder each pipeline is built with random weights at its training route's real size
 (benchmarks/routes.py; throughput does not depend on the weights): `DecoderPipeline` (128-wide 2-layer text
 tower + the documented decoder recipe), `ConceptDiffusionPipeline` (same text tower + our default U-Net + the DPM-Solver++
-scheduler train_diffusion.py ships) and `BaselinePipeline` (CLIPTextModel + the SD-layout U-Net of matched
+scheduler train_diffusion.py ships), `ConceptUnCLIPPipeline` (that text tower + train_prior.py's default
+`PriorTransformer` + the default auto-encoder's decoder on its 512-d codes: the documented prior run, `routes.PRIOR_ROUTE`)
+and `BaselinePipeline` (CLIPTextModel + the SD-layout U-Net of matched
 size + upstream DPMSolverMultistep; `baseline+ourattention` has cross-attention only at the lowest resolution,
-as our U-Net). The diffusion pipelines use classifier-free guidance 4 (two U-Net rows per image). A call = prompts -> numpy images (`output_type="np"`), tokenisation and post-processing included.
-images/s = batch / median call time over `--repeats` calls after `--warmup`. Prints a table, then one JSON line.
+as our U-Net). The diffusion pipelines use classifier-free guidance 4 (two U-Net rows per image); the unCLIP pipeline
+samples its prior for `--prior_steps` (default 25, train_prior.py's evaluation setting and the pipeline's default) at
+guidance 4, then decodes in one pass. A call = prompts -> numpy images (`output_type="np"`), tokenisation and
+post-processing included. images/s = batch / median call time over `--repeats` calls after `--warmup`.
+
+Besides images/s: each diffusion ÷ baseline ratio at the same steps (`ratios["diffusion/baseline@20"]`); one-shot and
+unCLIP ÷ the diffusion pipeline at each of `--steps` (`ratios["unclip/diffusion@20"]`); and the unCLIP prior's share of
+the call time (`prior_share`, per batch size: the prior pipeline alone, `pipe.prior_pipe` on the same prompts and
+settings, timed the same way right after the combined calls, ÷ the combined call; 1 - share is the decoder's and the
+glue's). Prints the tables, then one JSON line. The default batch sizes stay 1 and 64: at 256 the 50-step diffusion
+and baseline rows take minutes per call on 2 cores, so ask for 256 with the pipelines it is for (the command above).
 """
 
 from __future__ import annotations
@@ -29,10 +42,11 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from benchmarks.common import add_common_args, emit, format_table, machine_info, median, parameter_count, print_machine, ratio, setup, time_calls  # noqa: E402
-from benchmarks.routes import ROUTES, baseline_argv  # noqa: E402
+from benchmarks.routes import PRIOR_ROUTE, ROUTES, baseline_argv  # noqa: E402
 
 
-PIPELINES = ["oneshot", "diffusion", "baseline", "baseline+ourattention"]
+PIPELINES = ["oneshot", "unclip", "diffusion", "baseline", "baseline+ourattention"]
+RATED_AGAINST_DIFFUSION = ["oneshot", "unclip"]  # rated ÷ the diffusion pipeline at each of --steps
 
 
 def shapes_tokenizer(max_length: int, n: int = 2000):
@@ -49,7 +63,7 @@ def random_pipeline(name: str, quick: bool, workdir: str):
     from hf_textimg.concept import ConceptTextConfig, ConceptTextModel
     from hf_textimg.shapes import ShapesDataArguments
     from hf_textimg.training import parse_args
-    from training import train_decoder, train_diffusion
+    from training import train_autoencoder, train_decoder, train_diffusion, train_prior
 
     from benchmarks import baseline
 
@@ -72,6 +86,15 @@ def random_pipeline(name: str, quick: bool, workdir: str):
 
         cfg = parse_args(train_decoder.DecoderTrainConfig, ROUTES["decoder"].argv(quick, "unused", extra=out), ShapesDataArguments)
         return DecoderPipeline(tokenizer=tokenizer, text_encoder=text_encoder, decoder=train_decoder.build_decoder(cfg, text_cfg.projection_dim))
+    if name == "unclip":
+        from hf_textimg.pipelines.pipeline_unclip import ConceptUnCLIPPipeline
+        from hf_textimg.prior import prior_noise_scheduler
+
+        ae_cfg = parse_args(train_autoencoder.AutoencoderTrainConfig, ROUTES["autoencoder"].argv(quick, extra=out), ShapesDataArguments)
+        decoder = train_autoencoder.build_model(ae_cfg).decoder
+        cfg = parse_args(train_prior.PriorTrainConfig, PRIOR_ROUTE.argv(quick, "unused", extra=out), ShapesDataArguments)
+        prior = train_prior.build_model(cfg, decoder.config.code_dim, text_encoder)
+        return ConceptUnCLIPPipeline(tokenizer, text_encoder, prior, prior_noise_scheduler(cfg.num_train_timesteps), decoder)
     from hf_textimg.pipelines.pipeline_diffusion import ConceptDiffusionPipeline
 
     scheduler = train_diffusion.inference_scheduler(train_diffusion.build_noise_scheduler(text_cfg))
@@ -96,6 +119,10 @@ def load_pipeline(name: str, quick: bool, workdir: str, path: str | None = None)
 
 
 def generator_parameters(name: str, pipe) -> int:
+    """Parameters of what makes the image from the text tower's output: the decoder (one-shot), prior + decoder (unCLIP),
+    the U-Net (the others)."""
+    if name == "unclip":
+        return parameter_count(pipe.prior) + parameter_count(pipe.decoder)
     return parameter_count(pipe.decoder if name == "oneshot" else pipe.unet)
 
 
@@ -124,50 +151,77 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--model", help="a trained ConceptDiffusionPipeline folder (default: random weights)")
     parser.add_argument("--oneshot_model", help="a trained DecoderPipeline folder")
     parser.add_argument("--baseline_model", help="a BaselinePipeline folder written by benchmarks/baseline.py (replaces `baseline`)")
-    parser.add_argument("--batch_sizes", type=int, nargs="+", default=[1, 64])
+    parser.add_argument("--unclip_model", help="a trained ConceptUnCLIPPipeline folder (train_prior.py with --decoder_path: <output_dir>/unclip)")
+    parser.add_argument("--batch_sizes", type=int, nargs="+", default=[1, 64], help="prompts per call (the unCLIP speed target is at 64 and 256)")
     parser.add_argument("--steps", type=int, nargs="+", default=[20, 50], help="diffusion and baseline sampling steps")
+    parser.add_argument("--prior_steps", type=int, default=25, help="the unCLIP prior's sampling steps (guidance 4, as the others)")
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--autocast_bf16", action="store_true", help="run every pipeline under CPU bf16 autocast")
     args = parser.parse_args(argv)
     threads = setup(args)
     if args.quick:
-        args.batch_sizes, args.steps, args.warmup, args.repeats = [1, 4], [2], 0, 1
+        args.batch_sizes, args.steps, args.prior_steps, args.warmup, args.repeats = [1, 4], [2], 2, 0, 1
     info = machine_info()
 
     from hf_textimg.shapes import benchmark_prompts
 
     pool = [p.prompt for p in benchmark_prompts(10)]  # 70 prompts, all categories
-    paths = {"oneshot": args.oneshot_model, "diffusion": args.model, "baseline": args.baseline_model}
-    # (row key, pipeline, steps): the one-shot pipeline has no steps; the others run at each of --steps.
-    rows = [(name, name, None) if name == "oneshot" else (f"{name}@{s}", name, s) for s in args.steps for name in args.pipelines]
-    rows = list(dict.fromkeys(rows))  # "oneshot" once
+    paths = {"oneshot": args.oneshot_model, "unclip": args.unclip_model, "diffusion": args.model, "baseline": args.baseline_model}
+    # (row key, pipeline, steps): the one-shot pipeline has no steps and the unCLIP one its prior's; the others run at each of --steps.
+    fixed_steps = {"oneshot": None, "unclip": args.prior_steps}
+    rows = [(name, name, fixed_steps[name]) if name in fixed_steps else (f"{name}@{s}", name, s) for s in args.steps for name in args.pipelines]
+    rows = list(dict.fromkeys(rows))  # "oneshot" and "unclip" once
+
+    def rate(pipe, steps, batch_size: int) -> float:
+        return measure(pipe, [pool[i % len(pool)] for i in range(batch_size)], steps, args.warmup, args.repeats, args.autocast_bf16)
+
     with tempfile.TemporaryDirectory(prefix="sampling-throughput-") as tmp, torch.inference_mode():
         pipes = {name: load_pipeline(name, args.quick, tmp, paths.get(name)) for name in args.pipelines}
         sizes = {name: generator_parameters(name, pipe) for name, pipe in pipes.items()}
-        results = {
-            key: {str(b): measure(pipes[name], [pool[i % len(pool)] for i in range(b)], steps, args.warmup, args.repeats, args.autocast_bf16)
-                  for b in args.batch_sizes}
-            for key, name, steps in rows
-        }
-    # ours / each baseline at the same steps and batch size
-    ratios = {
-        f"diffusion/{name}@{s}": {str(b): ratio(results[f"diffusion@{s}"][str(b)], results[f"{name}@{s}"][str(b)]) for b in args.batch_sizes}
-        for s in args.steps for name in args.pipelines if name.startswith("baseline") and "diffusion" in args.pipelines
-    }
+        results, prior_alone = {key: {} for key, _, _ in rows}, {}
+        for key, name, steps in rows:
+            for b in args.batch_sizes:
+                results[key][str(b)] = rate(pipes[name], steps, b)
+                if name == "unclip":  # the prior pipeline alone (a view on the same components), right after the combined calls at this batch
+                    prior_alone[str(b)] = rate(pipes[name].prior_pipe, steps, b)
+
+    def versus(numerator: dict, denominator: dict) -> dict[str, float | None]:
+        return {str(b): ratio(numerator[str(b)], denominator[str(b)]) for b in args.batch_sizes}
+
+    # ours ÷ each baseline at the same steps and batch size; one-shot and unCLIP ÷ the diffusion pipeline at each of --steps
+    diffusion = {s: results[f"diffusion@{s}"] for s in args.steps} if "diffusion" in args.pipelines else {}
+    ratios = {f"diffusion/{name}@{s}": versus(diffusion[s], results[f"{name}@{s}"])
+              for s in diffusion for name in args.pipelines if name.startswith("baseline")}
+    ratios |= {f"{name}/diffusion@{s}": versus(results[name], diffusion[s]) for s in diffusion for name in RATED_AGAINST_DIFFUSION if name in results}
+    # time of the prior alone ÷ time of the combined call = combined images/s ÷ prior-alone images/s
+    prior_share = versus(results["unclip"], prior_alone) if prior_alone else None
 
     print_machine(info)
-    print(f"images/s = batch / median of {args.repeats} calls; guidance 4 for diffusion and baselines; "
+    print(f"images/s = batch / median of {args.repeats} calls; guidance 4 for diffusion, baselines and the unCLIP prior "
+          f"({args.prior_steps} prior steps); "
           + ("bf16 autocast" if args.autocast_bf16 else "fp32") + "; generator parameters: "
           + ", ".join(f"{name} {n:,}" for name, n in sizes.items()))
     headers = ["pipeline", "steps", *(f"batch {b} img/s" for b in args.batch_sizes), *(f"ours ÷ this b{b}" for b in args.batch_sizes)]
     table = []
     for key, name, steps in rows:
         r = ratios.get(f"diffusion/{key}", {})
-        table.append([name, steps or "one pass", *(results[key][str(b)] for b in args.batch_sizes), *(r.get(str(b)) for b in args.batch_sizes)])
+        label = "one pass" if steps is None else f"{steps} prior + 1 pass" if name == "unclip" else steps
+        table.append([name, label, *(results[key][str(b)] for b in args.batch_sizes), *(r.get(str(b)) for b in args.batch_sizes)])
     print(format_table(headers, table))
+    against = [(name, s) for s in diffusion for name in RATED_AGAINST_DIFFUSION if name in results]
+    if against:
+        print("\nagainst the diffusion pipeline (images/s ÷ its images/s; the unCLIP target is >= 300x diffusion@20):")
+        print(format_table(["pipeline", "÷", *(f"batch {b}" for b in args.batch_sizes)],
+                           [[name, f"diffusion@{s}", *ratios[f"{name}/diffusion@{s}"].values()] for name, s in against]))
+    if prior_share:
+        print("\nunCLIP: the prior's share of the call time (prior pipeline alone ÷ combined call, same batch):")
+        print(format_table(["", *(f"batch {b}" for b in args.batch_sizes)],
+                           [["combined img/s", *results["unclip"].values()], ["prior alone img/s", *prior_alone.values()],
+                            ["prior share", *prior_share.values()]]))
     return emit({
         "benchmark": "sampling_throughput", "quick": args.quick, "threads": threads, "images_per_s": results, "ratios": ratios,
+        "prior_images_per_s": prior_alone or None, "prior_share": prior_share, "prior_steps": args.prior_steps if "unclip" in pipes else None,
         "parameters": sizes, "models": paths, "autocast_bf16": args.autocast_bf16, "repeats": args.repeats,
         "machine": info, "load_1min_after": machine_info()["load_1min"],
     })

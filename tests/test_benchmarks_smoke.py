@@ -98,11 +98,26 @@ def test_train_throughput_quick():
 def test_sampling_throughput_quick():
     from benchmarks.sampling_throughput import main
 
-    record = main(QUICK)
-    assert set(record["images_per_s"]) == {"oneshot", "diffusion@2", "baseline@2", "baseline+ourattention@2"}
+    record = main(QUICK)  # every pipeline, the unCLIP one (prior + decoder) included
+    assert set(record["images_per_s"]) == {"oneshot", "unclip", "diffusion@2", "baseline@2", "baseline+ourattention@2"}
     assert all(v > 0 for rates in record["images_per_s"].values() for v in rates.values())
-    assert set(record["ratios"]) == {"diffusion/baseline@2", "diffusion/baseline+ourattention@2"}
-    assert set(record["ratios"]["diffusion/baseline@2"]) == {"1", "4"}
+    assert set(record["ratios"]) == {"diffusion/baseline@2", "diffusion/baseline+ourattention@2", "oneshot/diffusion@2", "unclip/diffusion@2"}
+    assert all(set(r) == {"1", "4"} and all(v > 0 for v in r.values()) for r in record["ratios"].values())
+    # the issue's speed target: unCLIP images/s ÷ the diffusion pipeline's, and the prior's share of the unCLIP call time
+    unclip, diffusion = record["images_per_s"]["unclip"], record["images_per_s"]["diffusion@2"]
+    assert record["ratios"]["unclip/diffusion@2"] == {b: unclip[b] / diffusion[b] for b in ("1", "4")}
+    assert set(record["prior_share"]) == {"1", "4"} and all(0 < share <= 1 for share in record["prior_share"].values())
+    assert record["prior_share"] == {b: unclip[b] / record["prior_images_per_s"][b] for b in ("1", "4")}
+    assert record["prior_steps"] == 2
+
+
+def test_sampling_throughput_unclip_alone():
+    """The unCLIP pipeline on its own: its prior's share, and no ratio to a diffusion pipeline that did not run."""
+    from benchmarks.sampling_throughput import main
+
+    record = main(QUICK + ["--pipelines", "unclip"])
+    assert set(record["images_per_s"]) == {"unclip"} and record["ratios"] == {}
+    assert all(0 < share <= 1 for share in record["prior_share"].values())
 
 
 def test_time_to_quality_quick():

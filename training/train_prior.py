@@ -239,6 +239,15 @@ def training_codes(cfg: PriorTrainConfig, accelerator, image_encoder, dataloader
     return [codes]
 
 
+def build_model(cfg: PriorTrainConfig, code_dim: int, text_encoder) -> torch.nn.Module:
+    """The prior (identity embedding statistics) for `code_dim`-d image concepts, read from `text_encoder`'s outputs."""
+    return build_prior(
+        embedding_dim=code_dim, text_embed_dim=text_encoder.config.projection_dim, text_hidden_size=text_encoder.config.hidden_size,
+        max_length=cfg.max_length, num_layers=cfg.prior_num_layers, num_attention_heads=cfg.prior_num_attention_heads,
+        attention_head_dim=cfg.prior_attention_head_dim, dropout=cfg.prior_dropout,
+    )
+
+
 def prior_pipeline(cfg: PriorTrainConfig, tokenizer, text_encoder, prior, normalize: bool) -> ConceptPriorPipeline:
     pipe = ConceptPriorPipeline(tokenizer, text_encoder, prior, prior_noise_scheduler(cfg.num_train_timesteps), cfg.prompt_normalization, normalize)
     pipe.set_progress_bar_config(disable=True)
@@ -357,11 +366,7 @@ def main(argv: list[str] | None = None) -> dict:
     code_dim = code_dim_of(image_encoder)
     normalize = bool(getattr(image_encoder.config, "normalize_code", True))  # the concept towers' codes are unit-norm
     decoder = load_decoder(cfg, code_dim)
-    prior = build_prior(
-        embedding_dim=code_dim, text_embed_dim=text_encoder.config.projection_dim, text_hidden_size=text_encoder.config.hidden_size,
-        max_length=cfg.max_length, num_layers=cfg.prior_num_layers, num_attention_heads=cfg.prior_num_attention_heads,
-        attention_head_dim=cfg.prior_attention_head_dim, dropout=cfg.prior_dropout,
-    )
+    prior = build_model(cfg, code_dim, text_encoder)
     logger.info("Prior: %.2fM parameters; image concepts of %d dimensions", sum(p.numel() for p in prior.parameters()) / 1e6, code_dim)
 
     train_data = load_split(cfg, "train", cfg.max_train_samples)
