@@ -219,6 +219,8 @@ def main(argv: list[str] | None = None) -> dict:
         print(format_table(["", *(f"batch {b}" for b in args.batch_sizes)],
                            [["combined img/s", *results["unclip"].values()], ["prior alone img/s", *prior_alone.values()],
                             ["prior share", *prior_share.values()]]))
+        if any(share and share > 1 for share in prior_share.values()):
+            print("a share above 1 (the prior alone slower than prior + decoder) is timing noise: rerun with more --repeats on an idle machine")
     return emit({
         "benchmark": "sampling_throughput", "quick": args.quick, "threads": threads, "images_per_s": results, "ratios": ratios,
         "prior_images_per_s": prior_alone or None, "prior_share": prior_share, "prior_steps": args.prior_steps if "unclip" in pipes else None,
