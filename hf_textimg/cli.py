@@ -15,6 +15,7 @@ Run `hf-textimg <command> --help` for each command's options.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import inspect
 import json
 import re
@@ -593,7 +594,27 @@ def _emoji_generator(pipe, call, args, kwargs: dict, progress):
     return generate
 
 
+@contextlib.contextmanager
+def datasets_bars_hidden(quiet: bool):
+    """With `quiet`, no `datasets` progress bars inside (its own, and the data builds' that use its tqdm)."""
+    import datasets
+
+    shown = datasets.is_progress_bar_enabled()
+    if quiet:
+        datasets.disable_progress_bars()
+    try:
+        yield
+    finally:
+        if quiet and shown:
+            datasets.enable_progress_bars()
+
+
 def run_evaluate_emoji(args) -> int:
+    with datasets_bars_hidden(args.quiet):  # building, splitting, reading references
+        return _evaluate_emoji(args)
+
+
+def _evaluate_emoji(args) -> int:
     from .data.emoji import build_emoji_dataset, with_dev_style_split
     from .evaluation.emoji_eval import emoji_prompts, evaluate_emoji
 
@@ -720,19 +741,11 @@ def run_cascade(args) -> int:
 
 
 def run_data(args) -> int:
-    import datasets
-
     start = time.perf_counter()
     out = check_output_dir(args.out, "--out")  # before the data set is built
-    quiet, shown = args.quiet, datasets.is_progress_bar_enabled()
-    if quiet:
-        datasets.disable_progress_bars()  # the builds' bars are datasets' tqdm (hf_textimg.data.emoji, hf_textimg.shapes.dataset)
-    try:
+    with datasets_bars_hidden(args.quiet):  # the builds' bars are datasets' tqdm (hf_textimg.data.emoji, hf_textimg.shapes.dataset)
         data = _build_dataset(args)
         saved = _save_dataset(args, data, out)
-    finally:
-        if quiet and shown:
-            datasets.enable_progress_bars()
     sizes = ", ".join(f"{split}: {len(split_data)}" for split, split_data in data.items())
     print(f"Built {args.dataset} at {args.size}px ({sizes}) in {time.perf_counter() - start:.1f}s -> {saved[0]}")
     if args.dataset == "emoji":

@@ -678,8 +678,8 @@ def with_dev_style_split(data: datasets.DatasetDict, dev_style: str) -> datasets
     """
     train = data["train"]
     mask = _dev_mask(train, dev_style)
-    kept, dev = train.select(np.nonzero(~mask)[0]), train.select(np.nonzero(mask)[0])
-    raw = datasets.Image(decode=False)
-    train_images = {row["bytes"] for row in kept.cast_column("image", raw)["image"]}
-    dev = dev.select([i for i, row in enumerate(dev.cast_column("image", raw)["image"]) if row["bytes"] not in train_images])
-    return datasets.DatasetDict({**data, "train": kept, "dev_style": dev})
+    encoded = train.cast_column("image", datasets.Image(decode=False))["image"]  # PNG bytes, not decoded
+    kept = np.nonzero(~mask)[0]
+    train_images = {encoded[i]["bytes"] for i in kept}
+    dev = [i for i in np.nonzero(mask)[0] if encoded[i]["bytes"] not in train_images]
+    return datasets.DatasetDict({**data, "train": train.select(kept), "dev_style": train.select(dev)})
