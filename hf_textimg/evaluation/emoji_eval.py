@@ -343,17 +343,17 @@ def evaluate_emoji_for_config(cfg, generate: Callable[[list[str]], np.ndarray]) 
     options = cfg.dataset_args  # EmojiDataArguments
     styles = ["noto"] if "noto" in options.emoji_styles else list(options.emoji_styles[:1])
     data = build_emoji_dataset(cfg.resolution, **options.builder_kwargs(cfg.seed))  # the training run's cached build
-    key = (data["train"].info.description, cfg.resolution)
-    if key not in _REFERENCES:  # features of ~15k references: computed once per run, not at every evaluation
-        _REFERENCES.clear()
-        _REFERENCES[key] = EmojiReferences.from_dataset(data)
-    sets = SPEC_PROMPT_SETS
-    if options.emoji_dev_style is not None:
-        data, sets = with_dev_style_split(data, options.emoji_dev_style), PROMPT_SETS
+    key = (data["train"].info.description, cfg.resolution, options.emoji_dev_style)
+    if key not in _PREPARED:  # features of ~15k references and the development split: once per run, not at every evaluation
+        _PREPARED.clear()
+        refs = EmojiReferences.from_dataset(data)  # every split's rows: the same gallery with or without the development split
+        _PREPARED[key] = (data if options.emoji_dev_style is None else with_dev_style_split(data, options.emoji_dev_style)), refs
+    data, refs = _PREPARED[key]
+    sets = SPEC_PROMPT_SETS if options.emoji_dev_style is None else PROMPT_SETS
     report = evaluate_emoji(generate, data, prompt_sets=sets, styles=styles, n_per_set=cfg.eval_prompts_per_category, batch_size=cfg.eval_batch_size,
                             caption_style="never" if options.emoji_caption_style == "never" else "always", seed=cfg.seed,
-                            references=_REFERENCES[key])
+                            references=refs)
     return report.metrics()
 
 
-_REFERENCES: dict[tuple, EmojiReferences] = {}
+_PREPARED: dict[tuple, tuple] = {}  # (build, resolution, dev style) -> (the data as scored, its EmojiReferences)
