@@ -9,6 +9,7 @@ from transformers import AutoTokenizer
 
 from hf_textimg.decoder import ConceptDecoder
 from hf_textimg.concept import ConceptTextConfig, ConceptTextModel
+from hf_textimg.data.prompts import split_class_prompt
 from hf_textimg.pipelines.pipeline_decoder import DecoderPipeline
 from hf_textimg.tokenization import train_tokenizer
 
@@ -209,3 +210,73 @@ def test_a_new_save_names_the_decoder_module(tmp_path):
     make_pipeline().save_pretrained(tmp_path)
     # the code file it carries (hf_textimg.remote_code); folders naming the module load too (test above)
     assert json.loads((tmp_path / "model_index.json").read_text())["decoder"] == ["modeling_decoder", "ConceptDecoder"]
+
+
+# ---- a class input (a style apart from the caption's content) ------------------------------------------------------
+STYLES = ["fluent", "noto", "twemoji"]
+TEMPLATE = "{prompt}, {class_name} style"
+
+
+def make_class_pipeline(template: str | None = TEMPLATE) -> DecoderPipeline:
+    pipe = make_pipeline(noise_dim=0)
+    torch.manual_seed(1)
+    decoder = ConceptDecoder(code_dim=32, noise_dim=0, block_out_channels=(16, 16, 8, 8), norm_num_groups=4, num_class_embeds=3,
+                             class_embed_dim=8, code_conditioning="scale_shift").eval()
+    pipe = DecoderPipeline(pipe.tokenizer, pipe.text_encoder, decoder, class_names=STYLES, class_prompt_template=template)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def test_split_class_prompt_takes_a_known_class_from_the_template_only():
+    assert split_class_prompt("crab, noto style", TEMPLATE, STYLES) == ("crab", "noto")
+    assert split_class_prompt("a, b, twemoji style", TEMPLATE, STYLES) == ("a, b", "twemoji")
+    assert split_class_prompt("crab, apple style", TEMPLATE, STYLES) == ("crab, apple style", None)  # not a known class
+    assert split_class_prompt("crab", TEMPLATE, STYLES) == ("crab", None)
+    assert split_class_prompt("noto: crab", "{class_name}: {prompt}", STYLES) == ("crab", "noto")
+    with pytest.raises(ValueError, match="class_name"):
+        split_class_prompt("crab", "{prompt} style", STYLES)
+
+
+def test_the_class_changes_the_image_and_the_prompt_names_it():
+    pipe = make_class_pipeline()
+    named = generate(pipe, ["two blue squares, noto style", "two blue squares, fluent style", "two blue squares"])
+    given = generate(pipe, ["two blue squares"] * 3, class_labels=["noto", 0, None])
+    assert torch.equal(named, given)  # the template's class is the class_labels' one; the text tower reads the rest
+    assert (named[0] - named[1]).abs().max() > 1e-3 and (named[0] - named[2]).abs().max() > 1e-3
+    assert torch.equal(pipe.encode_prompt("two blue squares, noto style")[0], pipe.encode_prompt("two blue squares")[0])
+    no_template = make_class_pipeline(template=None)  # without a template the prompt is read whole and gets no class
+    assert torch.equal(generate(no_template, ["two blue squares"]), generate(no_template, ["two blue squares"], class_labels=[-1]))
+
+
+def test_a_class_pipeline_round_trips(tmp_path):
+    pipe = make_class_pipeline()
+    pipe.save_pretrained(tmp_path)
+    loaded = DiffusionPipeline.from_pretrained(tmp_path)
+    assert loaded.config.class_names == STYLES and loaded.config.class_prompt_template == TEMPLATE
+    prompts = ["a red circle, twemoji style", "a red circle"]
+    assert torch.equal(generate(pipe, prompts), generate(loaded, prompts))
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"class_labels": ["apple"]}, "not a class"),
+        ({"class_labels": [3]}, "not a class"),
+        ({"class_labels": ["noto", "noto"]}, "one label per prompt"),
+    ],
+)
+def test_bad_class_labels_raise_value_error_naming_the_problem(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        make_class_pipeline()("a red circle", **kwargs)
+
+
+def test_class_labels_for_a_decoder_without_classes_and_mismatched_names_are_refused():
+    with pytest.raises(ValueError, match="reads none"):
+        make_pipeline()("a red circle", class_labels=["noto"])
+    pipe = make_class_pipeline()
+    with pytest.raises(ValueError, match="class_names"):
+        DecoderPipeline(pipe.tokenizer, pipe.text_encoder, pipe.decoder, class_names=["noto", "fluent"])
+    with pytest.raises(ValueError, match="needs class_names"):
+        DecoderPipeline(pipe.tokenizer, pipe.text_encoder, pipe.decoder, class_prompt_template=TEMPLATE)
+    with pytest.raises(ValueError, match="class_labels"):
+        pipe.decoder(torch.zeros(2, 32), class_labels=torch.tensor([0, 5]))

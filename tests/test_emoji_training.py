@@ -3,6 +3,7 @@
 import json
 
 import pytest
+from diffusers import DiffusionPipeline
 from emoji_fixture import set_fixture_env
 
 from hf_textimg.data.emoji import is_dev_style_row
@@ -126,3 +127,25 @@ def test_style_zero_shot_on_hand_built_embeddings():
 
     result = emoji_style_zero_shot(embed_text, embed_images, pixels, ["crab", "crab", "moose", "moose", "crab", "fox"], truth, styles, batch_size=4)
     assert result == {"style_accuracy": 4 / 6, "style_only_accuracy": 4 / 6}
+
+
+def test_one_shot_decoder_with_the_style_as_its_own_input(emoji_env):
+    concept = emoji_env / "concept"
+    train_concept(COMMON + ["--output_dir", str(concept), "--text_hidden_size", "32", "--text_num_layers", "1", "--text_num_heads", "2",
+                            "--vision_base_channels", "16", "--vision_num_stages", "2", "--projection_dim", "32", "--resolution", "16"])
+    decoder_args = COMMON + ["--concept_model_path", str(concept), "--objective", "consistency", "--resolution", "16", "--train_text_encoder",
+                             "--noise_dim", "0", "--decoder_block_out_channels", "32", "16", "16", "--class_column", "style",
+                             "--class_prompt_template", "{prompt}, {class_name} style"]
+    out = emoji_env / "decoder"
+    train_decoder(decoder_args + ["--output_dir", str(out), "--eval_prompts_per_category", "2"])
+    pipe = DiffusionPipeline.from_pretrained(out)
+    assert pipe.config.class_names == sorted(["noto", "twemoji", "openmoji", "fluent"]) and pipe.decoder.config.num_class_embeds == 4
+    metrics = json.loads((out / "eval_results.json").read_text())["metrics"]
+    assert 0.0 <= metrics["emoji_heldout_style_recall@1"] <= 1.0  # scored through the pipeline, which reads the style from the prompt
+    crab = pipe(["crab, noto style", "crab, fluent style"], output_type="pt").images
+    assert (crab[0] - crab[1]).abs().max() > 0  # the style input reaches the image
+
+    for bad, message in ((["--class_column", "colour"], "not a column"), (["--streaming"], "drop --streaming"),
+                         (["--class_prompt_template", "{prompt} style"], "class_name")):
+        with pytest.raises(ValueError, match=message):
+            train_decoder(decoder_args + bad + ["--output_dir", str(emoji_env / "bad")])

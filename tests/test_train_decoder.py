@@ -137,3 +137,24 @@ def test_text_encoder_lr_is_the_text_towers_own_rate(concept_dir, tmp_path):
     text = {k.removeprefix("text_model."): v for k, v in before.items() if k.startswith("text_model.")}
     assert set(after) <= set(text)
     assert max((after[k] - text[k]).abs().max().item() for k in after) < 1e-7  # while the decoder trains at 3e-3
+
+
+def test_class_column_names_and_captions_cut_by_the_template():
+    import datasets
+
+    from hf_textimg.training import parse_args
+
+    data = datasets.Dataset.from_dict({"text": ["crab, noto style", "crab, fluent style", "a crab"], "style": ["noto", "fluent", "noto"]})
+    alternatives = datasets.Dataset.from_dict({"text": [["crab, fluent style", "crab"]], "style": ["fluent"]})  # as --emoji_caption_style sometimes
+    cfg = parse_args(train_decoder.DecoderTrainConfig, ["--concept_model_path", "x", "--output_dir", "out", "--class_column", "style",
+                                                        "--class_prompt_template", "{prompt}, {class_name} style"])
+    names = train_decoder.class_names_of(cfg, data)
+    assert names == ["fluent", "noto"]
+    assert train_decoder.captions_without_class(cfg, data, names)["text"] == ["crab", "crab", "a crab"]
+    assert train_decoder.captions_without_class(cfg, alternatives, names)["text"] == [["crab", "crab"]]
+    cfg.class_prompt_template = None  # without a template the captions are left as they are
+    assert train_decoder.captions_without_class(cfg, data, names)["text"] == data["text"]
+    with pytest.raises(ValueError, match="at least 2"):
+        train_decoder.class_names_of(cfg, data.filter(lambda row: row["style"] == "noto"))
+    with pytest.raises(ValueError, match="needs --class_column"):
+        parse_args(train_decoder.DecoderTrainConfig, ["--concept_model_path", "x", "--output_dir", "out", "--class_prompt_template", "{prompt}, {class_name}"])

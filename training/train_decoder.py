@@ -54,6 +54,7 @@ from hf_textimg.autoencoder import ConceptAutoencoder, ConceptImageEncoder, reco
 from hf_textimg.concept import ConceptVisionModel
 from hf_textimg.concept.clip import is_clip_checkpoint, load_text_tower
 from hf_textimg.data.loading import ImageTextCollator
+from hf_textimg.data.prompts import check_class_prompt_template, split_class_prompt
 from hf_textimg.decoder import ConceptDecoder
 from hf_textimg.hub import write_card_and_push
 from hf_textimg.pipelines.pipeline_decoder import DecoderPipeline
@@ -136,6 +137,21 @@ class DecoderTrainConfig(TrainConfig):
                                    "residual block's scale and shift (scale_shift; ConceptDecoder's code_conditioning)."},
     )
     norm_num_groups: int = field(default=8, metadata={"help": "Decoder GroupNorm groups (must divide every width)."})
+    class_column: str | None = field(
+        default=None, metadata={"help": "A column of categories (e.g. the Emoji set's `style`) that the decoder reads as its own input, "
+                                "apart from the caption's content (ConceptDecoder's num_class_embeds), so that content and style can "
+                                "change alone. Its train split's values become the pipeline's class_names."},
+    )
+    class_prompt_template: str | None = field(
+        default=None, metadata={"help": "With --class_column: how a prompt names the class, e.g. \"{prompt}, {class_name} style\". The "
+                                "pipeline then reads the class from such a prompt and gives the text tower the rest; training captions "
+                                "written that way are cut the same way."},
+    )
+    class_dropout_prob: float = field(
+        default=0.1, metadata={"help": "With --class_column: share of training images decoded with \"no class\", so that a prompt "
+                               "that names none still works."},
+    )
+    class_embed_dim: int = field(default=64, metadata={"help": "With --class_column: size of the learned class vectors."})
     eval_prompts_per_category: int = field(
         default=50, metadata={"help": "Benchmark prompts per category (Shapes) or per prompt set (Emoji: "
                               "hf_textimg.evaluation.emoji_eval) at each evaluation; 0 = no scoring."}
@@ -163,6 +179,13 @@ class DecoderTrainConfig(TrainConfig):
             raise ValueError(f"--eval_batch_size must be >= 1, got {self.eval_batch_size}.")
         if self.reconstruct_consistency_weight and self.objective == "consistency":
             raise ValueError("--reconstruct_consistency_weight needs --objective reconstruct or both (it checks decoded image codes).")
+        if not 0 <= self.class_dropout_prob < 1:
+            raise ValueError(f"--class_dropout_prob must be in [0, 1), got {self.class_dropout_prob}.")
+        if self.class_prompt_template is not None and not self.class_column:
+            raise ValueError("--class_prompt_template says how prompts name a class; it needs --class_column.")
+        check_class_prompt_template(self.class_prompt_template, "--class_prompt_template")
+        if self.class_column and self.streaming:
+            raise ValueError(f"--class_column {self.class_column} is read from a split in memory; drop --streaming.")
         if self.train_text_encoder and self.objective == "reconstruct":
             raise ValueError("--train_text_encoder has no effect with --objective reconstruct (the text tower is not used); drop it.")
 
@@ -198,8 +221,10 @@ def load_text_encoder(cfg: DecoderTrainConfig) -> torch.nn.Module:
     return text_encoder.train(cfg.train_text_encoder)
 
 
-def build_decoder(cfg: DecoderTrainConfig, code_dim: int) -> ConceptDecoder:
+def build_decoder(cfg: DecoderTrainConfig, code_dim: int, class_names: list[str] | None = None) -> ConceptDecoder:
     return ConceptDecoder(
+        num_class_embeds=len(class_names) if class_names else None,
+        class_embed_dim=cfg.class_embed_dim,
         image_size=cfg.resolution,
         code_dim=code_dim,
         noise_dim=cfg.noise_dim,
@@ -207,6 +232,35 @@ def build_decoder(cfg: DecoderTrainConfig, code_dim: int) -> ConceptDecoder:
         layers_per_block=cfg.layers_per_block,
         norm_num_groups=cfg.norm_num_groups,
         code_conditioning=cfg.decoder_code_conditioning,
+    )
+
+
+def class_names_of(cfg: DecoderTrainConfig, train_data) -> list[str] | None:
+    """The sorted values of `--class_column` in the train split (None without it)."""
+    if not cfg.class_column:
+        return None
+    if cfg.class_column not in train_data.column_names:
+        raise ValueError(f"--class_column {cfg.class_column!r} is not a column of the train split; its columns are {train_data.column_names}.")
+    names = sorted({str(value) for value in train_data[cfg.class_column]})
+    if len(names) < 2:
+        raise ValueError(f"--class_column {cfg.class_column!r} holds {len(names)} value(s) in the train split; a class input needs at least 2.")
+    return names
+
+
+def captions_without_class(cfg: DecoderTrainConfig, data, class_names: list[str] | None):
+    """`data` with every caption written by `--class_prompt_template` cut to its prompt part (the pipeline does the
+    same to prompts), so that the text tower reads content only."""
+    if not cfg.class_prompt_template or not class_names:
+        return data
+    cut = lambda text: split_class_prompt(text, cfg.class_prompt_template, class_names)[0]  # noqa: E731
+    captions = [cut(c) if isinstance(c, str) else [cut(t) for t in c] for c in data[cfg.caption_column]]
+    return data.remove_columns(cfg.caption_column).add_column(cfg.caption_column, captions)
+
+
+def build_pipeline(cfg: DecoderTrainConfig, tokenizer, text_encoder, decoder, class_names: list[str] | None) -> DecoderPipeline:
+    return DecoderPipeline(
+        tokenizer=tokenizer, text_encoder=text_encoder, decoder=decoder, prompt_normalization=cfg.prompt_normalization,
+        class_names=class_names, class_prompt_template=cfg.class_prompt_template if class_names else None,
     )
 
 
@@ -253,14 +307,15 @@ def draw_noise(cfg: DecoderTrainConfig, batch_size: int, device) -> torch.Tensor
 
 
 @torch.no_grad()
-def best_noise(cfg: DecoderTrainConfig, decoder, code: torch.Tensor, target: torch.Tensor) -> torch.Tensor | None:
+def best_noise(cfg: DecoderTrainConfig, decoder, code: torch.Tensor, target: torch.Tensor, labels=None) -> torch.Tensor | None:
     """Per example, the noise (of `noise_samples` draws) whose decoded image is closest to `target`."""
     batch_size = code.shape[0]
     noise = draw_noise(cfg, batch_size, code.device)
     if cfg.noise_samples == 1 or noise is None:
         return noise
     candidates = torch.randn(cfg.noise_samples, batch_size, cfg.noise_dim, device=code.device)  # (K, B, N)
-    images = decoder(code.repeat(cfg.noise_samples, 1), candidates.flatten(0, 1)).sample  # (K * B, 3, R, R)
+    labels = None if labels is None else labels.repeat(cfg.noise_samples)
+    images = decoder(code.repeat(cfg.noise_samples, 1), candidates.flatten(0, 1), labels).sample  # (K * B, 3, R, R)
     errors = pixel_loss(cfg, images, target.repeat(cfg.noise_samples, 1, 1, 1), reduce=False)
     best = errors.view(cfg.noise_samples, batch_size).argmin(dim=0)  # (B,)
     return candidates[best, torch.arange(batch_size, device=code.device)]  # (B, N)
@@ -290,11 +345,14 @@ def make_loss_fn(cfg: DecoderTrainConfig, text_encoder, image_encoder, decoder, 
     def compute_loss(batch):
         target = batch["pixel_values"]  # (B, 3, R, R) in [-1, 1]
         terms = {}
+        labels = batch.get("class_labels")  # (B,) with --class_column, else None
+        if labels is not None and decoder.training and cfg.class_dropout_prob:  # some images with "no class" (-1)
+            labels = labels.masked_fill(torch.rand(labels.shape, device=labels.device) < cfg.class_dropout_prob, -1)
         if use_reconstruct:
             with torch.no_grad():
                 code = image_encoder.get_image_features(target).pooler_output  # (B, D), frozen
             noise = noise_for(code, target, terms, "kl_reconstruct") if posterior is not None else draw_noise(cfg, len(code), code.device)
-            sample = decoder(code, noise).sample
+            sample = decoder(code, noise, labels).sample
             terms["reconstruct"] = (cfg.reconstruct_weight, pixel_loss(cfg, sample, target))
             if cfg.reconstruct_consistency_weight:  # the drawing must encode back to the code it was drawn from
                 code_again = image_encoder.get_image_features(sample).pooler_output  # (B, D); frozen weights, gradient to the image
@@ -302,8 +360,8 @@ def make_loss_fn(cfg: DecoderTrainConfig, text_encoder, image_encoder, decoder, 
         if use_consistency:
             with torch.set_grad_enabled(cfg.train_text_encoder and torch.is_grad_enabled()):
                 code1 = text_features(text_encoder, batch["input_ids"], batch["attention_mask"])[1]  # (B, D), unit norm
-            noise = noise_for(code1, target, terms, "kl") if posterior is not None else best_noise(cfg, decoder, code1, target)
-            generated = decoder(code1, noise).sample  # (B, 3, R, R)
+            noise = noise_for(code1, target, terms, "kl") if posterior is not None else best_noise(cfg, decoder, code1, target, labels)
+            generated = decoder(code1, noise, labels).sample  # (B, 3, R, R)
             code2 = image_encoder.get_image_features(generated).pooler_output  # (B, D); frozen weights, gradient flows to the image
             # code 1 is the target, so it is detached: a trained text tower pulled towards whatever the decoder makes
             # collapses every caption onto the code of one average image.
@@ -317,10 +375,10 @@ def make_loss_fn(cfg: DecoderTrainConfig, text_encoder, image_encoder, decoder, 
 
 
 # ---- evaluation ----------------------------------------------------------------------------------
-def make_evaluator(cfg: DecoderTrainConfig, accelerator, tokenizer, text_encoder, decoder, compute_loss):
+def make_evaluator(cfg: DecoderTrainConfig, accelerator, tokenizer, text_encoder, decoder, compute_loss, class_names=None):
     """Validation loss terms (every data set) and the benchmark of the data set (Shapes scorer, or the Emoji retrieval)."""
-    val_data = load_split(cfg, cfg.validation_split, cfg.max_eval_samples)
-    val_set = TensorImageTextDataset.from_dataset(val_data, cfg.resolution, cfg.image_column, cfg.caption_column)
+    val_data = captions_without_class(cfg, load_split(cfg, cfg.validation_split, cfg.max_eval_samples), class_names)
+    val_set = TensorImageTextDataset.from_dataset(val_data, cfg.resolution, cfg.image_column, cfg.caption_column, cfg.class_column, class_names)
     val_batches = torch.utils.data.DataLoader(val_set, batch_size=cfg.train_batch_size, collate_fn=ImageTextCollator(tokenizer, cfg.max_length, cfg.prompt_normalization))
     unwrapped_text, unwrapped_decoder = accelerator.unwrap_model(text_encoder), accelerator.unwrap_model(decoder)
 
@@ -339,9 +397,7 @@ def make_evaluator(cfg: DecoderTrainConfig, accelerator, tokenizer, text_encoder
             count += 1
         metrics = {name: total / max(count, 1) for name, total in sums.items()}
         if cfg.eval_prompts_per_category > 0 and (cfg.uses_shapes or cfg.uses_emoji):
-            pipeline = DecoderPipeline(
-                tokenizer=tokenizer, text_encoder=unwrapped_text, decoder=unwrapped_decoder, prompt_normalization=cfg.prompt_normalization
-            )
+            pipeline = build_pipeline(cfg, tokenizer, unwrapped_text, unwrapped_decoder, class_names)
             pipeline.set_progress_bar_config(disable=True)
             if cfg.uses_shapes:
                 metrics.update(evaluate_shapes(pipeline, cfg.eval_prompts_per_category, cfg.seed, cfg.eval_batch_size).to_metrics())
@@ -372,10 +428,11 @@ def main(argv: list[str] | None = None) -> dict:
             f"The frozen image encoder makes {code_dim_of(image_encoder)}-d codes but the text tower makes {code_dim}-d codes; "
             "the decoder reads both, so they must match (check --autoencoder_path / --concept_model_path)."
         )
-    decoder = build_decoder(cfg, code_dim)
-
     train_data = load_split(cfg, "train", cfg.max_train_samples)
-    dataloader = build_train_dataloader(cfg, train_data, tokenizer)
+    class_names = class_names_of(cfg, train_data)
+    decoder = build_decoder(cfg, code_dim, class_names)
+    train_data = captions_without_class(cfg, train_data, class_names)
+    dataloader = build_train_dataloader(cfg, train_data, tokenizer, class_column=cfg.class_column, class_names=class_names)
     posterior = build_posterior(cfg, code_dim)
     trained = {"decoder": decoder} | ({"text_encoder": text_encoder} if cfg.train_text_encoder else {}) | ({"posterior": posterior} if posterior else {})
     set_memory_format(cfg, decoder, image_encoder)
@@ -387,16 +444,13 @@ def main(argv: list[str] | None = None) -> dict:
     text_encoder = trained.get("text_encoder", text_encoder.to(accelerator.device))
 
     compute_loss = make_loss_fn(cfg, text_encoder, image_encoder, decoder, trained.get("posterior"))
-    evaluate = make_evaluator(cfg, accelerator, tokenizer, text_encoder, decoder, compute_loss)
+    evaluate = make_evaluator(cfg, accelerator, tokenizer, text_encoder, decoder, compute_loss, class_names)
     if accelerator.is_main_process:
         accelerator.init_trackers("train_decoder", config=tracker_config(cfg))
     state = train_loop(accelerator, cfg, trained, optimizer, lr_scheduler, dataloader, compute_loss, evaluate=evaluate)
     result = run_result(state)
     if accelerator.is_main_process:
-        pipeline = DecoderPipeline(
-            tokenizer=tokenizer, text_encoder=accelerator.unwrap_model(text_encoder).eval(), decoder=accelerator.unwrap_model(decoder).eval(),
-            prompt_normalization=cfg.prompt_normalization,
-        )
+        pipeline = build_pipeline(cfg, tokenizer, accelerator.unwrap_model(text_encoder).eval(), accelerator.unwrap_model(decoder).eval(), class_names)
         with final_save(cfg.output_dir) as folder:  # the model already there stays whole if saving fails
             pipeline.save_pretrained(folder)
         write_eval_results(cfg, result)

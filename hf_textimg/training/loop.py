@@ -99,10 +99,12 @@ class TensorImageTextDataset(torch.utils.data.Dataset):
         self.images, self.captions, self.extras = images, captions, dict(extras or {})
 
     @classmethod
-    def from_dataset(cls, data, resolution: int, image_column: str, caption_column: str | None):
+    def from_dataset(cls, data, resolution: int, image_column: str, caption_column: str | None, class_column: str | None = None,
+                     class_names: list[str] | None = None):
         """Decode `data`. An image that cannot be decoded (corrupt or truncated file, not an image) is skipped
         with its caption, and the run goes on: one warning gives the count, the first rows and the first error.
-        If no image decodes, a ValueError says so."""
+        If no image decodes, a ValueError says so. With `class_column`, each item also holds `class_labels`: the
+        index of its value in `class_names` (-1 for a value not among them)."""
         images, skipped, first_error = decode_images(data, image_column, resolution)  # (N_ok, R, R, 3)
         if skipped:
             if len(images) == 0:
@@ -118,7 +120,12 @@ class TensorImageTextDataset(torch.utils.data.Dataset):
             if skipped:
                 bad = set(skipped)
                 captions = [c for i, c in enumerate(captions) if i not in bad]
-        return cls(images, captions)
+        extras = {}
+        if class_column:
+            index = {name: i for i, name in enumerate(class_names)}
+            bad = set(skipped)
+            extras["class_labels"] = torch.tensor([index.get(v, -1) for i, v in enumerate(data[class_column]) if i not in bad], dtype=torch.long)
+        return cls(images, captions, extras)
 
     def __len__(self) -> int:
         return len(self.images)
@@ -197,9 +204,11 @@ def resolve_streaming(cfg: TrainConfig, max_samples: int | None = None) -> bool:
     return cfg.streaming
 
 
-def build_train_dataloader(cfg: TrainConfig, data, tokenizer=None, caption_column: str | None = "default"):
+def build_train_dataloader(cfg: TrainConfig, data, tokenizer=None, caption_column: str | None = "default", class_column: str | None = None,
+                           class_names: list[str] | None = None):
     """The in-memory DataLoader for a `datasets.Dataset`; a `StreamingDataLoader` (this process's shards, decoded in
-    `--dataloader_num_workers` workers) for a `datasets.IterableDataset` from `load_split`."""
+    `--dataloader_num_workers` workers) for a `datasets.IterableDataset` from `load_split`. `class_column`: batches
+    also hold `class_labels` (see `TensorImageTextDataset.from_dataset`; in memory only)."""
     import datasets
 
     column = cfg.caption_column if caption_column == "default" else caption_column
@@ -209,12 +218,14 @@ def build_train_dataloader(cfg: TrainConfig, data, tokenizer=None, caption_colum
 
         from ..data.streaming import build_streaming_dataloader
 
+        if class_column:
+            raise ValueError(f"--class_column {class_column} is read from a split in memory; drop --streaming (or the class column).")
         process = PartialState()
         return build_streaming_dataloader(
             data, cfg.resolution, cfg.train_batch_size, collate_fn, cfg.image_column, column, cfg.dataloader_num_workers,
             cfg.shuffle_buffer_size, cfg.seed, process.process_index, process.num_processes, process.device,
         )
-    dataset = TensorImageTextDataset.from_dataset(data, cfg.resolution, cfg.image_column, column)
+    dataset = TensorImageTextDataset.from_dataset(data, cfg.resolution, cfg.image_column, column, class_column, class_names)
     return torch.utils.data.DataLoader(
         dataset,
         batch_size=cfg.train_batch_size,

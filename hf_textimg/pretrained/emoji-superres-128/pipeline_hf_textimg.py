@@ -606,6 +606,41 @@ def normalize_prompts(prompts: list[str], name: str | None) -> list[str]:
     return [rewrite(prompt) for prompt in prompts]
 
 
+# ----------------------------------------------------------------------------- a class named in the prompt
+# A decoder with class labels (ConceptDecoder's `num_class_embeds`, e.g. one per emoji style) reads the class apart
+# from the caption's content. A pipeline that stores a `class_prompt_template` such as "{prompt}, {class_name} style"
+# takes the class from a prompt written that way, so "crab, noto style" works as a prompt and the text tower reads
+# only "crab". Written here because no tokenizer or pipeline API splits a prompt into parts.
+CLASS_TEMPLATE_FIELDS = ("{prompt}", "{class_name}")
+
+
+def check_class_prompt_template(template: str | None, argument: str = "class_prompt_template") -> None:
+    if template is not None and (not isinstance(template, str) or any(template.count(f) != 1 for f in CLASS_TEMPLATE_FIELDS)):
+        raise ValueError(f"`{argument}` must hold {{prompt}} and {{class_name}} once each (e.g. \"{{prompt}}, {{class_name}} style\"); got {template!r}.")
+
+
+@functools.lru_cache(maxsize=32)
+def _class_prompt_pattern(template: str, class_names: tuple[str, ...]):
+    import re
+
+    check_class_prompt_template(template)
+    fields = {"{prompt}": "(?P<prompt>.+?)", "{class_name}": "(?P<class_name>" + "|".join(
+        re.escape(name) for name in sorted(class_names, key=len, reverse=True)) + ")"}  # longest name first
+    pieces = re.split(r"(\{prompt\}|\{class_name\})", template)  # text, field, text, field, text
+    return re.compile("".join(fields.get(piece, re.escape(piece)) for piece in pieces), re.DOTALL)
+
+
+def split_class_prompt(prompt: str, template: str, class_names) -> tuple[str, str | None]:
+    """(the prompt part, the class name) of a `prompt` that `template` wrote with one of `class_names`; any other
+    prompt is returned whole, with None:
+
+        split_class_prompt("crab, noto style", "{prompt}, {class_name} style", ["noto", "fluent"]) == ("crab", "noto")
+        split_class_prompt("crab", "{prompt}, {class_name} style", ["noto", "fluent"]) == ("crab", None)
+    """
+    match = _class_prompt_pattern(template, tuple(class_names)).fullmatch(prompt)
+    return (match["prompt"], match["class_name"]) if match else (prompt, None)
+
+
 # -------------------- hf_textimg/diffusion/unet.py --------------------
 
 import torch
@@ -1602,7 +1637,7 @@ from diffusers.utils.torch_utils import randn_tensor
 
 from diffusers.models.modeling_utils import ModelMixin
 from transformers import PreTrainedModel
-# (defined above) from ..data.prompts import check_prompt_normalization
+# (defined above) from ..data.prompts import check_class_prompt_template, check_prompt_normalization, split_class_prompt
 # (defined above) from ..utils.checks import check_finite_images, check_int, check_tensor
 # (defined above) from .chunking import concat_outputs, default_max_batch_size, image_chunks
 # (defined above) from .pipeline_utils import TextToImageMixin, register_with_diffusers
@@ -1618,13 +1653,29 @@ class DecoderPipeline(TextToImageMixin, DiffusionPipeline):
         decoder ([`ConceptDecoder`]): code [+ noise] -> image in [-1, 1].
         prompt_normalization (`str`, *optional*): the rewrite training applied to every caption (see
             `hf_textimg.data.prompts`); applied to every prompt before tokenizing.
+        class_names (`list[str]`, *optional*): with a decoder that reads class labels (`num_class_embeds`), the name
+            of each label, e.g. the styles of a data set; `class_labels` may then name them.
+        class_prompt_template (`str`, *optional*): how training captions named the class, e.g.
+            `"{prompt}, {class_name} style"`. A prompt written that way with one of `class_names` gives the text
+            tower its `{prompt}` part only and the decoder that class ("crab, noto style": "crab" and "noto"); any
+            other prompt gets "no class" unless `class_labels` says otherwise.
     """
 
     model_cpu_offload_seq = "text_encoder->decoder"
 
-    def __init__(self, tokenizer, text_encoder: PreTrainedModel, decoder: ModelMixin, prompt_normalization: str | None = None):
+    def __init__(
+        self, tokenizer, text_encoder: PreTrainedModel, decoder: ModelMixin, prompt_normalization: str | None = None,
+        class_names: list[str] | None = None, class_prompt_template: str | None = None,
+    ):
         super().__init__()
         check_prompt_normalization(prompt_normalization)
+        check_class_prompt_template(class_prompt_template)
+        num_classes = getattr(decoder.config, "num_class_embeds", None) if decoder is not None else None
+        if class_names is not None and (num_classes is None or len(class_names) != num_classes or len(set(class_names)) != len(class_names)):
+            raise ValueError(f"class_names ({class_names}) must name each of the decoder's {num_classes or 0} class labels once "
+                             "(ConceptDecoder's num_class_embeds).")
+        if class_prompt_template is not None and class_names is None:
+            raise ValueError("class_prompt_template reads class names from prompts; it needs class_names.")
         # any component may be None (e.g. a pipeline that only encodes prompts); check widths when both are there
         if text_encoder is not None and decoder is not None and text_encoder.config.projection_dim != decoder.config.code_dim:
             raise ValueError(
@@ -1633,6 +1684,46 @@ class DecoderPipeline(TextToImageMixin, DiffusionPipeline):
             )
         self.register_modules(tokenizer=tokenizer, text_encoder=text_encoder, decoder=decoder)
         self.register_to_config(prompt_normalization=prompt_normalization)
+        if class_names is not None:  # only then, so that model_index.json of a decoder without classes is unchanged
+            self.register_to_config(class_names=list(class_names), class_prompt_template=class_prompt_template)
+
+    def split_class_prompts(self, prompts: list[str]) -> tuple[list[str], list[str | None]]:
+        """Each prompt's part for the text tower and the class it names, per `class_prompt_template` (else the
+        prompts unchanged and no class)."""
+        template = getattr(self.config, "class_prompt_template", None)
+        if template is None:
+            return prompts, [None] * len(prompts)
+        parts = [split_class_prompt(prompt, template, self.config.class_names) for prompt in prompts]
+        return [text for text, _ in parts], [name for _, name in parts]
+
+    def prepare_class_labels(self, prompts: list[str] | None, class_labels, batch_size: int) -> torch.Tensor | None:
+        """(batch_size,) labels, -1 for "no class": `class_labels` as given (ints or `class_names`, None for no class),
+        else the classes the prompts name; None when the decoder reads no class labels."""
+        num_classes = getattr(self.decoder.config, "num_class_embeds", None)
+        if num_classes is None:
+            if class_labels is not None:
+                raise ValueError("`class_labels` was given but this decoder reads none (its num_class_embeds is None); drop it.")
+            return None
+        if class_labels is None:
+            class_labels = self.split_class_prompts(prompts)[1] if prompts is not None else [None] * batch_size
+        elif isinstance(class_labels, (int, str)):
+            class_labels = [class_labels] * batch_size
+        class_labels = class_labels.tolist() if isinstance(class_labels, torch.Tensor) else list(class_labels)
+        if len(class_labels) != batch_size:
+            raise ValueError(f"`class_labels` must give one label per prompt ({batch_size}), got {len(class_labels)}.")
+        names = list(getattr(self.config, "class_names", None) or [])
+        labels = []
+        for label in class_labels:
+            if label is None:
+                labels.append(-1)
+            elif isinstance(label, str) and label in names:
+                labels.append(names.index(label))
+            elif isinstance(label, int) and not isinstance(label, bool) and -1 <= label < num_classes:
+                labels.append(label)
+            else:
+                raise ValueError(f"`class_labels` entry {label!r} is not a class of this decoder: pass one of {names or list(range(num_classes))}, "
+                                 f"an integer in [-1, {num_classes}) or None (no class).")
+        return torch.tensor(labels, dtype=torch.long, device=self._execution_device)
 
     def check_inputs(
         self, prompt, prompt_embeds, num_images_per_prompt: int, generator, noise, output_type: str, height=None, width=None,
@@ -1689,7 +1780,7 @@ class DecoderPipeline(TextToImageMixin, DiffusionPipeline):
         if prompt_embeds is None:
             if self.text_encoder is None or self.tokenizer is None:
                 raise ValueError("This pipeline has no tokenizer / text_encoder to encode `prompt`; pass `prompt_embeds` instead.")
-            batch = self.tokenize_prompt(self.check_prompt(prompt))
+            batch = self.tokenize_prompt(self.split_class_prompts(self.check_prompt(prompt))[0])  # a named class is the decoder's
             prompt_embeds = text_features(self.text_encoder, batch["input_ids"], batch["attention_mask"])[1]  # (B, D)
         prompt_embeds = prompt_embeds.to(self._execution_device).repeat_interleave(num_images_per_prompt, dim=0)  # (B * n, D)
         return (prompt_embeds,)
@@ -1705,8 +1796,8 @@ class DecoderPipeline(TextToImageMixin, DiffusionPipeline):
         return noise.to(device=self._execution_device, dtype=dtype)
 
     @torch.no_grad()
-    def decode(self, codes: torch.Tensor, noise: torch.Tensor | None) -> torch.Tensor:
-        return self.decoder(codes.to(self.decoder.dtype), noise).sample  # (B, 3, S, S) in [-1, 1]
+    def decode(self, codes: torch.Tensor, noise: torch.Tensor | None, class_labels: torch.Tensor | None = None) -> torch.Tensor:
+        return self.decoder(codes.to(self.decoder.dtype), noise, class_labels).sample  # (B, 3, S, S) in [-1, 1]
 
     @torch.no_grad()
     def __call__(
@@ -1723,6 +1814,7 @@ class DecoderPipeline(TextToImageMixin, DiffusionPipeline):
         max_batch_size: int | None = None,
         image_embeds: torch.Tensor | None = None,
         negative_image_embeds: torch.Tensor | None = None,
+        class_labels: list[int | str | None] | torch.Tensor | int | str | None = None,
     ) -> ImagePipelineOutput | tuple:
         r"""Generate images for `prompt`.
 
@@ -1749,12 +1841,18 @@ class DecoderPipeline(TextToImageMixin, DiffusionPipeline):
                 `num_images_per_prompt` images, as in diffusers' `KandinskyV22Pipeline`. Used as given.
             negative_image_embeds (`torch.Tensor` of shape `(rows, code_dim)`, *optional*): accepted (and checked) so that
                 a prior's whole output can be passed on as in Kandinsky; a one-shot decoder has no guidance to use it for.
+            class_labels (one per prompt, or one for all, *optional*): only for a decoder that reads class labels
+                (`num_class_embeds`): a name from `class_names`, an index, or None ("no class"). Default: the class
+                each prompt names by `class_prompt_template` (e.g. "crab, noto style"), else none.
         """
         # 1. Check inputs
         batch_size = self.check_inputs(
             prompt, prompt_embeds, num_images_per_prompt, generator, noise, output_type, height, width, image_embeds, negative_image_embeds
         )
         prompt_embeds = image_embeds if image_embeds is not None else prompt_embeds  # from here on both are codes to decode
+        labels = self.prepare_class_labels(self.check_prompt(prompt) if prompt is not None else None, class_labels, batch_size)  # (B,) or None
+        if labels is not None:
+            labels = labels.repeat_interleave(num_images_per_prompt)  # (B * n,), one per image
         if max_batch_size is not None:
             check_int(max_batch_size, "`max_batch_size`")
         prompts = [prompt] if isinstance(prompt, str) else prompt
@@ -1769,7 +1867,7 @@ class DecoderPipeline(TextToImageMixin, DiffusionPipeline):
             if start == 0:
                 noise = self.prepare_noise(num_images, generator, noise, codes.dtype)  # (B * n, noise_dim) or None
             # 4. Decode; NaN or inf is an error, never a black image
-            images = self.decode(codes, None if noise is None else noise[start:end])  # (chunk, 3, S, S) in [-1, 1]
+            images = self.decode(codes, None if noise is None else noise[start:end], None if labels is None else labels[start:end])
             check_finite_images(images, f"from the decoder (images {start}-{end - 1})")
             # 5. Post-process
             parts.append(self.postprocess(images, output_type))

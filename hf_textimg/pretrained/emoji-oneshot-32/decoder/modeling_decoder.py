@@ -205,6 +205,11 @@ class ConceptDecoder(SafeLoadingMixin, ModelMixin, ConfigMixin):
             projection to the first feature map. `"scale_shift"`: also every residual block, which scales and
             shifts its features by a linear map of it (as a diffusers U-Net block reads its time embedding), so
             the code reaches the high-resolution levels directly instead of only through the 4x4 map.
+        num_class_embeds (`int`, *optional*): with a number, the decoder also reads a class label per image (diffusers'
+            `UNet2DModel` name): a learned `class_embed_dim`-d vector, concatenated to the code wherever the code
+            enters. Label -1 (or `class_labels=None`) is "no class", a learned vector of its own. Used to give a style
+            (an artist, a source) its own input apart from the caption's content, so either can change alone.
+        class_embed_dim (`int`, defaults to 64): size of the class vectors (with `num_class_embeds`).
     """
 
     @register_to_config
@@ -218,6 +223,8 @@ class ConceptDecoder(SafeLoadingMixin, ModelMixin, ConfigMixin):
         layers_per_block: int = 1,
         norm_num_groups: int = 8,
         code_conditioning: str = "input",
+        num_class_embeds: int | None = None,
+        class_embed_dim: int = 64,
     ):
         super().__init__()
         if code_conditioning not in CODE_CONDITIONINGS:
@@ -225,11 +232,18 @@ class ConceptDecoder(SafeLoadingMixin, ModelMixin, ConfigMixin):
         _check_widths("block_out_channels", block_out_channels, norm_num_groups, image_size)
         if noise_dim < 0:
             raise ValueError(f"noise_dim must be >= 0, got {noise_dim}.")
+        if num_class_embeds is not None and (num_class_embeds < 1 or class_embed_dim < 1):
+            raise ValueError(f"num_class_embeds and class_embed_dim must be >= 1, got {num_class_embeds} and {class_embed_dim}.")
         widths = list(block_out_channels)
         self.base_size = image_size // 2 ** (len(widths) - 1)
-        self.proj_in = nn.Linear(code_dim + noise_dim, widths[0] * self.base_size**2)
+        input_dim = code_dim + noise_dim + (class_embed_dim if num_class_embeds else 0)  # code [+ noise] [+ class vector]
+        # the last row is "no class" (label -1), as DiT keeps a null class for dropped labels
+        self.class_embedding = nn.Embedding(num_class_embeds + 1, class_embed_dim) if num_class_embeds else None
+        if self.class_embedding is not None:  # unit-norm vectors on average, the scale of the unit-norm code beside them
+            nn.init.normal_(self.class_embedding.weight, std=class_embed_dim**-0.5)
+        self.proj_in = nn.Linear(input_dim, widths[0] * self.base_size**2)
         self.up_blocks = nn.ModuleList()
-        cond_channels = code_dim + noise_dim if code_conditioning == "scale_shift" else None  # what the blocks read
+        cond_channels = input_dim if code_conditioning == "scale_shift" else None  # what the blocks read
         for level, width in enumerate(widths):
             in_width = widths[max(level - 1, 0)]
             blocks = []
@@ -243,9 +257,10 @@ class ConceptDecoder(SafeLoadingMixin, ModelMixin, ConfigMixin):
         self.conv_out = nn.Conv2d(widths[-1], out_channels, 3, padding=1)
 
     def forward(
-        self, code: torch.Tensor, noise: torch.Tensor | None = None, return_dict: bool = True
+        self, code: torch.Tensor, noise: torch.Tensor | None = None, class_labels: torch.Tensor | None = None, return_dict: bool = True
     ) -> ConceptDecoderOutput | tuple:
-        """`code` (B, code_dim); `noise` (B, noise_dim) or None (= zeros, the decoder's "typical" image) -> image
+        """`code` (B, code_dim); `noise` (B, noise_dim) or None (= zeros, the decoder's "typical" image); `class_labels`
+        (B,) integers in [-1, num_class_embeds) or None (= all -1, "no class"), only with `num_class_embeds` -> image
         (B, out_channels, image_size, image_size) in [-1, 1], as the `sample` of a [`ConceptDecoderOutput`] (or a
         1-tuple with `return_dict=False`)."""
         if code.ndim != 2 or code.shape[1] != self.config.code_dim:
@@ -259,6 +274,10 @@ class ConceptDecoder(SafeLoadingMixin, ModelMixin, ConfigMixin):
             elif tuple(noise.shape) != (code.shape[0], noise_dim):
                 raise ValueError(f"noise must have shape ({code.shape[0]}, {noise_dim}), got {tuple(noise.shape)}.")
             code = torch.cat([code, noise.to(code.dtype)], dim=1)  # (B, code_dim + noise_dim)
+        if self.class_embedding is not None:
+            code = torch.cat([code, self.embed_classes(class_labels, code.shape[0], code.device).to(code.dtype)], dim=1)
+        elif class_labels is not None:
+            raise ValueError("This decoder was built without num_class_embeds and takes no class labels; pass class_labels=None.")
         hidden_states = self.proj_in(code).unflatten(1, (-1, self.base_size, self.base_size))  # (B, C0, b, b)
         cond = code if self.config.code_conditioning == "scale_shift" else None
         for block in self.up_blocks:
@@ -269,6 +288,19 @@ class ConceptDecoder(SafeLoadingMixin, ModelMixin, ConfigMixin):
             return (sample,)
         return ConceptDecoderOutput(sample=sample)
 
-    def decode(self, code: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
+    def embed_classes(self, class_labels: torch.Tensor | None, batch_size: int, device) -> torch.Tensor:
+        """(B, class_embed_dim) class vectors of `class_labels` (-1 or None: the "no class" row)."""
+        num_classes = self.config.num_class_embeds
+        if class_labels is None:
+            class_labels = torch.full((batch_size,), -1, dtype=torch.long, device=device)
+        if not isinstance(class_labels, torch.Tensor) or class_labels.shape != (batch_size,) or class_labels.is_floating_point():
+            shape = tuple(class_labels.shape) if isinstance(class_labels, torch.Tensor) else type(class_labels).__name__
+            raise ValueError(f"class_labels must be an integer tensor of shape ({batch_size},), one label per code; got {shape}.")
+        if ((class_labels < -1) | (class_labels >= num_classes)).any():
+            raise ValueError(f"class_labels must lie in [-1, {num_classes}) (-1: no class); got {class_labels.tolist()}.")
+        rows = torch.where(class_labels < 0, num_classes, class_labels).to(device)  # -1 -> the "no class" row
+        return self.class_embedding(rows)
+
+    def decode(self, code: torch.Tensor, noise: torch.Tensor | None = None, class_labels: torch.Tensor | None = None) -> torch.Tensor:
         """The image tensor `forward` returns as `sample`."""
-        return self(code, noise).sample
+        return self(code, noise, class_labels).sample
