@@ -15,6 +15,7 @@ from hf_textimg.evaluation.emoji_eval import (
     evaluate_emoji,
     recall_at,
     retrieval_ranks,
+    baseline_images,
     score_baselines,
 )
 from hf_textimg.evaluation.image_features import colour_layout_features, srgb_to_oklab
@@ -68,6 +69,19 @@ def test_references_rank_first_and_floors_last(data):
         for floor in ("wrong_emoji", "mean_image", "noise"):
             assert scores[floor]["recall@1"] <= 0.15, (style, floor)
             assert scores[floor]["recall@5"] < scores["blurred"]["recall@5"], (style, floor)
+
+
+def test_other_styles_baseline_is_the_right_emoji_in_the_other_styles(data):
+    refs = EmojiReferences.from_dataset(data)
+    prompts = emoji_prompts(data, "heldout_style")
+    assert prompts
+    images = baseline_images(refs, prompts)["other_styles"]
+    for prompt, image in zip(prompts, images):
+        drawings = [refs.images[s][refs.index(s, prompt.sequence)] for s in STYLES if s != prompt.style and (refs.sequences[s] == prompt.sequence).any()]
+        np.testing.assert_allclose(image, np.mean(drawings, axis=0) / 255, atol=1e-6)
+    assert "other_styles" in score_baselines(refs, prompts)
+    noto_only = EmojiReferences.from_dataset(data, styles=["noto"])  # no other style to draw it: no such baseline
+    assert "other_styles" not in baseline_images(noto_only, prompts) and "other_styles" not in score_baselines(noto_only, prompts)
 
 
 def test_evaluate_emoji_scores_a_generator(data):

@@ -16,7 +16,11 @@ been trained against, does the grading. Reported per prompt set:
   so this says whether the style was drawn too; None when the data set holds one style;
 - baselines computed on the same prompts without any model: ceilings `reference` (the reference
   itself) and `blurred` (Gaussian blur, sigma = 1 px at 32 px); floors `wrong_emoji` (the reference of
-  the next prompt's emoji), `mean_image` (the mean of the style's references) and `noise`.
+  the next prompt's emoji), `mean_image` (the mean of the style's references) and `noise`; and
+  `other_styles`, the right emoji in the wrong style: the pixel mean of the asked emoji's drawings in
+  every other style (only where each prompt's emoji has one, as in `heldout_style`). A model that
+  composes style and content should beat it on `heldout_style`; one that draws the emoji as the other
+  artists did scores about it.
 
 Prompt sets (`emoji_prompts`, deterministic: ordered by a hash of style and sequence):
 `seen` (train rows: emoji and style seen in training), `heldout_style` (noto images of emoji the
@@ -53,7 +57,7 @@ SPLIT_OF_SET = {"seen": "train", "heldout_style": "heldout_style", "heldout_vari
                 "dev_style": "dev_style"}
 SPEC_PROMPT_SETS = PROMPT_SETS[:4]  # the spec's splits; dev_style exists only in with_dev_style_split's data
 KS = (1, 5, 10)
-BASELINES = ("reference", "blurred", "wrong_emoji", "mean_image", "noise")
+BASELINES = ("reference", "blurred", "wrong_emoji", "mean_image", "noise", "other_styles")
 
 
 @dataclass(frozen=True)
@@ -178,13 +182,18 @@ def baseline_images(refs: EmojiReferences, prompts: list[EmojiPrompt], seed: int
     rng = np.random.default_rng(seed)
     wrong = np.roll(own, -1, axis=0) if len(own) > 1 else refs.images[style][[(refs.index(style, prompts[0].sequence) + 1) % len(refs.images[style])]]
     mean = refs.images[style].astype(np.float32).mean(0) / 255
-    return {
+    out = {
         "reference": to_float_images(own),
         "blurred": _blur(own, res),
         "wrong_emoji": to_float_images(wrong),
         "mean_image": np.repeat(mean[None], len(own), 0),
         "noise": rng.random(own.shape, dtype=np.float32),
     }
+    others = [[to_float_images(refs.images[s][found[:1]])[0] for s in sorted(refs.images) if s != style
+               and len(found := np.nonzero(refs.sequences[s] == p.sequence)[0])] for p in prompts]
+    if all(others):  # the right emoji as the other styles drew it (absent when some prompt's emoji has no other style)
+        out["other_styles"] = np.stack([np.mean(drawings, axis=0) for drawings in others])
+    return out
 
 
 def score_images(refs: EmojiReferences, prompts: list[EmojiPrompt], images) -> tuple[dict[str, float], np.ndarray, np.ndarray]:
@@ -205,12 +214,14 @@ def score_baselines(refs: EmojiReferences, prompts: list[EmojiPrompt], seed: int
     """Recall of each ceiling / floor on `prompts` (per style, then pooled)."""
     pooled: dict[str, list[np.ndarray]] = {name: [] for name in BASELINES}
     ordered: list[EmojiPrompt] = []
-    for style in sorted({p.style for p in prompts}):
+    styles = sorted({p.style for p in prompts})
+    for style in styles:
         group = [p for p in prompts if p.style == style]
         ordered += group
         for name, images in baseline_images(refs, group, seed).items():
             pooled[name].append(images)
-    return {name: score_images(refs, ordered, np.concatenate(parts))[0] for name, parts in pooled.items()}
+    # a baseline some style's prompts lack (other_styles) is left out rather than scored on part of the prompts
+    return {name: score_images(refs, ordered, np.concatenate(parts))[0] for name, parts in pooled.items() if len(parts) == len(styles)}
 
 
 @dataclass
@@ -233,7 +244,7 @@ class EmojiReport:
 
     def format_table(self) -> str:
         head = f"{'prompt set':<17}{'n':>5}" + "".join(f"{'R@' + str(k):>7}" for k in KS) + "".join(f"{'grp@' + str(k):>8}" for k in KS)
-        head += f"{'style@1':>9}   | R@1 of: reference  blurred  wrong emoji  mean image  noise"
+        head += f"{'style@1':>9}   | R@1 of: reference  blurred  wrong emoji  mean image  noise  other styles"
         lines = [head]
         for name, s in self.sets.items():
             b = s["baselines"]
@@ -241,6 +252,7 @@ class EmojiReport:
             line += f"{s['style@1']:>9.3f}" if s["style@1"] is not None else f"{'-':>9}"
             line += f"   |        {b['reference']['recall@1']:>9.3f}{b['blurred']['recall@1']:>9.3f}{b['wrong_emoji']['recall@1']:>13.3f}"
             line += f"{b['mean_image']['recall@1']:>12.3f}{b['noise']['recall@1']:>7.3f}"
+            line += f"{b['other_styles']['recall@1']:>14.3f}" if "other_styles" in b else f"{'-':>14}"
             lines.append(line)
         if self.distribution:
             dist = self.distribution
