@@ -280,3 +280,17 @@ def test_class_labels_for_a_decoder_without_classes_and_mismatched_names_are_ref
         DecoderPipeline(pipe.tokenizer, pipe.text_encoder, pipe.decoder, class_prompt_template=TEMPLATE)
     with pytest.raises(ValueError, match="class_labels"):
         pipe.decoder(torch.zeros(2, 32), class_labels=torch.tensor([0, 5]))
+
+
+def test_a_class_read_by_the_blocks_only_leaves_the_first_feature_map_to_the_code():
+    torch.manual_seed(0)
+    decoder = ConceptDecoder(code_dim=32, block_out_channels=(16, 16, 8), norm_num_groups=4, num_class_embeds=3, class_embed_dim=8,
+                             code_conditioning="input", class_conditioning="scale_shift").eval()
+    assert decoder.proj_in.in_features == 32 and decoder.up_blocks[0][0].time_emb_proj.in_features == 8  # blocks read the class only
+    code, maps = torch.randn(2, 32), {}
+    decoder.proj_in.register_forward_hook(lambda module, args, out: maps.setdefault(len(maps), out))
+    images = [decoder(code, class_labels=torch.tensor([label, label])).sample for label in (0, 2)]
+    assert torch.equal(maps[0], maps[1])  # the layout map does not see the class
+    assert (images[0] - images[1]).abs().max() > 1e-4  # the modulation does
+    with pytest.raises(ValueError, match="class_conditioning"):
+        ConceptDecoder(code_dim=32, block_out_channels=(16, 16), norm_num_groups=4, num_class_embeds=3, class_conditioning="input")

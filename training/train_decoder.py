@@ -152,6 +152,11 @@ class DecoderTrainConfig(TrainConfig):
                                "that names none still works."},
     )
     class_embed_dim: int = field(default=64, metadata={"help": "With --class_column: size of the learned class vectors."})
+    class_conditioning: Literal["code", "scale_shift"] = field(
+        default="code", metadata={"help": "With --class_column: where the decoder reads the class vector: wherever it reads the code (code), "
+                                  "or only its residual blocks' scale and shift (scale_shift; with --decoder_code_conditioning input the "
+                                  "code alone then sets the layout and the class modulates it, as AdaIN gives a style)."},
+    )
     eval_prompts_per_category: int = field(
         default=50, metadata={"help": "Benchmark prompts per category (Shapes) or per prompt set (Emoji: "
                               "hf_textimg.evaluation.emoji_eval) at each evaluation; 0 = no scoring."}
@@ -225,6 +230,7 @@ def build_decoder(cfg: DecoderTrainConfig, code_dim: int, class_names: list[str]
     return ConceptDecoder(
         num_class_embeds=len(class_names) if class_names else None,
         class_embed_dim=cfg.class_embed_dim,
+        class_conditioning=cfg.class_conditioning,
         image_size=cfg.resolution,
         code_dim=code_dim,
         noise_dim=cfg.noise_dim,

@@ -147,6 +147,7 @@ from torch import nn
 # (defined above) from ..utils.safe_loading import SafeLoadingMixin
 
 CODE_CONDITIONINGS = ("input", "scale_shift")  # see ConceptDecoder's `code_conditioning`
+CLASS_CONDITIONINGS = ("code", "scale_shift")  # see ConceptDecoder's `class_conditioning`
 
 
 @dataclass
@@ -210,6 +211,11 @@ class ConceptDecoder(SafeLoadingMixin, ModelMixin, ConfigMixin):
             enters. Label -1 (or `class_labels=None`) is "no class", a learned vector of its own. Used to give a style
             (an artist, a source) its own input apart from the caption's content, so either can change alone.
         class_embed_dim (`int`, defaults to 64): size of the class vectors (with `num_class_embeds`).
+        class_conditioning (`str`, defaults to `"code"`): where the class vector enters. `"code"`: wherever the code
+            does. `"scale_shift"`: only the residual blocks' scale and shift, never the first feature map, where the
+            layout is laid down; with `code_conditioning="input"` the code then sets the layout alone and the class
+            only modulates features channel by channel (as AdaIN / StyleGAN give a style), so it cannot pick out
+            one memorised image.
     """
 
     @register_to_config
@@ -225,6 +231,7 @@ class ConceptDecoder(SafeLoadingMixin, ModelMixin, ConfigMixin):
         code_conditioning: str = "input",
         num_class_embeds: int | None = None,
         class_embed_dim: int = 64,
+        class_conditioning: str = "code",
     ):
         super().__init__()
         if code_conditioning not in CODE_CONDITIONINGS:
@@ -232,18 +239,25 @@ class ConceptDecoder(SafeLoadingMixin, ModelMixin, ConfigMixin):
         _check_widths("block_out_channels", block_out_channels, norm_num_groups, image_size)
         if noise_dim < 0:
             raise ValueError(f"noise_dim must be >= 0, got {noise_dim}.")
+        if class_conditioning not in CLASS_CONDITIONINGS:
+            raise ValueError(f"class_conditioning must be one of {CLASS_CONDITIONINGS}, got {class_conditioning!r}.")
         if num_class_embeds is not None and (num_class_embeds < 1 or class_embed_dim < 1):
             raise ValueError(f"num_class_embeds and class_embed_dim must be >= 1, got {num_class_embeds} and {class_embed_dim}.")
         widths = list(block_out_channels)
         self.base_size = image_size // 2 ** (len(widths) - 1)
-        input_dim = code_dim + noise_dim + (class_embed_dim if num_class_embeds else 0)  # code [+ noise] [+ class vector]
+        class_dim = class_embed_dim if num_class_embeds else 0
+        in_code = class_conditioning == "code"
+        input_dim = code_dim + noise_dim + (class_dim if in_code else 0)  # what the projection reads: code [+ noise] [+ class vector]
         # the last row is "no class" (label -1), as DiT keeps a null class for dropped labels
         self.class_embedding = nn.Embedding(num_class_embeds + 1, class_embed_dim) if num_class_embeds else None
         if self.class_embedding is not None:  # unit-norm vectors on average, the scale of the unit-norm code beside them
             nn.init.normal_(self.class_embedding.weight, std=class_embed_dim**-0.5)
         self.proj_in = nn.Linear(input_dim, widths[0] * self.base_size**2)
         self.up_blocks = nn.ModuleList()
-        cond_channels = input_dim if code_conditioning == "scale_shift" else None  # what the blocks read
+        # what the blocks read: code [+ noise] with scale_shift code conditioning, and the class vector where it goes
+        code_in_blocks = code_conditioning == "scale_shift"
+        class_in_blocks = not in_code or code_in_blocks
+        cond_channels = (code_dim + noise_dim) * code_in_blocks + class_dim * class_in_blocks or None
         for level, width in enumerate(widths):
             in_width = widths[max(level - 1, 0)]
             blocks = []
@@ -274,12 +288,18 @@ class ConceptDecoder(SafeLoadingMixin, ModelMixin, ConfigMixin):
             elif tuple(noise.shape) != (code.shape[0], noise_dim):
                 raise ValueError(f"noise must have shape ({code.shape[0]}, {noise_dim}), got {tuple(noise.shape)}.")
             code = torch.cat([code, noise.to(code.dtype)], dim=1)  # (B, code_dim + noise_dim)
+        classes = None
         if self.class_embedding is not None:
-            code = torch.cat([code, self.embed_classes(class_labels, code.shape[0], code.device).to(code.dtype)], dim=1)
+            classes = self.embed_classes(class_labels, code.shape[0], code.device).to(code.dtype)  # (B, class_embed_dim)
         elif class_labels is not None:
             raise ValueError("This decoder was built without num_class_embeds and takes no class labels; pass class_labels=None.")
+        by_code = self.config.code_conditioning == "scale_shift"
+        if classes is not None and getattr(self.config, "class_conditioning", "code") == "code":
+            code = torch.cat([code, classes], dim=1)  # the class goes wherever the code goes
+            classes = None
         hidden_states = self.proj_in(code).unflatten(1, (-1, self.base_size, self.base_size))  # (B, C0, b, b)
-        cond = code if self.config.code_conditioning == "scale_shift" else None
+        cond = [part for part in (code if by_code else None, classes) if part is not None]  # what the blocks' scale/shift read
+        cond = torch.cat(cond, dim=1) if cond else None
         for block in self.up_blocks:
             for layer in block:  # (B, C_i, b * 2**i, b * 2**i) after level i
                 hidden_states = layer(hidden_states, cond) if isinstance(layer, ResnetBlock) else layer(hidden_states)
