@@ -186,6 +186,10 @@ def test_undecodable_images_are_skipped_and_counted(tmp_path, caplog):
     assert decoded.captions == ["picture 0", "picture 1", "picture 4", "picture 5"]  # captions stay with their images
     (warning,) = [r.getMessage() for r in caplog.records if "Skipped" in r.getMessage()]
     assert "Skipped 2 of 6 images in column 'image'" in warning and "rows [2, 3]" in warning and "2.png" in warning
+    # a class column (train_decoder.py --class_column) stays with its images too; values match class names as text
+    labelled = data.add_column("label", [0, 1, 2, 1, 0, 7])
+    decoded = TensorImageTextDataset.from_dataset(labelled, 32, "image", "text", "label", ["0", "1"])
+    assert decoded.extras["class_labels"].tolist() == [0, 1, 0, -1]  # rows 0, 1, 4, 5; 7 is no known class
 
 
 def test_a_split_where_no_image_decodes_is_an_error(tmp_path):

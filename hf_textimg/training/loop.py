@@ -124,7 +124,7 @@ class TensorImageTextDataset(torch.utils.data.Dataset):
         if class_column:
             index = {name: i for i, name in enumerate(class_names)}
             bad = set(skipped)
-            extras["class_labels"] = torch.tensor([index.get(v, -1) for i, v in enumerate(data[class_column]) if i not in bad], dtype=torch.long)
+            extras["class_labels"] = torch.tensor([index.get(str(v), -1) for i, v in enumerate(data[class_column]) if i not in bad], dtype=torch.long)
         return cls(images, captions, extras)
 
     def __len__(self) -> int:
