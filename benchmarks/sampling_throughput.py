@@ -126,11 +126,12 @@ def generator_parameters(name: str, pipe) -> int:
     return parameter_count(pipe.decoder if name == "oneshot" else pipe.unet)
 
 
-def measure(pipe, prompts: list[str], steps: int | None, warmup: int, repeats: int, autocast: bool, slow_call_s: float | None = None) -> float:
+def measure(pipe, prompts: list[str], steps: int | None, warmup: int, repeats: int, autocast: bool, slow_call_s: float | None = None,
+            guidance_scale: float = 4.0) -> float:
     """images/s of one pipeline call on `prompts` (median of `repeats` after `warmup` calls). With `slow_call_s`, the
     first call is timed, and when it takes longer than that it is the result (one call, set-up included), so rows of
     minute-long calls stay one call while fast rows still get their warm-up and repeats."""
-    kwargs = {} if steps is None else {"num_inference_steps": steps, "guidance_scale": 4.0}
+    kwargs = {} if steps is None else {"num_inference_steps": steps, "guidance_scale": guidance_scale}
     precision = torch.autocast("cpu", dtype=torch.bfloat16) if autocast else contextlib.nullcontext()
 
     def call():
@@ -155,6 +156,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--batch_sizes", type=int, nargs="+", default=[1, 64], help="prompts per call (the unCLIP speed target is at 64 and 256)")
     parser.add_argument("--steps", type=int, nargs="+", default=[20, 50], help="diffusion and baseline sampling steps")
     parser.add_argument("--prior_steps", type=int, default=25, help="the unCLIP prior's sampling steps (guidance 4, as the others)")
+    parser.add_argument("--prior_guidance", type=float, default=4.0, help="the unCLIP prior's guidance scale; <= 1: one prior row per image, no guidance")
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--autocast_bf16", action="store_true", help="run every pipeline under CPU bf16 autocast")
@@ -173,8 +175,10 @@ def main(argv: list[str] | None = None) -> dict:
     rows = [(name, name, fixed_steps[name]) if name in fixed_steps else (f"{name}@{s}", name, s) for s in args.steps for name in args.pipelines]
     rows = list(dict.fromkeys(rows))  # "oneshot" and "unclip" once
 
-    def rate(pipe, steps, batch_size: int) -> float:
-        return measure(pipe, [pool[i % len(pool)] for i in range(batch_size)], steps, args.warmup, args.repeats, args.autocast_bf16)
+    def rate(pipe, steps, batch_size: int, name: str = "") -> float:
+        guidance = args.prior_guidance if name == "unclip" else 4.0
+        return measure(pipe, [pool[i % len(pool)] for i in range(batch_size)], steps, args.warmup, args.repeats, args.autocast_bf16,
+                       guidance_scale=guidance)
 
     with tempfile.TemporaryDirectory(prefix="sampling-throughput-") as tmp, torch.inference_mode():
         pipes = {name: load_pipeline(name, args.quick, tmp, paths.get(name)) for name in args.pipelines}
@@ -182,9 +186,9 @@ def main(argv: list[str] | None = None) -> dict:
         results, prior_alone = {key: {} for key, _, _ in rows}, {}
         for key, name, steps in rows:
             for b in args.batch_sizes:
-                results[key][str(b)] = rate(pipes[name], steps, b)
+                results[key][str(b)] = rate(pipes[name], steps, b, name)
                 if name == "unclip":  # the prior pipeline alone (a view on the same components), right after the combined calls at this batch
-                    prior_alone[str(b)] = rate(pipes[name].prior_pipe, steps, b)
+                    prior_alone[str(b)] = rate(pipes[name].prior_pipe, steps, b, name)
 
     def versus(numerator: dict, denominator: dict) -> dict[str, float | None]:
         return {str(b): ratio(numerator[str(b)], denominator[str(b)]) for b in args.batch_sizes}
@@ -198,8 +202,8 @@ def main(argv: list[str] | None = None) -> dict:
     prior_share = versus(results["unclip"], prior_alone) if prior_alone else None
 
     print_machine(info)
-    print(f"images/s = batch / median of {args.repeats} calls; guidance 4 for diffusion, baselines and the unCLIP prior "
-          f"({args.prior_steps} prior steps); "
+    print(f"images/s = batch / median of {args.repeats} calls; guidance 4 for diffusion and baselines, {args.prior_guidance:g} for the "
+          f"unCLIP prior ({args.prior_steps} prior steps); "
           + ("bf16 autocast" if args.autocast_bf16 else "fp32") + "; generator parameters: "
           + ", ".join(f"{name} {n:,}" for name, n in sizes.items()))
     headers = ["pipeline", "steps", *(f"batch {b} img/s" for b in args.batch_sizes), *(f"ours ÷ this b{b}" for b in args.batch_sizes)]
@@ -224,6 +228,7 @@ def main(argv: list[str] | None = None) -> dict:
     return emit({
         "benchmark": "sampling_throughput", "quick": args.quick, "threads": threads, "images_per_s": results, "ratios": ratios,
         "prior_images_per_s": prior_alone or None, "prior_share": prior_share, "prior_steps": args.prior_steps if "unclip" in pipes else None,
+        "prior_guidance": args.prior_guidance if "unclip" in pipes else None,
         "parameters": sizes, "models": paths, "autocast_bf16": args.autocast_bf16, "repeats": args.repeats,
         "machine": info, "load_1min_after": machine_info()["load_1min"],
     })

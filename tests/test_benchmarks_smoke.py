@@ -117,9 +117,10 @@ def test_sampling_throughput_unclip_alone():
     """The unCLIP pipeline on its own: its prior's share, and no ratio to a diffusion pipeline that did not run."""
     from benchmarks.sampling_throughput import main
 
-    record = main(QUICK + ["--pipelines", "unclip"])
+    record = main(QUICK + ["--pipelines", "unclip", "--prior_guidance", "1"])  # one prior row per image
     assert set(record["images_per_s"]) == {"unclip"} and record["ratios"] == {}
     assert set(record["prior_share"]) == {"1", "4"} and all(share > 0 for share in record["prior_share"].values())
+    assert record["prior_guidance"] == 1.0
 
 
 def test_time_to_quality_quick():
