@@ -55,6 +55,8 @@ def main() -> None:
     parser.add_argument("--out", default="outputs/style-translator")
     parser.add_argument("--oneshot", default=None, help="a DecoderPipeline trained with --emoji_dev_style noto")
     parser.add_argument("--batch_size", type=int, default=64)
+    parser.add_argument("--widths", type=int, nargs="+", default=[64, 128, 256])
+    parser.add_argument("--no_attention", action="store_true", help="plain residual blocks only (several times cheaper a step)")
     args = parser.parse_args()
     torch.manual_seed(0)
     random.seed(0)
@@ -67,9 +69,12 @@ def main() -> None:
     pairs = [(seq, s, t) for seq, drawn in by_sequence.items() for s in drawn for t in drawn if s != t]
     print(f"{len(pairs)} (emoji, source, target) pairs from {len(by_sequence)} emoji")
 
-    model = UNet2DModel(sample_size=32, in_channels=3, out_channels=3, block_out_channels=(64, 128, 256), layers_per_block=1,
-                        down_block_types=("DownBlock2D", "AttnDownBlock2D", "AttnDownBlock2D"),
-                        up_block_types=("AttnUpBlock2D", "AttnUpBlock2D", "UpBlock2D"), num_class_embeds=len(STYLES) ** 2)
+    levels = len(args.widths)
+    down = ["DownBlock2D"] + ["DownBlock2D" if args.no_attention else "AttnDownBlock2D"] * (levels - 1)
+    up = ["UpBlock2D" if args.no_attention else "AttnUpBlock2D"] * (levels - 1) + ["UpBlock2D"]
+    model = UNet2DModel(sample_size=32, in_channels=3, out_channels=3, block_out_channels=tuple(args.widths), layers_per_block=1,
+                        down_block_types=tuple(down), up_block_types=tuple(up), num_class_embeds=len(STYLES) ** 2,
+                        norm_num_groups=min(32, min(args.widths)))
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.01)
     start, step, losses = time.time(), 0, []
     while time.time() - start < args.minutes * 60:
