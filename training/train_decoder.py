@@ -47,6 +47,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+import datasets
 import torch
 import torch.nn.functional as F
 
@@ -189,8 +190,6 @@ class DecoderTrainConfig(TrainConfig):
         if self.class_prompt_template is not None and not self.class_column:
             raise ValueError("--class_prompt_template says how prompts name a class; it needs --class_column.")
         check_class_prompt_template(self.class_prompt_template, "--class_prompt_template")
-        if self.class_column and self.streaming:
-            raise ValueError(f"--class_column {self.class_column} is read from a split in memory; drop --streaming.")
         if self.train_text_encoder and self.objective == "reconstruct":
             raise ValueError("--train_text_encoder has no effect with --objective reconstruct (the text tower is not used); drop it.")
 
@@ -245,6 +244,8 @@ def class_names_of(cfg: DecoderTrainConfig, train_data) -> list[str] | None:
     """The sorted values of `--class_column` in the train split (None without it)."""
     if not cfg.class_column:
         return None
+    if not isinstance(train_data, datasets.Dataset):  # --streaming, or chosen for a large set (resolve_streaming)
+        raise ValueError(f"--class_column {cfg.class_column} is read from a split in memory; drop --streaming.")
     if cfg.class_column not in train_data.column_names:
         raise ValueError(f"--class_column {cfg.class_column!r} is not a column of the train split; its columns are {train_data.column_names}.")
     names = sorted({str(value) for value in train_data[cfg.class_column]})
@@ -266,7 +267,7 @@ def captions_without_class(cfg: DecoderTrainConfig, data, class_names: list[str]
 def build_pipeline(cfg: DecoderTrainConfig, tokenizer, text_encoder, decoder, class_names: list[str] | None) -> DecoderPipeline:
     return DecoderPipeline(
         tokenizer=tokenizer, text_encoder=text_encoder, decoder=decoder, prompt_normalization=cfg.prompt_normalization,
-        class_names=class_names, class_prompt_template=cfg.class_prompt_template if class_names else None,
+        class_names=class_names, class_prompt_template=cfg.class_prompt_template,  # validate(): a template only with a class column
     )
 
 

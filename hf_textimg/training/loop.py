@@ -114,17 +114,13 @@ class TensorImageTextDataset(torch.utils.data.Dataset):
                 len(skipped), len(data), image_column, skipped[:10], ", ..." if len(skipped) > 10 else "", first_error,
             )
         images = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()  # (N_ok, 3, R, R)
-        captions = None
-        if caption_column:
-            captions = list(data[caption_column])
-            if skipped:
-                bad = set(skipped)
-                captions = [c for i, c in enumerate(captions) if i not in bad]
+        bad = set(skipped)
+        kept_rows = lambda column: [v for i, v in enumerate(data[column]) if i not in bad]  # noqa: E731  (a column's decoded rows)
+        captions = kept_rows(caption_column) if caption_column else None
         extras = {}
         if class_column:
             index = {name: i for i, name in enumerate(class_names)}
-            bad = set(skipped)
-            extras["class_labels"] = torch.tensor([index.get(str(v), -1) for i, v in enumerate(data[class_column]) if i not in bad], dtype=torch.long)
+            extras["class_labels"] = torch.tensor([index.get(str(v), -1) for v in kept_rows(class_column)], dtype=torch.long)
         return cls(images, captions, extras)
 
     def __len__(self) -> int:
@@ -208,7 +204,7 @@ def build_train_dataloader(cfg: TrainConfig, data, tokenizer=None, caption_colum
                            class_names: list[str] | None = None):
     """The in-memory DataLoader for a `datasets.Dataset`; a `StreamingDataLoader` (this process's shards, decoded in
     `--dataloader_num_workers` workers) for a `datasets.IterableDataset` from `load_split`. `class_column`: batches
-    also hold `class_labels` (see `TensorImageTextDataset.from_dataset`; in memory only)."""
+    also hold `class_labels` (see `TensorImageTextDataset.from_dataset`; a split in memory only)."""
     import datasets
 
     column = cfg.caption_column if caption_column == "default" else caption_column
@@ -218,8 +214,6 @@ def build_train_dataloader(cfg: TrainConfig, data, tokenizer=None, caption_colum
 
         from ..data.streaming import build_streaming_dataloader
 
-        if class_column:
-            raise ValueError(f"--class_column {class_column} is read from a split in memory; drop --streaming (or the class column).")
         process = PartialState()
         return build_streaming_dataloader(
             data, cfg.resolution, cfg.train_batch_size, collate_fn, cfg.image_column, column, cfg.dataloader_num_workers,
