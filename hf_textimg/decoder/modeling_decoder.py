@@ -165,18 +165,16 @@ class ConceptDecoder(SafeLoadingMixin, ModelMixin, ConfigMixin):
             elif tuple(noise.shape) != (code.shape[0], noise_dim):
                 raise ValueError(f"noise must have shape ({code.shape[0]}, {noise_dim}), got {tuple(noise.shape)}.")
             code = torch.cat([code, noise.to(code.dtype)], dim=1)  # (B, code_dim + noise_dim)
-        classes = None
+        classes = None  # (B, class_embed_dim) when the blocks alone read it
         if self.class_embedding is not None:
-            classes = self.embed_classes(class_labels, code.shape[0], code.device).to(code.dtype)  # (B, class_embed_dim)
+            classes = self.embed_classes(class_labels, code.shape[0], code.device).to(code.dtype)
+            if self.config.class_conditioning == "code":  # the class goes wherever the code goes
+                code, classes = torch.cat([code, classes], dim=1), None
         elif class_labels is not None:
             raise ValueError("This decoder was built without num_class_embeds and takes no class labels; pass class_labels=None.")
-        by_code = self.config.code_conditioning == "scale_shift"
-        if classes is not None and getattr(self.config, "class_conditioning", "code") == "code":
-            code = torch.cat([code, classes], dim=1)  # the class goes wherever the code goes
-            classes = None
         hidden_states = self.proj_in(code).unflatten(1, (-1, self.base_size, self.base_size))  # (B, C0, b, b)
-        cond = [part for part in (code if by_code else None, classes) if part is not None]  # what the blocks' scale/shift read
-        cond = torch.cat(cond, dim=1) if cond else None
+        parts = ([code] if self.config.code_conditioning == "scale_shift" else []) + ([classes] if classes is not None else [])
+        cond = torch.cat(parts, dim=1) if parts else None  # what the blocks' scale/shift read
         for block in self.up_blocks:
             for layer in block:  # (B, C_i, b * 2**i, b * 2**i) after level i
                 hidden_states = layer(hidden_states, cond) if isinstance(layer, ResnetBlock) else layer(hidden_states)
