@@ -107,7 +107,7 @@ def main() -> None:
         print(name, results[name], flush=True)
 
     for source in ("twemoji", "fluent", "openmoji"):
-        keep = [i for i, p in enumerate(prompts) if (refs.sequences[source] == p.sequence).any()]
+        keep = [i for i, p in enumerate(prompts) if refs.find(source, p.sequence) is not None]
         drawn = np.stack([refs.images[source][refs.index(source, prompts[i].sequence)] for i in keep])
         score(f"real {source}, untranslated", to_float_images(drawn), keep)
         score(f"real {source} -> noto", translate(model, drawn, source, "noto"), keep)

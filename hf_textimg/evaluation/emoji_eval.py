@@ -130,16 +130,21 @@ class EmojiReferences:
         for i, (f, seq) in enumerate(zip(features.astype(np.float64), sequences)):
             best = np.inf
             for style in sorted(self.features):
-                hit = np.nonzero(self.sequences[style] == seq)[0]
-                if len(hit) and (d := ((self.features[style][hit[0]] - f) ** 2).sum()) < best:
+                hit = self.find(style, seq)
+                if hit is not None and (d := ((self.features[style][hit] - f) ** 2).sum()) < best:
                     best, found[i] = d, style
         return found
 
-    def index(self, style: str, sequence: str) -> int:
+    def find(self, style: str, sequence: str) -> int | None:
+        """The row of `style`'s drawing of `sequence`, or None when that style does not draw it."""
         found = np.nonzero(self.sequences[style] == sequence)[0]
-        if len(found) == 0:
+        return int(found[0]) if len(found) else None
+
+    def index(self, style: str, sequence: str) -> int:
+        found = self.find(style, sequence)
+        if found is None:
             raise ValueError(f"No {style} reference for {sequence}.")
-        return int(found[0])
+        return found
 
 
 def retrieval_ranks(query: np.ndarray, gallery: np.ndarray, gallery_seqs: np.ndarray, gallery_bases: np.ndarray,
@@ -189,10 +194,10 @@ def baseline_images(refs: EmojiReferences, prompts: list[EmojiPrompt], seed: int
         "mean_image": np.repeat(mean[None], len(own), 0),
         "noise": rng.random(own.shape, dtype=np.float32),
     }
-    others = [[to_float_images(refs.images[s][found[:1]])[0] for s in sorted(refs.images) if s != style
-               and len(found := np.nonzero(refs.sequences[s] == p.sequence)[0])] for p in prompts]
+    others = [[refs.images[s][row] for s in sorted(refs.images) if s != style and (row := refs.find(s, p.sequence)) is not None]
+              for p in prompts]
     if all(others):  # the right emoji as the other styles drew it (absent when some prompt's emoji has no other style)
-        out["other_styles"] = np.stack([np.mean(drawings, axis=0) for drawings in others])
+        out["other_styles"] = np.stack([to_float_images(np.stack(drawings)).mean(axis=0) for drawings in others])
     return out
 
 
