@@ -13,6 +13,7 @@ Routes:
     decoder         training/train_decoder.py (needs a concept model: `concept_model_path`)
     diffusion       training/train_diffusion.py, frozen text tower of a concept model (the documented run)
     diffusion+text  training/train_diffusion.py, text tower trained from scratch with the U-Net
+    diffusion+selfcond  the diffusion route with --self_conditioning (a gradient-free first pass on half the batch)
     baseline        benchmarks/baseline.py: CLIPTextModel + SD-layout UNet2DConditionModel, epsilon, the
                     text-to-image example's step and data path, U-Net parameter count matched to ours
     baseline+tensordata     the same with our cached-tensor data loader (one change: the data path)
@@ -93,6 +94,10 @@ ROUTES: dict[str, Route] = {
         "training.train_diffusion",
         (*DIFFUSION_RECIPE, "--train_text_encoder", *TEXT_TOWER),
         (*DIFFUSION_QUICK, *OUR_UNET_QUICK, "--train_text_encoder", *TEXT_TOWER_QUICK, "--projection_dim", "32"),
+    ),
+    "diffusion+selfcond": Route(
+        "training.train_diffusion", (*DIFFUSION_RECIPE, "--self_conditioning"), (*DIFFUSION_QUICK, *OUR_UNET_QUICK, "--self_conditioning"),
+        needs_concept_model=True,
     ),
     "baseline": Route("benchmarks.baseline", (*DIFFUSION_RECIPE, *TEXT_TOWER), tuple(BASELINE_QUICK)),
     "baseline+tensordata": Route("benchmarks.baseline", (*DIFFUSION_RECIPE, *TEXT_TOWER, "--tensor_data"), (*BASELINE_QUICK, "--tensor_data")),

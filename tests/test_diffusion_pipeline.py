@@ -204,3 +204,59 @@ def test_prompt_sensitivity_probe(pipe):
     assert torch.allclose(predicted_x0(pipe.scheduler.config, v, noisy, ab), x0, atol=1e-5)
     with pytest.raises(ValueError, match="timesteps"):
         prompt_sensitivity(pipe, PROMPTS[0], PROMPTS[1], timesteps=(1000,))
+
+
+def test_self_conditioned_unet_reads_its_previous_clean_estimate(tmp_path):
+    """Self-conditioning: zeros at the first step, then the previous step's guided clean-image estimate (in [-1, 1],
+    the same for both guidance rows); the option lives in the U-Net's channel count, so it survives a round trip."""
+    pipe = tiny_base(seed=4, scheduler=DPMSolverMultistepScheduler(prediction_type="v_prediction", thresholding=True, sample_max_value=1.0),
+                     self_conditioning=True)
+    assert pipe.self_conditioned and pipe.unet.config.in_channels == 6
+    seen = []
+    hook = pipe.unet.conv_in.register_forward_pre_hook(lambda module, args: seen.append(args[0][:, 3:].clone()))
+    before = generate(pipe, num_inference_steps=3, guidance_scale=3.0)
+    hook.remove()
+    assert len(seen) == 3 and seen[0].shape == (4, 3, 32, 32)  # two prompts x [unconditional, conditional]
+    assert torch.count_nonzero(seen[0]) == 0
+    for estimate in seen[1:]:
+        assert 0 < estimate.abs().amax() <= 1
+        assert torch.equal(estimate[:2], estimate[2:])
+    assert not torch.equal(seen[1], seen[2])
+
+    pipe.save_pretrained(tmp_path)
+    loaded = DiffusionPipeline.from_pretrained(tmp_path)
+    loaded.set_progress_bar_config(disable=True)
+    assert loaded.self_conditioned
+    assert torch.equal(before, generate(loaded, num_inference_steps=3, guidance_scale=3.0))
+
+
+def test_clean_estimate_inverts_the_noising_for_each_prediction_type():
+    from hf_textimg.diffusion import clean_estimate
+
+    clean = torch.rand(3, 3, 8, 8) * 2 - 1
+    noise = torch.randn_like(clean)
+    timesteps = torch.tensor([5, 400, 900])
+    for prediction_type in ("v_prediction", "epsilon", "sample"):
+        scheduler = DDPMScheduler(beta_schedule="squaredcos_cap_v2", prediction_type=prediction_type)
+        noisy = scheduler.add_noise(clean, noise, timesteps)
+        output = {"epsilon": noise, "sample": clean, "v_prediction": scheduler.get_velocity(clean, noise, timesteps)}[prediction_type]
+        assert torch.allclose(clean_estimate(scheduler, noisy, output, timesteps), clean, atol=1e-4), prediction_type
+
+
+def test_unet_input_channel_layouts_and_refusals():
+    from hf_textimg.diffusion import build_unet, unet_input
+
+    sample = torch.randn(2, 3, 16, 16)
+    tiny = dict(cross_attention_dim=32, concept_dim=32, block_out_channels=(16, 32), attention_head_dim=8, norm_num_groups=8, resolution=16)
+    both = build_unet(coordinate_channels=True, self_conditioning=True, **tiny)
+    assert both.config.in_channels == 8
+    estimate = torch.full_like(sample, 0.5)
+    stacked = unet_input(both, sample, estimate)
+    assert torch.equal(stacked[:, :3], sample) and torch.equal(stacked[:, 5:], estimate)
+    assert torch.count_nonzero(unet_input(both, sample)[:, 5:]) == 0
+    with pytest.raises(ValueError, match="not built with self-conditioning"):
+        unet_input(build_unet(**tiny), sample, estimate)
+    odd = build_unet(**tiny)
+    odd.register_to_config(in_channels=7)
+    with pytest.raises(ValueError, match="in_channels 7 and out_channels 3"):
+        unet_input(odd, sample)

@@ -32,7 +32,8 @@ def _mean(history, sl):
 def ema_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("diffusion")
     result = main(TINY + NEW_TEXT_TOWER + ["--output_dir", str(out), "--use_ema", "--ema_decay", "0.9", "--prompt_normalization", "shapes_relations",
-                                           "--max_train_steps", "30", "--checkpointing_steps", "15", "--validation_steps", "30"])
+                                           "--max_train_steps", "30", "--checkpointing_steps", "15", "--validation_steps", "30",
+                                           "--eval_prompt_set", "validation", "--eval_diversity", "2"])
     return out, result
 
 
@@ -43,6 +44,9 @@ def test_loss_goes_down_and_output_is_a_pipeline(ema_run):
     assert (out / "validation" / "step-30.png").is_file()
     saved = json.loads((out / "eval_results.json").read_text())
     assert 0.0 <= saved["metrics"]["shapes_overall"] <= 1.0 and "shapes_heldout" in saved["metrics"]
+    # --eval_diversity: layout variety of the open-layout validation prompts, per category and its mean
+    assert saved["metrics"]["shapes_variety"] > 0 and "shapes_variety_count" in saved["metrics"]
+    assert saved["config"]["eval_prompt_set"] == "validation"
     assert not list(out.rglob("*.bin")) and not list(out.rglob("*.pkl"))
 
     pipe = DiffusionPipeline.from_pretrained(out)
@@ -140,6 +144,10 @@ def test_bad_arguments_name_the_flag(tmp_path):
         main(TINY + NEW_TEXT_TOWER + ["--output_dir", str(tmp_path), "--snr_gamma", "-1"])
     with pytest.raises(ValueError, match="--text_encoder_lr .* needs --train_text_encoder"):
         main(TINY + ["--output_dir", str(tmp_path), "--concept_model_path", "x", "--text_encoder_lr", "1e-4"])
+    with pytest.raises(ValueError, match=r"--self_conditioning_prob must be in \(0, 1\)"):
+        main(TINY + NEW_TEXT_TOWER + ["--output_dir", str(tmp_path), "--self_conditioning", "--self_conditioning_prob", "1"])
+    with pytest.raises(ValueError, match=r"--eval_diversity must be 0 \(off\) or >= 2"):
+        main(TINY + NEW_TEXT_TOWER + ["--output_dir", str(tmp_path), "--eval_diversity", "1"])
     with pytest.raises(ValueError, match=r"--eval_prompts_per_category must be >= 0"):
         main(TINY + NEW_TEXT_TOWER + ["--output_dir", str(tmp_path), "--eval_prompts_per_category", "-1"])
 
@@ -212,3 +220,35 @@ def test_speed_options_train_the_same_model(tmp_path, fresh_accelerator_state):
     (plain, plain_losses), (fast, fast_losses) = runs["plain"], runs["fast"]
     assert [loss for _, loss in fast_losses] == pytest.approx([loss for _, loss in plain_losses], rel=1e-3)
     assert all(torch.allclose(plain[k], fast[k], atol=1e-4) for k in plain)
+
+
+def test_self_conditioning_trains_and_ships_a_self_conditioned_pipeline(tmp_path):
+    result = main(TINY + NEW_TEXT_TOWER + ["--output_dir", str(tmp_path), "--self_conditioning", "--max_train_steps", "24",
+                                           "--checkpointing_steps", "100", "--validation_steps", "100", "--eval_prompts_per_category", "0"])
+    assert _mean(result["loss_history"], slice(-8, None)) < 0.7 * _mean(result["loss_history"], slice(0, 3))
+    pipe = DiffusionPipeline.from_pretrained(tmp_path)
+    pipe.set_progress_bar_config(disable=True)
+    assert pipe.self_conditioned and pipe.unet.config.in_channels == 3 + 2 + 3  # image, coordinates, previous estimate
+    kwargs = dict(num_inference_steps=3, output_type="np")
+    first = pipe(["a red circle"], generator=torch.Generator().manual_seed(0), **kwargs).images
+    again = DiffusionPipeline.from_pretrained(tmp_path)
+    again.set_progress_bar_config(disable=True)
+    assert (first == again(["a red circle"], generator=torch.Generator().manual_seed(0), **kwargs).images).all()
+
+
+def test_first_pass_estimate_fills_the_chosen_share_of_the_batch():
+    from hf_textimg.diffusion import build_unet, encode_concept
+    from training.train_diffusion import first_pass_estimate
+
+    unet = build_unet(cross_attention_dim=32, concept_dim=32, block_out_channels=(16, 32), attention_head_dim=8, norm_num_groups=8,
+                      self_conditioning=True)
+    text = ConceptTextModel(ConceptTextConfig(vocab_size=50, hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64,
+                                              max_position_embeddings=8, projection_dim=32))
+    cond = encode_concept(text, torch.randint(0, 50, (64, 8)), torch.ones(64, 8, dtype=torch.long))
+    noisy, timesteps = torch.randn(64, 3, 32, 32), torch.randint(0, 1000, (64,))
+    scheduler = DDPMScheduler(beta_schedule="squaredcos_cap_v2", prediction_type="v_prediction")
+    torch.manual_seed(0)
+    estimate = first_pass_estimate(unet, unet, noisy, timesteps, cond, scheduler, 0.5)
+    filled = estimate.flatten(1).abs().amax(dim=1) > 0
+    assert 16 <= int(filled.sum()) <= 48 and estimate.abs().amax() <= 1
+    assert int((first_pass_estimate(unet, unet, noisy, timesteps, cond, scheduler, 1e-9).flatten(1).abs().amax(dim=1) > 0).sum()) == 0

@@ -137,6 +137,13 @@ def test_a_distilled_model_is_refused_as_teacher(distilled, tmp_path):
         main(TINY + ["--teacher_model_name_or_path", str(out), "--output_dir", str(tmp_path), "--max_train_steps", "1"])
 
 
+def test_a_self_conditioned_teacher_is_refused(tmp_path):
+    teacher = tmp_path / "teacher"
+    tiny_base(self_conditioning=True).save_pretrained(teacher)
+    with pytest.raises(ValueError, match="self-conditioned U-Net"):
+        main(TINY + ["--teacher_model_name_or_path", str(teacher), "--output_dir", str(tmp_path / "out"), "--max_train_steps", "1"])
+
+
 def test_the_ddim_step_matches_diffusers_ddim_with_and_without_clipping():
     # clipped: the noise implied by the clipped estimate (use_clipped_model_output), which is DPM-Solver++'s first-order step
     # with thresholding, the teacher's sampler

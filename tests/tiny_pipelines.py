@@ -22,15 +22,16 @@ def sampler() -> DPMSolverMultistepScheduler:
     return DPMSolverMultistepScheduler.from_config(training_schedule().config, thresholding=True, sample_max_value=1.0)
 
 
-def tiny_base(seed: int = 0, prompt_normalization: str | None = None, scheduler=None) -> ConceptDiffusionPipeline:
-    """A 32 px text-to-image pipeline with a 32-wide text tower (default sampler: DPM-Solver++ on the training schedule)."""
+def tiny_base(seed: int = 0, prompt_normalization: str | None = None, scheduler=None, **unet_kwargs) -> ConceptDiffusionPipeline:
+    """A 32 px text-to-image pipeline with a 32-wide text tower (default sampler: DPM-Solver++ on the training schedule);
+    `unet_kwargs` go to `build_unet` (e.g. `self_conditioning=True`)."""
     torch.manual_seed(seed)
     tokenizer = train_tokenizer(PROMPTS + ["a green plus left of a pink triangle"], vocab_size=200, model_max_length=16)
     text_encoder = ConceptTextModel(
         ConceptTextConfig(vocab_size=len(tokenizer), hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64,
                           max_position_embeddings=16, projection_dim=32)
     ).eval()
-    unet = build_unet(cross_attention_dim=32, concept_dim=32, block_out_channels=(16, 32), attention_head_dim=8, norm_num_groups=8)
+    unet = build_unet(cross_attention_dim=32, concept_dim=32, block_out_channels=(16, 32), attention_head_dim=8, norm_num_groups=8, **unet_kwargs)
     pipe = ConceptDiffusionPipeline(tokenizer, text_encoder, unet, scheduler or sampler(), prompt_normalization)
     pipe.set_progress_bar_config(disable=True)
     return pipe

@@ -35,13 +35,13 @@ from transformers import PreTrainedModel
 
 from hf_textimg.concept import ConceptTextConfig, ConceptTextModel
 from hf_textimg.concept.clip import load_text_tower
-from hf_textimg.diffusion import DEFAULT_BLOCK_OUT_CHANNELS, build_unet, unet_input
+from hf_textimg.diffusion import DEFAULT_BLOCK_OUT_CHANNELS, build_unet, clean_estimate, unet_input
 from hf_textimg.hub import write_card_and_push
 from hf_textimg.pipelines.checks import set_checked_timesteps
 from hf_textimg.pipelines.pipeline_diffusion import ConceptDiffusionPipeline
 from hf_textimg.pipelines.prompt_embeds import encode_concept
 from hf_textimg.data.emoji_arguments import EmojiDataArguments
-from hf_textimg.shapes import ShapesDataArguments, benchmark_prompts, evaluate_shapes
+from hf_textimg.shapes import ShapesDataArguments, benchmark_prompts, evaluate_shapes, evaluate_shapes_variety
 from hf_textimg.tokenization import tokenize_captions
 from hf_textimg.data.streaming import caption_sample
 from hf_textimg.training import (
@@ -99,6 +99,13 @@ class DiffusionTrainConfig(TrainConfig):
     unet_coordinate_channels: bool = field(
         default=True, metadata={"help": "Give the U-Net each pixel's x, y as two extra input channels (see hf_textimg.diffusion.unet)."}
     )
+    self_conditioning: bool = field(
+        default=False, metadata={"help": "Self-conditioning (https://arxiv.org/abs/2208.04202): the U-Net also reads its previous clean-image "
+                                 "estimate (three more input channels); see hf_textimg.diffusion.unet."},
+    )
+    self_conditioning_prob: float = field(
+        default=0.5, metadata={"help": "With --self_conditioning: share of each batch given a first pass's estimate (the rest gets zeros, as the first sampling step does)."},
+    )
     # Noise schedule and loss
     prediction_type: Literal["epsilon", "v_prediction", "sample"] = field(
         default="v_prediction", metadata={"help": "U-Net target: the noise, v (https://arxiv.org/abs/2202.00512) or the clean image (sample)."}
@@ -120,6 +127,14 @@ class DiffusionTrainConfig(TrainConfig):
     validation_images_per_prompt: int = 4
     eval_prompts_per_category: int = field(default=40, metadata={"help": "Shapes benchmark prompts per category, or Emoji benchmark "
                                                                  "prompts per set (hf_textimg.evaluation.emoji_eval); 0 = no scoring."})
+    eval_prompt_set: Literal["benchmark", "validation"] = field(
+        default="benchmark", metadata={"help": "Shapes prompts scored during training: the benchmark's, or the validation prompts "
+                                       "(choose settings there; `hf-textimg evaluate` scores the benchmark)."},
+    )
+    eval_diversity: int = field(
+        default=0, metadata={"help": "Shapes: also measure layout variety during training, this many images per open-layout prompt "
+                             "(10 prompts per category; `hf-textimg evaluate --diversity`); 0 = off."},
+    )
     eval_num_inference_steps: int = field(default=20, metadata={"help": "Steps of the shipped DPM-Solver++ sampler during evaluation."})
     eval_guidance_scale: float = field(default=3.0, metadata={"help": "Guidance of the evaluation (the pipeline's default)."})
     eval_batch_size: int = 128
@@ -131,6 +146,8 @@ class DiffusionTrainConfig(TrainConfig):
         if not 0.0 <= self.cond_dropout < 1.0:
             raise ValueError(f"--cond_dropout must be in [0, 1), got {self.cond_dropout}.")
         check_text_encoder_lr(self)
+        if not 0.0 < self.self_conditioning_prob < 1.0:
+            raise ValueError(f"--self_conditioning_prob must be in (0, 1), got {self.self_conditioning_prob}.")
         if self.snr_gamma < 0:
             raise ValueError(f"--snr_gamma must be > 0 (Min-SNR weighting) or 0 (off), got {self.snr_gamma}.")
         if not 0.0 < self.ema_decay < 1.0:
@@ -138,6 +155,8 @@ class DiffusionTrainConfig(TrainConfig):
         for name in ("num_train_timesteps", "validation_images_per_prompt", "eval_num_inference_steps", "eval_batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name} must be >= 1, got {getattr(self, name)}.")
+        if self.eval_diversity < 0 or self.eval_diversity == 1:
+            raise ValueError(f"--eval_diversity must be 0 (off) or >= 2 images per prompt, got {self.eval_diversity}.")
         if self.eval_prompts_per_category < 0:
             raise ValueError(f"--eval_prompts_per_category must be >= 0 (0: no Shapes scoring), got {self.eval_prompts_per_category}.")
         # what the evaluation will ask of the pipeline, checked now rather than after the first training steps
@@ -196,6 +215,7 @@ def build_model(cfg: DiffusionTrainConfig, text_encoder: PreTrainedModel) -> UNe
         attention_head_dim=cfg.unet_attention_head_dim,
         norm_num_groups=cfg.unet_norm_num_groups,
         coordinate_channels=cfg.unet_coordinate_channels,
+        self_conditioning=cfg.self_conditioning,
     )
 
 
@@ -254,6 +274,20 @@ def noisy_sample_and_target(noise_scheduler, pixels: torch.Tensor, prediction_ty
     return noisy, timesteps, target
 
 
+def first_pass_estimate(unet, unet_config_source, noisy, timesteps, cond, noise_scheduler, prob: float) -> torch.Tensor:
+    """Self-conditioning's input in training (Chen et al. 2022): for a random `prob` share of the batch, the clean
+    image a first, gradient-free pass (itself given zeros) estimates; zeros for the rest, as at the first sampling step."""
+    self_condition = torch.zeros_like(noisy)
+    chosen = torch.rand(len(noisy), device=noisy.device) < prob
+    if chosen.any():
+        index = chosen.nonzero().squeeze(1)
+        with torch.no_grad():
+            sub = cond.map(lambda t: t[index])
+            output = unet(unet_input(unet_config_source, noisy[index]), timesteps[index], **sub.unet_kwargs()).sample
+            self_condition[index] = clean_estimate(noise_scheduler, noisy[index], output, timesteps[index]).to(noisy.dtype)
+    return self_condition
+
+
 def make_compute_loss(cfg, accelerator, unet, text_encoder, noise_scheduler, empty: dict):
     unet_config_source = accelerator.unwrap_model(unet)  # `unet` may be wrapped (DDP) and have no .config
 
@@ -263,7 +297,10 @@ def make_compute_loss(cfg, accelerator, unet, text_encoder, noise_scheduler, emp
         with contextlib.nullcontext() if cfg.train_text_encoder else torch.no_grad(), accelerator.autocast():
             cond = encode_concept(text_encoder, input_ids, attention_mask)
         noisy, timesteps, target = noisy_sample_and_target(noise_scheduler, pixels, cfg.prediction_type)
-        model_output = unet(unet_input(unet_config_source, noisy), timesteps, **cond.unet_kwargs()).sample
+        self_condition = None
+        if cfg.self_conditioning:
+            self_condition = first_pass_estimate(unet, unet_config_source, noisy, timesteps, cond, noise_scheduler, cfg.self_conditioning_prob)
+        model_output = unet(unet_input(unet_config_source, noisy, self_condition), timesteps, **cond.unet_kwargs()).sample
         return diffusion_loss(model_output, target, timesteps, noise_scheduler, cfg.snr_gamma), {}
 
     return compute_loss
@@ -311,9 +348,12 @@ def make_evaluator(cfg, accelerator, pipeline_fn, prompts: list[str]):
             log_grid(accelerator, grid, state.global_step)
             metrics = {}
             if cfg.uses_shapes and cfg.eval_prompts_per_category > 0:
-                prompt_set = getattr(cfg, "eval_prompt_set", "benchmark")  # train_distill.py chooses on validation prompts
-                report = evaluate_shapes(pipe, cfg.eval_prompts_per_category, cfg.seed, cfg.eval_batch_size, prompt_set=prompt_set, **kwargs)
+                report = evaluate_shapes(pipe, cfg.eval_prompts_per_category, cfg.seed, cfg.eval_batch_size, prompt_set=cfg.eval_prompt_set, **kwargs)
                 metrics = report.to_metrics()
+                if getattr(cfg, "eval_diversity", 0):  # train_distill.py's config has no variety option
+                    variety = evaluate_shapes_variety(pipe, cfg.eval_diversity, seed=cfg.seed, batch_size=cfg.eval_batch_size,
+                                                      prompt_set=cfg.eval_prompt_set, **kwargs)
+                    metrics.update(variety.to_metrics())
             elif cfg.uses_emoji and cfg.eval_prompts_per_category > 0:
                 from hf_textimg.evaluation.emoji_eval import evaluate_emoji_for_config
 

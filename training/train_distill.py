@@ -117,6 +117,9 @@ def load_teacher(cfg: DistillTrainConfig) -> ConceptDiffusionPipeline:
     if teacher.guidance_embedded:
         raise ValueError(f"{cfg.teacher_model_name_or_path} is already a distilled model (its U-Net reads the guidance scale); "
                          "distil the pipeline it was distilled from.")
+    if teacher.self_conditioned:
+        raise ValueError(f"{cfg.teacher_model_name_or_path} has a self-conditioned U-Net (--self_conditioning), which this distillation does not "
+                         "support yet (its teacher and student steps read no previous estimate); distil a pipeline trained without it.")
     if cfg.num_ddim_timesteps > teacher.scheduler.config.num_train_timesteps:
         raise ValueError(f"--num_ddim_timesteps {cfg.num_ddim_timesteps} exceeds the teacher's {teacher.scheduler.config.num_train_timesteps} training timesteps.")
     for module in (teacher.unet, teacher.text_encoder):

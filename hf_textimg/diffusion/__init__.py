@@ -1,4 +1,5 @@
-"""Concept-conditioned pixel-space diffusion: the U-Net config and the coordinate channels it reads.
+"""Concept-conditioned pixel-space diffusion: the U-Net config and the extra channels it reads (coordinates,
+self-conditioning).
 
 The noise math lives in diffusers' schedulers (training: `DDPMScheduler.add_noise`; sampling:
 any scheduler's `step`), the sampler and its conditioning (`ConceptPromptEmbeds`, `encode_concept`) in
@@ -9,9 +10,11 @@ from .superres import build_superres_unet, superres_unet_config
 from .unet import (
     DEFAULT_BLOCK_OUT_CHANNELS,
     build_unet,
+    clean_estimate,
     coordinate_grid,
     downsample_factor,
     guidance_scale_embedding,
+    is_self_conditioned,
     unet_config,
     unet_input,
 )
@@ -21,10 +24,12 @@ __all__ = [
     "ConceptPromptEmbeds",
     "build_superres_unet",
     "build_unet",
+    "clean_estimate",
     "coordinate_grid",
     "downsample_factor",
     "encode_concept",
     "guidance_scale_embedding",
+    "is_self_conditioned",
     "superres_unet_config",
     "unet_config",
     "unet_input",

@@ -17,6 +17,14 @@ learns "at the top left" or "left of" slowly. With `coordinate_channels=True` th
 extra input channels, the pixel's x and y in [-1, 1] ("CoordConv", https://arxiv.org/abs/1807.03247),
 appended by `unet_input` in training and in the pipeline, as diffusers' inpainting U-Nets take mask
 channels beside the latents: `in_channels = out_channels + 2` marks such a U-Net.
+
+Self-conditioning (Chen et al., "Analog Bits", https://arxiv.org/abs/2208.04202): with
+`self_conditioning=True` the U-Net also reads its own previous estimate of the clean image as three
+more input channels, so a sampler step can keep (or correct) what earlier steps committed to: how
+many objects, and where. In training half the batch gets the estimate of a first, gradient-free pass
+and the other half zeros; in sampling each step gets the previous step's estimate (zeros at the
+first). diffusers has no such option, so `unet_input` appends the channels, as it does the coordinates:
+`in_channels = out_channels + 3` (+ 2 with coordinates) marks such a U-Net.
 """
 
 from __future__ import annotations
@@ -46,6 +54,7 @@ def unet_config(
     attention_head_dim: int = 16,
     norm_num_groups: int = 16,
     coordinate_channels: bool = False,
+    self_conditioning: bool = False,
 ) -> dict:
     """The config dict of a small pixel-space `UNet2DConditionModel`.
 
@@ -62,6 +71,7 @@ def unet_config(
         attention_head_dim: channels per attention head.
         norm_num_groups: GroupNorm groups; must divide every width.
         coordinate_channels: take the pixel coordinates as two extra input channels (see the module docstring).
+        self_conditioning: take the previous clean-image estimate as three more input channels (module docstring).
     """
     if block_out_channels is None and resolution not in DEFAULT_BLOCK_OUT_CHANNELS:
         raise ValueError(f"No default block_out_channels for resolution {resolution!r} (defaults: {sorted(DEFAULT_BLOCK_OUT_CHANNELS)}); pass block_out_channels.")
@@ -75,7 +85,7 @@ def unet_config(
             raise ValueError(f"every width in {widths} must be divisible by norm_num_groups ({norm_num_groups}) and attention_head_dim ({attention_head_dim}).")
     return dict(
         sample_size=resolution,
-        in_channels=IMAGE_CHANNELS + (COORDINATE_CHANNELS if coordinate_channels else 0),
+        in_channels=IMAGE_CHANNELS + (COORDINATE_CHANNELS if coordinate_channels else 0) + (IMAGE_CHANNELS if self_conditioning else 0),
         out_channels=IMAGE_CHANNELS,
         down_block_types=tuple("CrossAttnDownBlock2D" if a else "DownBlock2D" for a in levels),
         up_block_types=tuple("CrossAttnUpBlock2D" if a else "UpBlock2D" for a in reversed(levels)),
@@ -102,16 +112,57 @@ def coordinate_grid(batch_size: int, height: int, width: int, device=None, dtype
     return torch.stack([x, y]).expand(batch_size, -1, -1, -1)
 
 
-def unet_input(unet: UNet2DConditionModel, sample: torch.Tensor) -> torch.Tensor:
-    """What the U-Net reads for a noisy image (B, 3, H, W): the image, plus the coordinate channels when
-    the U-Net was built with them (`in_channels == out_channels + 2`)."""
-    extra = unet.config.in_channels - unet.config.out_channels
-    if extra == 0:
-        return sample
-    if extra != COORDINATE_CHANNELS:
-        raise ValueError(f"U-Net has in_channels {unet.config.in_channels} and out_channels {unet.config.out_channels}; expected equal, or {COORDINATE_CHANNELS} more inputs (coordinate channels).")
+def input_channels(unet: UNet2DConditionModel) -> tuple[bool, bool]:
+    """(coordinate channels, self-conditioning channels): what the U-Net reads beside the noisy image, told by its
+    channel counts (`in_channels - out_channels`: 0, 2 coordinates, `out_channels` self-conditioning, or both)."""
+    out = unet.config.out_channels
+    layouts = {0: (False, False), COORDINATE_CHANNELS: (True, False), out: (False, True), out + COORDINATE_CHANNELS: (True, True)}
+    extra = unet.config.in_channels - out
+    if extra not in layouts:
+        raise ValueError(f"U-Net has in_channels {unet.config.in_channels} and out_channels {out}; expected equal, or {COORDINATE_CHANNELS} more "
+                         f"inputs (coordinate channels), {out} more (self-conditioning) or {out + COORDINATE_CHANNELS} more (both).")
+    return layouts[extra]
+
+
+def is_self_conditioned(unet: UNet2DConditionModel) -> bool:
+    """Whether the U-Net reads its previous clean-image estimate (see the module docstring)."""
+    return input_channels(unet)[1]
+
+
+def unet_input(unet: UNet2DConditionModel, sample: torch.Tensor, self_condition: torch.Tensor | None = None) -> torch.Tensor:
+    """What the U-Net reads for a noisy image (B, 3, H, W): the image, plus the coordinate channels and the
+    self-conditioning channels (`self_condition`, the previous clean-image estimate; zeros when None) when the U-Net
+    was built with them."""
+    coordinates, self_conditioned = input_channels(unet)
+    parts = [sample]
     b, _, h, w = sample.shape
-    return torch.cat([sample, coordinate_grid(b, h, w, sample.device, sample.dtype)], dim=1)
+    if coordinates:
+        parts.append(coordinate_grid(b, h, w, sample.device, sample.dtype))
+    if self_conditioned:
+        parts.append(torch.zeros_like(sample) if self_condition is None else self_condition.to(sample.dtype))
+    elif self_condition is not None:
+        raise ValueError("`self_condition` was given, but this U-Net was not built with self-conditioning channels.")
+    return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
+
+
+def clean_estimate(scheduler, sample: torch.Tensor, model_output: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+    """The clean image (B, 3, H, W) a model output implies for a (scaled) noisy sample at `timesteps` (a scalar or
+    (B,)), by the scheduler's `prediction_type` and `alphas_cumprod`, clipped to [-1, 1]: what a self-conditioned
+    U-Net reads at the next step."""
+    prediction_type = scheduler.config.prediction_type
+    if prediction_type == "sample":
+        return model_output.clamp(-1, 1)
+    index = torch.as_tensor(timesteps, device=sample.device).round().long().clamp(0, len(scheduler.alphas_cumprod) - 1)
+    alpha_bar = scheduler.alphas_cumprod.to(sample.device)[index].float().reshape(-1, 1, 1, 1)
+    a, s = alpha_bar.sqrt(), (1 - alpha_bar).sqrt()
+    x, out = sample.float(), model_output.float()
+    if prediction_type == "v_prediction":
+        x0 = a * x - s * out
+    elif prediction_type == "epsilon":
+        x0 = (x - s * out) / a.clamp(min=1e-4)
+    else:
+        raise ValueError(f"Self-conditioning needs prediction_type epsilon, v_prediction or sample, got {prediction_type!r}.")
+    return x0.clamp(-1, 1).to(sample.dtype)
 
 
 def downsample_factor(unet: UNet2DConditionModel) -> int:

@@ -31,7 +31,7 @@ from diffusers.utils.torch_utils import randn_tensor
 
 from transformers import PreTrainedModel
 from ..data.prompts import check_prompt_normalization
-from ..diffusion.unet import downsample_factor, guidance_scale_embedding, unet_input
+from ..diffusion.unet import clean_estimate, downsample_factor, guidance_scale_embedding, is_self_conditioned, unet_input
 from ..utils.checks import check_finite_images, check_int, check_number, check_tensor
 from ..utils.resolution import check_resolution
 from .checks import check_image_size, set_checked_timesteps
@@ -110,6 +110,11 @@ class ConceptDiffusionPipeline(TextToImageMixin, DiffusionPipeline):
     def guidance_embedded(self) -> bool:
         """Whether the U-Net reads the guidance scale as an input (`timestep_cond`; training/train_distill.py)."""
         return self.unet is not None and self.unet.config.get("time_cond_proj_dim") is not None
+
+    @property
+    def self_conditioned(self) -> bool:
+        """Whether the U-Net reads its previous clean-image estimate (`hf_textimg.diffusion.unet`, self-conditioning)."""
+        return self.unet is not None and is_self_conditioned(self.unet)
 
     @property
     def default_num_inference_steps(self) -> int:
@@ -238,23 +243,31 @@ class ConceptDiffusionPipeline(TextToImageMixin, DiffusionPipeline):
         """Classifier-free guidance: move from the unconditional prediction past the conditional one."""
         return pred_uncond + self._guidance_scale * (pred_cond - pred_uncond)
 
-    def predict(self, latents: torch.Tensor, t: torch.Tensor, prompt_embeds: ConceptPromptEmbeds, negative_prompt_embeds: ConceptPromptEmbeds | None) -> torch.Tensor:
-        """The (guided) model output at timestep `t`, same shape as `latents`."""
+    def predict(
+        self, latents: torch.Tensor, t: torch.Tensor, prompt_embeds: ConceptPromptEmbeds, negative_prompt_embeds: ConceptPromptEmbeds | None,
+        self_condition: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """The (guided) model output at timestep `t`, same shape as `latents`. `self_condition`: the previous step's
+        clean-image estimate, read by a self-conditioned U-Net (both guidance rows get the guided one)."""
         if not self.do_classifier_free_guidance or negative_prompt_embeds is None:
-            return self.model_output(self.scheduler.scale_model_input(latents, t), t, prompt_embeds)
+            return self.model_output(self.scheduler.scale_model_input(latents, t), t, prompt_embeds, self_condition)
         sample = self.scheduler.scale_model_input(torch.cat([latents, latents]), t)  # (2B, 3, H, W)
         both = ConceptPromptEmbeds.cat([negative_prompt_embeds, prompt_embeds])
-        pred_uncond, pred_cond = self.model_output(sample, t, both).chunk(2)
+        if self_condition is not None:
+            self_condition = torch.cat([self_condition, self_condition])
+        pred_uncond, pred_cond = self.model_output(sample, t, both, self_condition).chunk(2)
         return self.guide(pred_uncond, pred_cond)
 
-    def model_output(self, sample: torch.Tensor, t: torch.Tensor, prompt_embeds: ConceptPromptEmbeds) -> torch.Tensor:
+    def model_output(
+        self, sample: torch.Tensor, t: torch.Tensor, prompt_embeds: ConceptPromptEmbeds, self_condition: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """One U-Net call on a scaled noisy sample (N, 3, H, W) with one conditioning row per sample."""
         timestep_cond = None
         if self.guidance_embedded:  # (N, time_cond_proj_dim)
             scales = torch.full((len(sample),), self._guidance_scale, device=sample.device)
             timestep_cond = guidance_scale_embedding(scales, self.unet.config.time_cond_proj_dim).to(sample.dtype)
         return self.unet(
-            unet_input(self.unet, sample), t, timestep_cond=timestep_cond, **prompt_embeds.unet_kwargs(),
+            unet_input(self.unet, sample, self_condition), t, timestep_cond=timestep_cond, **prompt_embeds.unet_kwargs(),
             cross_attention_kwargs=self._cross_attention_kwargs,
         ).sample
 
@@ -270,11 +283,15 @@ class ConceptDiffusionPipeline(TextToImageMixin, DiffusionPipeline):
         timesteps = self.scheduler.timesteps
         self._num_timesteps = len(timesteps)
         step_kwargs = self._step_kwargs(generator)
+        self_conditioned = self.self_conditioned
+        self_condition = None  # a self-conditioned U-Net's previous clean-image estimate (zeros at the first step)
         with self.progress_bar(total=len(timesteps)) as progress_bar:
             for i, t in enumerate(timesteps):
                 if self.interrupt:
                     continue
-                model_output = self.predict(latents, t, prompt_embeds, negative_prompt_embeds)
+                model_output = self.predict(latents, t, prompt_embeds, negative_prompt_embeds, self_condition)
+                if self_conditioned:
+                    self_condition = clean_estimate(self.scheduler, self.scheduler.scale_model_input(latents, t), model_output, t)
                 latents = self.scheduler.step(model_output, t, latents, **step_kwargs, return_dict=False)[0]
                 if callback_on_step_end is not None:
                     tensors = {"latents": latents, "prompt_embeds": prompt_embeds, "negative_prompt_embeds": negative_prompt_embeds}

@@ -159,8 +159,13 @@ class ConceptSuperResolutionPipeline(ConceptDiffusionPipeline):
             augmented = noise_augment(image, levels, self.image_noising_scheduler, generator)
         return augmented, levels
 
-    def model_output(self, sample: torch.Tensor, t: torch.Tensor, prompt_embeds: ConceptPromptEmbeds) -> torch.Tensor:
-        """One U-Net call on the scaled noisy sample (N or 2N under guidance, 3, H, W) beside the image condition."""
+    @property
+    def self_conditioned(self) -> bool:
+        return False  # the U-Net's extra input channels are the low-resolution image (superres_unet_input)
+
+    def model_output(self, sample: torch.Tensor, t: torch.Tensor, prompt_embeds: ConceptPromptEmbeds, self_condition: torch.Tensor | None = None) -> torch.Tensor:
+        """One U-Net call on the scaled noisy sample (N or 2N under guidance, 3, H, W) beside the image condition
+        (`self_condition` is always None: these U-Nets are not self-conditioned)."""
         condition, levels = self._image_condition
         repeats = len(sample) // len(condition)  # 2 under classifier-free guidance: [unconditional, conditional]
         model_input = superres_unet_input(sample, condition.repeat(repeats, 1, 1, 1))  # (N', 6, H, W)

@@ -668,6 +668,7 @@ def unet_config(
     attention_head_dim: int = 16,
     norm_num_groups: int = 16,
     coordinate_channels: bool = False,
+    self_conditioning: bool = False,
 ) -> dict:
     """The config dict of a small pixel-space `UNet2DConditionModel`.
 
@@ -684,6 +685,7 @@ def unet_config(
         attention_head_dim: channels per attention head.
         norm_num_groups: GroupNorm groups; must divide every width.
         coordinate_channels: take the pixel coordinates as two extra input channels (see the module docstring).
+        self_conditioning: take the previous clean-image estimate as three more input channels (module docstring).
     """
     if block_out_channels is None and resolution not in DEFAULT_BLOCK_OUT_CHANNELS:
         raise ValueError(f"No default block_out_channels for resolution {resolution!r} (defaults: {sorted(DEFAULT_BLOCK_OUT_CHANNELS)}); pass block_out_channels.")
@@ -697,7 +699,7 @@ def unet_config(
             raise ValueError(f"every width in {widths} must be divisible by norm_num_groups ({norm_num_groups}) and attention_head_dim ({attention_head_dim}).")
     return dict(
         sample_size=resolution,
-        in_channels=IMAGE_CHANNELS + (COORDINATE_CHANNELS if coordinate_channels else 0),
+        in_channels=IMAGE_CHANNELS + (COORDINATE_CHANNELS if coordinate_channels else 0) + (IMAGE_CHANNELS if self_conditioning else 0),
         out_channels=IMAGE_CHANNELS,
         down_block_types=tuple("CrossAttnDownBlock2D" if a else "DownBlock2D" for a in levels),
         up_block_types=tuple("CrossAttnUpBlock2D" if a else "UpBlock2D" for a in reversed(levels)),
@@ -724,16 +726,57 @@ def coordinate_grid(batch_size: int, height: int, width: int, device=None, dtype
     return torch.stack([x, y]).expand(batch_size, -1, -1, -1)
 
 
-def unet_input(unet: UNet2DConditionModel, sample: torch.Tensor) -> torch.Tensor:
-    """What the U-Net reads for a noisy image (B, 3, H, W): the image, plus the coordinate channels when
-    the U-Net was built with them (`in_channels == out_channels + 2`)."""
-    extra = unet.config.in_channels - unet.config.out_channels
-    if extra == 0:
-        return sample
-    if extra != COORDINATE_CHANNELS:
-        raise ValueError(f"U-Net has in_channels {unet.config.in_channels} and out_channels {unet.config.out_channels}; expected equal, or {COORDINATE_CHANNELS} more inputs (coordinate channels).")
+def input_channels(unet: UNet2DConditionModel) -> tuple[bool, bool]:
+    """(coordinate channels, self-conditioning channels): what the U-Net reads beside the noisy image, told by its
+    channel counts (`in_channels - out_channels`: 0, 2 coordinates, `out_channels` self-conditioning, or both)."""
+    out = unet.config.out_channels
+    layouts = {0: (False, False), COORDINATE_CHANNELS: (True, False), out: (False, True), out + COORDINATE_CHANNELS: (True, True)}
+    extra = unet.config.in_channels - out
+    if extra not in layouts:
+        raise ValueError(f"U-Net has in_channels {unet.config.in_channels} and out_channels {out}; expected equal, or {COORDINATE_CHANNELS} more "
+                         f"inputs (coordinate channels), {out} more (self-conditioning) or {out + COORDINATE_CHANNELS} more (both).")
+    return layouts[extra]
+
+
+def is_self_conditioned(unet: UNet2DConditionModel) -> bool:
+    """Whether the U-Net reads its previous clean-image estimate (see the module docstring)."""
+    return input_channels(unet)[1]
+
+
+def unet_input(unet: UNet2DConditionModel, sample: torch.Tensor, self_condition: torch.Tensor | None = None) -> torch.Tensor:
+    """What the U-Net reads for a noisy image (B, 3, H, W): the image, plus the coordinate channels and the
+    self-conditioning channels (`self_condition`, the previous clean-image estimate; zeros when None) when the U-Net
+    was built with them."""
+    coordinates, self_conditioned = input_channels(unet)
+    parts = [sample]
     b, _, h, w = sample.shape
-    return torch.cat([sample, coordinate_grid(b, h, w, sample.device, sample.dtype)], dim=1)
+    if coordinates:
+        parts.append(coordinate_grid(b, h, w, sample.device, sample.dtype))
+    if self_conditioned:
+        parts.append(torch.zeros_like(sample) if self_condition is None else self_condition.to(sample.dtype))
+    elif self_condition is not None:
+        raise ValueError("`self_condition` was given, but this U-Net was not built with self-conditioning channels.")
+    return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
+
+
+def clean_estimate(scheduler, sample: torch.Tensor, model_output: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+    """The clean image (B, 3, H, W) a model output implies for a (scaled) noisy sample at `timesteps` (a scalar or
+    (B,)), by the scheduler's `prediction_type` and `alphas_cumprod`, clipped to [-1, 1]: what a self-conditioned
+    U-Net reads at the next step."""
+    prediction_type = scheduler.config.prediction_type
+    if prediction_type == "sample":
+        return model_output.clamp(-1, 1)
+    index = torch.as_tensor(timesteps, device=sample.device).round().long().clamp(0, len(scheduler.alphas_cumprod) - 1)
+    alpha_bar = scheduler.alphas_cumprod.to(sample.device)[index].float().reshape(-1, 1, 1, 1)
+    a, s = alpha_bar.sqrt(), (1 - alpha_bar).sqrt()
+    x, out = sample.float(), model_output.float()
+    if prediction_type == "v_prediction":
+        x0 = a * x - s * out
+    elif prediction_type == "epsilon":
+        x0 = (x - s * out) / a.clamp(min=1e-4)
+    else:
+        raise ValueError(f"Self-conditioning needs prediction_type epsilon, v_prediction or sample, got {prediction_type!r}.")
+    return x0.clamp(-1, 1).to(sample.dtype)
 
 
 def downsample_factor(unet: UNet2DConditionModel) -> int:
@@ -1273,7 +1316,7 @@ from diffusers.utils.torch_utils import randn_tensor
 
 from transformers import PreTrainedModel
 # (defined above) from ..data.prompts import check_prompt_normalization
-# (defined above) from ..diffusion.unet import downsample_factor, guidance_scale_embedding, unet_input
+# (defined above) from ..diffusion.unet import clean_estimate, downsample_factor, guidance_scale_embedding, is_self_conditioned, unet_input
 # (defined above) from ..utils.checks import check_finite_images, check_int, check_number, check_tensor
 # (defined above) from ..utils.resolution import check_resolution
 # (defined above) from .checks import check_image_size, set_checked_timesteps
@@ -1352,6 +1395,11 @@ class ConceptDiffusionPipeline(TextToImageMixin, DiffusionPipeline):
     def guidance_embedded(self) -> bool:
         """Whether the U-Net reads the guidance scale as an input (`timestep_cond`; training/train_distill.py)."""
         return self.unet is not None and self.unet.config.get("time_cond_proj_dim") is not None
+
+    @property
+    def self_conditioned(self) -> bool:
+        """Whether the U-Net reads its previous clean-image estimate (`hf_textimg.diffusion.unet`, self-conditioning)."""
+        return self.unet is not None and is_self_conditioned(self.unet)
 
     @property
     def default_num_inference_steps(self) -> int:
@@ -1480,23 +1528,31 @@ class ConceptDiffusionPipeline(TextToImageMixin, DiffusionPipeline):
         """Classifier-free guidance: move from the unconditional prediction past the conditional one."""
         return pred_uncond + self._guidance_scale * (pred_cond - pred_uncond)
 
-    def predict(self, latents: torch.Tensor, t: torch.Tensor, prompt_embeds: ConceptPromptEmbeds, negative_prompt_embeds: ConceptPromptEmbeds | None) -> torch.Tensor:
-        """The (guided) model output at timestep `t`, same shape as `latents`."""
+    def predict(
+        self, latents: torch.Tensor, t: torch.Tensor, prompt_embeds: ConceptPromptEmbeds, negative_prompt_embeds: ConceptPromptEmbeds | None,
+        self_condition: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """The (guided) model output at timestep `t`, same shape as `latents`. `self_condition`: the previous step's
+        clean-image estimate, read by a self-conditioned U-Net (both guidance rows get the guided one)."""
         if not self.do_classifier_free_guidance or negative_prompt_embeds is None:
-            return self.model_output(self.scheduler.scale_model_input(latents, t), t, prompt_embeds)
+            return self.model_output(self.scheduler.scale_model_input(latents, t), t, prompt_embeds, self_condition)
         sample = self.scheduler.scale_model_input(torch.cat([latents, latents]), t)  # (2B, 3, H, W)
         both = ConceptPromptEmbeds.cat([negative_prompt_embeds, prompt_embeds])
-        pred_uncond, pred_cond = self.model_output(sample, t, both).chunk(2)
+        if self_condition is not None:
+            self_condition = torch.cat([self_condition, self_condition])
+        pred_uncond, pred_cond = self.model_output(sample, t, both, self_condition).chunk(2)
         return self.guide(pred_uncond, pred_cond)
 
-    def model_output(self, sample: torch.Tensor, t: torch.Tensor, prompt_embeds: ConceptPromptEmbeds) -> torch.Tensor:
+    def model_output(
+        self, sample: torch.Tensor, t: torch.Tensor, prompt_embeds: ConceptPromptEmbeds, self_condition: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """One U-Net call on a scaled noisy sample (N, 3, H, W) with one conditioning row per sample."""
         timestep_cond = None
         if self.guidance_embedded:  # (N, time_cond_proj_dim)
             scales = torch.full((len(sample),), self._guidance_scale, device=sample.device)
             timestep_cond = guidance_scale_embedding(scales, self.unet.config.time_cond_proj_dim).to(sample.dtype)
         return self.unet(
-            unet_input(self.unet, sample), t, timestep_cond=timestep_cond, **prompt_embeds.unet_kwargs(),
+            unet_input(self.unet, sample, self_condition), t, timestep_cond=timestep_cond, **prompt_embeds.unet_kwargs(),
             cross_attention_kwargs=self._cross_attention_kwargs,
         ).sample
 
@@ -1512,11 +1568,15 @@ class ConceptDiffusionPipeline(TextToImageMixin, DiffusionPipeline):
         timesteps = self.scheduler.timesteps
         self._num_timesteps = len(timesteps)
         step_kwargs = self._step_kwargs(generator)
+        self_conditioned = self.self_conditioned
+        self_condition = None  # a self-conditioned U-Net's previous clean-image estimate (zeros at the first step)
         with self.progress_bar(total=len(timesteps)) as progress_bar:
             for i, t in enumerate(timesteps):
                 if self.interrupt:
                     continue
-                model_output = self.predict(latents, t, prompt_embeds, negative_prompt_embeds)
+                model_output = self.predict(latents, t, prompt_embeds, negative_prompt_embeds, self_condition)
+                if self_conditioned:
+                    self_condition = clean_estimate(self.scheduler, self.scheduler.scale_model_input(latents, t), model_output, t)
                 latents = self.scheduler.step(model_output, t, latents, **step_kwargs, return_dict=False)[0]
                 if callback_on_step_end is not None:
                     tensors = {"latents": latents, "prompt_embeds": prompt_embeds, "negative_prompt_embeds": negative_prompt_embeds}
@@ -2011,8 +2071,13 @@ class ConceptSuperResolutionPipeline(ConceptDiffusionPipeline):
             augmented = noise_augment(image, levels, self.image_noising_scheduler, generator)
         return augmented, levels
 
-    def model_output(self, sample: torch.Tensor, t: torch.Tensor, prompt_embeds: ConceptPromptEmbeds) -> torch.Tensor:
-        """One U-Net call on the scaled noisy sample (N or 2N under guidance, 3, H, W) beside the image condition."""
+    @property
+    def self_conditioned(self) -> bool:
+        return False  # the U-Net's extra input channels are the low-resolution image (superres_unet_input)
+
+    def model_output(self, sample: torch.Tensor, t: torch.Tensor, prompt_embeds: ConceptPromptEmbeds, self_condition: torch.Tensor | None = None) -> torch.Tensor:
+        """One U-Net call on the scaled noisy sample (N or 2N under guidance, 3, H, W) beside the image condition
+        (`self_condition` is always None: these U-Nets are not self-conditioned)."""
         condition, levels = self._image_condition
         repeats = len(sample) // len(condition)  # 2 under classifier-free guidance: [unconditional, conditional]
         model_input = superres_unet_input(sample, condition.repeat(repeats, 1, 1, 1))  # (N', 6, H, W)
