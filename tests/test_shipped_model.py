@@ -66,6 +66,9 @@ def test_the_training_hint_gives_the_shipped_configuration(tmp_path, monkeypatch
     assert parsed.pop("max_skipped_nonfinite_steps") == recorded.pop("max_skipped_nonfinite_steps", 0)
     # added with --streaming: unset chooses by size, and the shipped 50,000 32-px images were decoded into memory
     assert parsed.pop("quiet") is False  # added later: output only
+    # added later (session 15): the in-run evaluation scored the benchmark, without variety; no self-conditioning
+    assert (parsed.pop("eval_prompt_set"), parsed.pop("eval_diversity")) == ("benchmark", 0)
+    assert (parsed.pop("self_conditioning"), parsed.pop("self_conditioning_prob")) == (False, 0.5)
     assert (parsed.pop("streaming"), parsed.pop("shuffle_buffer_size")) == (recorded.pop("streaming", None), recorded.pop("shuffle_buffer_size", 1000))
     assert parsed == recorded
 
