@@ -38,7 +38,7 @@ import torch.nn.functional as F  # noqa: E402
 from diffusers import DDPMScheduler, LCMScheduler, UNet2DConditionModel  # noqa: E402
 
 from hf_textimg.data.emoji_arguments import EmojiDataArguments  # noqa: E402
-from hf_textimg.diffusion import guidance_scale_embedding, unet_input  # noqa: E402
+from hf_textimg.diffusion import guidance_scale_embedding, unet_input, x0_and_eps  # noqa: E402
 from hf_textimg.hub import write_card_and_push  # noqa: E402
 from hf_textimg.pipelines.pipeline_diffusion import ConceptDiffusionPipeline  # noqa: E402
 from hf_textimg.pipelines.prompt_embeds import ConceptPromptEmbeds, encode_concept  # noqa: E402
@@ -154,18 +154,6 @@ def ddim_timesteps(num_train_timesteps: int, num_ddim_timesteps: int) -> torch.T
     """The teacher ODE's grid (N,), ascending: k * skip - 1 for k = 1..N (LCM's `DDIMSolver`, `LCMScheduler`'s origin steps)."""
     skip = num_train_timesteps // num_ddim_timesteps
     return torch.arange(1, num_ddim_timesteps + 1) * skip - 1
-
-
-def x0_and_eps(model_output: torch.Tensor, sample: torch.Tensor, alpha: torch.Tensor, sigma: torch.Tensor, prediction_type: str):
-    """Clean image and noise implied by a U-Net output at noise level (alpha, sigma), each (B, 1, 1, 1). Written out
-    because diffusers keeps these conversions inside each scheduler's `step`, for one timestep at a time."""
-    if prediction_type == "v_prediction":
-        return alpha * sample - sigma * model_output, sigma * sample + alpha * model_output
-    if prediction_type == "epsilon":
-        return (sample - sigma * model_output) / alpha, model_output
-    if prediction_type == "sample":
-        return model_output, (sample - alpha * model_output) / sigma
-    raise ValueError(f"unknown prediction_type {prediction_type!r}")
 
 
 def guided_teacher(teacher_unet, noisy, timesteps, cond: ConceptPromptEmbeds, uncond: ConceptPromptEmbeds, guidance_scale, alpha, sigma, prediction_type):

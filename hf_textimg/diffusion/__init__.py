@@ -17,6 +17,7 @@ from .unet import (
     is_self_conditioned,
     unet_config,
     unet_input,
+    x0_and_eps,
 )
 
 __all__ = [
@@ -33,6 +34,7 @@ __all__ = [
     "superres_unet_config",
     "unet_config",
     "unet_input",
+    "x0_and_eps",
 ]
 
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..diffusion.unet import unet_input
+from ..diffusion.unet import unet_input, x0_and_eps
 
 
 @dataclass
@@ -29,14 +29,7 @@ class PromptSensitivity:
 
 def predicted_x0(scheduler_config, model_output: torch.Tensor, noisy: torch.Tensor, alpha_bar: torch.Tensor) -> torch.Tensor:
     """The clean-image estimate from a model output of the scheduler's prediction type."""
-    prediction_type = scheduler_config.prediction_type
-    if prediction_type == "epsilon":
-        return (noisy - (1 - alpha_bar).sqrt() * model_output) / alpha_bar.sqrt()
-    if prediction_type == "v_prediction":
-        return alpha_bar.sqrt() * noisy - (1 - alpha_bar).sqrt() * model_output
-    if prediction_type == "sample":
-        return model_output
-    raise ValueError(f"Unknown prediction_type {prediction_type!r}; expected epsilon, v_prediction or sample.")
+    return x0_and_eps(model_output, noisy, alpha_bar.sqrt(), (1 - alpha_bar).sqrt(), scheduler_config.prediction_type)[0]
 
 
 @torch.no_grad()

@@ -759,6 +759,19 @@ def unet_input(unet: UNet2DConditionModel, sample: torch.Tensor, self_condition:
     return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
 
 
+def x0_and_eps(model_output: torch.Tensor, sample: torch.Tensor, alpha: torch.Tensor, sigma: torch.Tensor, prediction_type: str):
+    """Clean image and noise implied by a U-Net output for a noisy `sample` at noise level (alpha, sigma) =
+    (sqrt(alpha_bar), sqrt(1 - alpha_bar)), broadcastable to the sample. Written out because diffusers keeps these
+    conversions inside each scheduler's `step`, for one timestep at a time."""
+    if prediction_type == "v_prediction":
+        return alpha * sample - sigma * model_output, sigma * sample + alpha * model_output
+    if prediction_type == "epsilon":
+        return (sample - sigma * model_output) / alpha, model_output
+    if prediction_type == "sample":
+        return model_output, (sample - alpha * model_output) / sigma
+    raise ValueError(f"Unknown prediction_type {prediction_type!r}; expected epsilon, v_prediction or sample.")
+
+
 def clean_estimate(scheduler, sample: torch.Tensor, model_output: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
     """The clean image (B, 3, H, W) a model output implies for a (scaled) noisy sample at `timesteps` (a scalar or
     (B,)), by the scheduler's `prediction_type` and `alphas_cumprod`, clipped to [-1, 1]: what a self-conditioned
@@ -768,14 +781,10 @@ def clean_estimate(scheduler, sample: torch.Tensor, model_output: torch.Tensor, 
         return model_output.clamp(-1, 1)
     index = torch.as_tensor(timesteps, device=sample.device).round().long().clamp(0, len(scheduler.alphas_cumprod) - 1)
     alpha_bar = scheduler.alphas_cumprod.to(sample.device)[index].float().reshape(-1, 1, 1, 1)
-    a, s = alpha_bar.sqrt(), (1 - alpha_bar).sqrt()
-    x, out = sample.float(), model_output.float()
-    if prediction_type == "v_prediction":
-        x0 = a * x - s * out
-    elif prediction_type == "epsilon":
-        x0 = (x - s * out) / a.clamp(min=1e-4)
-    else:
-        raise ValueError(f"Self-conditioning needs prediction_type epsilon, v_prediction or sample, got {prediction_type!r}.")
+    alpha, sigma = alpha_bar.sqrt(), (1 - alpha_bar).sqrt()
+    if prediction_type == "epsilon":
+        alpha = alpha.clamp(min=1e-4)  # the noisiest step divides by alpha
+    x0, _ = x0_and_eps(model_output.float(), sample.float(), alpha, sigma, prediction_type)
     return x0.clamp(-1, 1).to(sample.dtype)
 
 
